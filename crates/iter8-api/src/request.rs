@@ -1,0 +1,444 @@
+//! The body of `POST /v1/assessments`: versions, criteria, strategy and cumulative observations.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One iteration's question to the analytics service.
+///
+/// The service is stateless: every request carries the cumulative observations since the start
+/// of the experiment, so the same request always gives the same answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssessmentRequest {
+    /// What kind of experiment this is; it decides what a winner means.
+    pub kind: ExperimentKind,
+    /// The iteration being assessed, counted from 1.
+    pub iteration: u32,
+    /// The iteration before which no version is promoted (default 1).
+    #[serde(default = "default_min_iterations")]
+    pub min_iterations: u32,
+    /// The last iteration; an experiment still undecided here ends `inconclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iterations: Option<u32>,
+    /// The versions: the first is the baseline, the rest are candidates.
+    pub versions: Vec<Version>,
+    /// Metrics derived from the observed ones (ratios such as an error rate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioMetric>,
+    /// What the versions must satisfy and what they compete on.
+    #[serde(default)]
+    pub criteria: Criteria,
+    /// How traffic moves between versions and when a winner is declared.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+fn default_min_iterations() -> u32 {
+    1
+}
+
+/// The four kinds of experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ExperimentKind {
+    /// One version, checked against the criteria.
+    PerformanceTest,
+    /// A baseline and one candidate; the candidate wins when it meets the criteria.
+    Canary,
+    /// A baseline and one candidate competing on a reward.
+    #[serde(rename = "ab")]
+    AB,
+    /// A baseline and several candidates competing on a reward.
+    #[serde(rename = "abn")]
+    ABn,
+}
+
+/// One version of the service and what has been observed of it so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Version {
+    /// The version's name, unique in the experiment.
+    pub name: String,
+    /// The share of traffic (integer percent) this version has now.
+    pub weight: u32,
+    /// Cumulative observations since the start of the experiment, by metric name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, Observation>,
+    /// Earlier cumulative snapshots, oldest first; used to detect counter resets and to
+    /// estimate the spread of means that come without a sum of squares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Snapshot>,
+}
+
+/// The cumulative observations of one version at an earlier iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshot {
+    /// The iteration the snapshot was taken at.
+    pub iteration: u32,
+    /// The version's weight during that iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Cumulative observations at that iteration, by metric name.
+    pub metrics: BTreeMap<String, Observation>,
+}
+
+/// Cumulative data of one metric of one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Observation {
+    /// A count of events (requests, errors, conversions).
+    Counter(f64),
+    /// A sum and a count, whose ratio is a mean (for example mean latency).
+    Mean(MeanObservation),
+    /// A classic Prometheus histogram: cumulative `le` buckets.
+    Histogram(HistogramObservation),
+}
+
+/// A sum of values and their count; optionally their sum of squares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeanObservation {
+    /// The sum of the observed values.
+    pub sum: f64,
+    /// How many values were observed.
+    pub count: f64,
+    /// The sum of the squared values, when the source has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_of_squares: Option<f64>,
+}
+
+/// Cumulative histogram buckets as Prometheus exposes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HistogramObservation {
+    /// Buckets in increasing order of `le`; the last one may be `+Inf`.
+    pub buckets: Vec<Bucket>,
+    /// The sum of the observed values, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+}
+
+/// One cumulative bucket: how many values were at most `le`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bucket {
+    /// The bucket's upper bound, inclusive.
+    pub le: BucketBound,
+    /// The cumulative count of values at most `le`.
+    pub count: f64,
+}
+
+/// A bucket bound: a number, or `"+Inf"` for the last bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BucketBound {
+    /// A finite upper bound.
+    Finite(f64),
+    /// The `"+Inf"` bound of the last bucket.
+    Infinite(InfinityLiteral),
+}
+
+impl BucketBound {
+    /// The bound as a float (`f64::INFINITY` for `+Inf`).
+    pub fn value(self) -> f64 {
+        match self {
+            Self::Finite(v) => v,
+            Self::Infinite(_) => f64::INFINITY,
+        }
+    }
+}
+
+/// The literal `"+Inf"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum InfinityLiteral {
+    /// Prometheus' spelling of infinity.
+    #[serde(rename = "+Inf")]
+    PlusInf,
+}
+
+/// A metric computed as the ratio of two counters, with a rate in [0, 1]
+/// (errors per request, conversions per user).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatioMetric {
+    /// The name criteria use for this metric.
+    pub name: String,
+    /// The counter of events (for example errors).
+    pub numerator: String,
+    /// The counter of trials (for example requests).
+    pub denominator: String,
+}
+
+/// What the versions must satisfy, and what they compete on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Criteria {
+    /// Absolute limits every version must meet (service-level objectives).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<Objective>,
+    /// Limits relative to the baseline, which candidates must meet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relative_objectives: Vec<RelativeObjective>,
+    /// Metrics the versions compete on; the first one ranks them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<Reward>,
+}
+
+/// The quantity a criterion is about: a metric, or a quantile of a histogram metric.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// The metric's name: an observed metric or a ratio.
+    pub metric: String,
+    /// For a histogram metric: the quantile, as a fraction (0.95 for p95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<Quantile>,
+}
+
+/// A quantile in (0, 1), kept as parts per million so targets can be compared exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Quantile(u32);
+
+impl Quantile {
+    /// The quantile as a fraction.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
+}
+
+impl TryFrom<f64> for Quantile {
+    type Error = String;
+    fn try_from(q: f64) -> Result<Self, Self::Error> {
+        if q.is_finite() && q > 0.0 && q < 1.0 {
+            // The value is in (0, 1), so the rounded product fits in u32.
+            Ok(Self((q * 1e6).round() as u32))
+        } else {
+            Err(format!(
+                "quantile must be between 0 and 1 (exclusive), got {q}"
+            ))
+        }
+    }
+}
+
+impl From<Quantile> for f64 {
+    fn from(q: Quantile) -> f64 {
+        q.fraction()
+    }
+}
+
+impl JsonSchema for Quantile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantile".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A quantile as a fraction, strictly between 0 and 1 (0.95 for p95).",
+            "type": "number",
+            "exclusiveMinimum": 0.0,
+            "exclusiveMaximum": 1.0
+        })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.quantile {
+            Some(q) => write!(f, "{}/p{}", self.metric, format_percent(q.fraction())),
+            None => f.write_str(&self.metric),
+        }
+    }
+}
+
+fn format_percent(q: f64) -> String {
+    let p = q * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{}", p.round() as i64)
+    } else {
+        format!("{p}")
+    }
+}
+
+/// An absolute limit on a metric: `lowerLimit <= value <= upperLimit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Objective {
+    /// The metric's name: an observed metric or a ratio.
+    pub metric: String,
+    /// For a histogram metric: the quantile, as a fraction (0.95 for p95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<Quantile>,
+    /// The value must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_limit: Option<f64>,
+    /// The value must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_limit: Option<f64>,
+}
+
+/// A limit relative to the baseline: a candidate may be at most `maxDegradation` worse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelativeObjective {
+    /// The metric's name: an observed metric or a ratio.
+    pub metric: String,
+    /// For a histogram metric: the quantile, as a fraction (0.95 for p95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<Quantile>,
+    /// Which direction is better for this metric.
+    pub preferred_direction: Direction,
+    /// The largest tolerated degradation, as a fraction of the baseline (0.1 = 10 % worse).
+    pub max_degradation: f64,
+}
+
+/// A metric the versions compete on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reward {
+    /// The metric's name: an observed metric or a ratio.
+    pub metric: String,
+    /// For a histogram metric: the quantile, as a fraction (0.95 for p95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<Quantile>,
+    /// Whether more or less of it is better.
+    pub preferred_direction: Direction,
+}
+
+/// Whether larger or smaller values of a metric are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// Larger is better (conversions).
+    Higher,
+    /// Smaller is better (latency, errors).
+    Lower,
+}
+
+/// How traffic moves and when a winner is declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Strategy {
+    /// The traffic algorithm.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// The most traffic (percent) any candidate may get.
+    #[serde(default = "default_max_candidate_weight")]
+    pub max_candidate_weight: u32,
+    /// The most a candidate's weight may grow in one iteration (percentage points); also the
+    /// step of `check_and_increment`.
+    #[serde(default = "default_max_candidate_weight_increment")]
+    pub max_candidate_weight_increment: u32,
+    /// Traffic (percent) spread evenly over all versions so that none is starved of data.
+    #[serde(default = "default_exploration_weight")]
+    pub exploration_weight: u32,
+    /// The posterior probability a version needs to be declared winner (or a candidate to be
+    /// declared failing).
+    #[serde(default = "default_winner_probability")]
+    pub winner_probability: f64,
+    /// The weights used by `fixed_split`, one per version in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<u32>>,
+    /// Monte-Carlo draws from the joint posterior.
+    #[serde(default = "default_draws")]
+    pub draws: u32,
+    /// Seed of the Monte-Carlo stream; by default it is derived from the request itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+fn default_max_candidate_weight() -> u32 {
+    100
+}
+fn default_max_candidate_weight_increment() -> u32 {
+    10
+}
+fn default_exploration_weight() -> u32 {
+    10
+}
+fn default_winner_probability() -> f64 {
+    0.95
+}
+fn default_draws() -> u32 {
+    10_000
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::default(),
+            max_candidate_weight: default_max_candidate_weight(),
+            max_candidate_weight_increment: default_max_candidate_weight_increment(),
+            exploration_weight: default_exploration_weight(),
+            winner_probability: default_winner_probability(),
+            split: None,
+            draws: default_draws(),
+            seed: None,
+        }
+    }
+}
+
+/// The traffic algorithms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Posterior routing to the single best version (iter8's `progressive`).
+    #[default]
+    Progressive,
+    /// Posterior routing to the two best versions (iter8's `top_2`).
+    #[serde(rename = "top_2")]
+    Top2,
+    /// An even split over all versions.
+    Uniform,
+    /// A fixed step to the candidate while it meets the criteria (iter8 v0).
+    CheckAndIncrement,
+    /// Decaying epsilon-greedy between baseline and candidate (iter8 v0).
+    EpsilonTGreedy,
+    /// The split given in `strategy.split`, unchanged.
+    FixedSplit,
+}
+
+impl Algorithm {
+    /// Every algorithm, for listings and tests.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::Progressive,
+        Algorithm::Top2,
+        Algorithm::Uniform,
+        Algorithm::CheckAndIncrement,
+        Algorithm::EpsilonTGreedy,
+        Algorithm::FixedSplit,
+    ];
+
+    /// The name used on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Progressive => "progressive",
+            Algorithm::Top2 => "top_2",
+            Algorithm::Uniform => "uniform",
+            Algorithm::CheckAndIncrement => "check_and_increment",
+            Algorithm::EpsilonTGreedy => "epsilon_t_greedy",
+            Algorithm::FixedSplit => "fixed_split",
+        }
+    }
+}
+
+/// Criteria that name a metric and, for histograms, a quantile.
+pub trait Targeted {
+    /// The metric and quantile this criterion is about.
+    fn target(&self) -> Target;
+}
+
+macro_rules! targeted {
+    ($($t:ty),*) => {$(
+        impl Targeted for $t {
+            fn target(&self) -> Target {
+                Target { metric: self.metric.clone(), quantile: self.quantile }
+            }
+        }
+    )*};
+}
+targeted!(Objective, RelativeObjective, Reward);

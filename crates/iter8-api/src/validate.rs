@@ -1,0 +1,604 @@
+//! Checks of a request that JSON decoding cannot express; each failure names the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::request::{
+    Algorithm, AssessmentRequest, ExperimentKind, HistogramObservation, MeanObservation,
+    Observation, Targeted,
+};
+
+/// The most versions one experiment may compare.
+pub const MAX_VERSIONS: usize = 16;
+/// The most metrics one version may report.
+pub const MAX_METRICS: usize = 64;
+/// The most buckets one histogram may have.
+pub const MAX_BUCKETS: usize = 256;
+/// The most criteria (objectives, relative objectives and rewards together).
+pub const MAX_CRITERIA: usize = 32;
+/// The most earlier snapshots one version may carry.
+pub const MAX_HISTORY: usize = 1_000;
+/// The fewest and the most Monte-Carlo draws a request may ask for.
+pub const DRAWS_RANGE: std::ops::RangeInclusive<u32> = 100..=200_000;
+/// The longest name (of a version or a metric).
+pub const MAX_NAME_LEN: usize = 253;
+
+/// A request the service refuses, with the field at fault and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
+#[error("{field}: {reason}")]
+pub struct InvalidRequest {
+    /// The path of the offending field, e.g. `versions[1].metrics.errors.counter`.
+    pub field: String,
+    /// Why the value is refused.
+    pub reason: String,
+}
+
+impl InvalidRequest {
+    /// A refusal of `field` for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The body of every 4xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorResponse {
+    /// What was wrong with the request.
+    pub error: InvalidRequest,
+}
+
+type Check = Result<(), InvalidRequest>;
+
+impl AssessmentRequest {
+    /// Checks everything JSON decoding cannot: counts, limits, cross-references and shapes.
+    pub fn validate(&self) -> Check {
+        self.check_iterations()?;
+        self.check_versions()?;
+        self.check_ratios()?;
+        self.check_criteria()?;
+        self.check_strategy()
+    }
+
+    /// The candidate versions (all but the baseline).
+    pub fn candidates(&self) -> &[crate::request::Version] {
+        self.versions.get(1..).unwrap_or(&[])
+    }
+
+    /// What kind of data a metric name refers to, looking across all versions.
+    pub fn metric_kind(&self, metric: &str) -> Option<MetricKind> {
+        if self.ratios.iter().any(|r| r.name == metric) {
+            return Some(MetricKind::Ratio);
+        }
+        self.versions
+            .iter()
+            .find_map(|v| v.metrics.get(metric))
+            .map(MetricKind::of)
+    }
+
+    fn check_iterations(&self) -> Check {
+        if self.iteration == 0 {
+            return Err(InvalidRequest::new(
+                "iteration",
+                "iterations are counted from 1",
+            ));
+        }
+        if self.min_iterations == 0 {
+            return Err(InvalidRequest::new("minIterations", "must be at least 1"));
+        }
+        if let Some(max) = self.max_iterations
+            && max < self.min_iterations
+        {
+            return Err(InvalidRequest::new(
+                "maxIterations",
+                format!("must be at least minIterations ({})", self.min_iterations),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_versions(&self) -> Check {
+        let n = self.versions.len();
+        if n == 0 {
+            return Err(InvalidRequest::new(
+                "versions",
+                "at least one version is required",
+            ));
+        }
+        if n > MAX_VERSIONS {
+            return Err(InvalidRequest::new(
+                "versions",
+                format!("{n} versions given; at most {MAX_VERSIONS} are supported"),
+            ));
+        }
+        let (wanted, ok) = match self.kind {
+            ExperimentKind::PerformanceTest => ("exactly one version", n == 1),
+            ExperimentKind::Canary | ExperimentKind::AB => {
+                ("exactly two versions (a baseline and a candidate)", n == 2)
+            }
+            ExperimentKind::ABn => ("at least two versions (a baseline and candidates)", n >= 2),
+        };
+        if !ok {
+            return Err(InvalidRequest::new(
+                "versions",
+                format!(
+                    "a {} experiment needs {wanted}; got {n}",
+                    kind_name(self.kind)
+                ),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, v) in self.versions.iter().enumerate() {
+            let at = format!("versions[{i}]");
+            check_name(&format!("{at}.name"), &v.name)?;
+            if !names.insert(v.name.as_str()) {
+                return Err(InvalidRequest::new(
+                    format!("{at}.name"),
+                    format!("version name {:?} is used twice", v.name),
+                ));
+            }
+            if v.weight > 100 {
+                return Err(InvalidRequest::new(
+                    format!("{at}.weight"),
+                    format!("must be between 0 and 100, got {}", v.weight),
+                ));
+            }
+            check_metrics(&format!("{at}.metrics"), &v.metrics)?;
+            check_history(&at, self.iteration, v)?;
+        }
+        let total: u32 = self.versions.iter().map(|v| v.weight).sum();
+        if total != 100 {
+            return Err(InvalidRequest::new(
+                "versions[].weight",
+                format!("weights must sum to 100, got {total}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_ratios(&self) -> Check {
+        let mut names = BTreeSet::new();
+        for (i, r) in self.ratios.iter().enumerate() {
+            let at = format!("ratios[{i}]");
+            check_name(&format!("{at}.name"), &r.name)?;
+            if !names.insert(r.name.as_str()) {
+                return Err(InvalidRequest::new(
+                    format!("{at}.name"),
+                    format!("ratio name {:?} is used twice", r.name),
+                ));
+            }
+            for (j, v) in self.versions.iter().enumerate() {
+                if v.metrics.contains_key(&r.name) {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.name"),
+                        format!("{:?} is also an observed metric of versions[{j}]", r.name),
+                    ));
+                }
+                let num = counter(v, &r.numerator, &format!("{at}.numerator"), j)?;
+                let den = counter(v, &r.denominator, &format!("{at}.denominator"), j)?;
+                if let (Some(num), Some(den)) = (num, den)
+                    && num > den
+                {
+                    return Err(InvalidRequest::new(
+                        format!("versions[{j}].metrics.{}", r.numerator),
+                        format!(
+                            "ratio {:?} is a rate in [0, 1], but its numerator {:?} ({num}) \
+                             exceeds its denominator {:?} ({den})",
+                            r.name, r.numerator, r.denominator
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_criteria(&self) -> Check {
+        let c = &self.criteria;
+        let total = c.objectives.len() + c.relative_objectives.len() + c.rewards.len();
+        if total > MAX_CRITERIA {
+            return Err(InvalidRequest::new(
+                "criteria",
+                format!("{total} criteria given; at most {MAX_CRITERIA} are supported"),
+            ));
+        }
+        for (i, o) in c.objectives.iter().enumerate() {
+            let at = format!("criteria.objectives[{i}]");
+            self.check_target(&at, o)?;
+            if o.upper_limit.is_none() && o.lower_limit.is_none() {
+                return Err(InvalidRequest::new(
+                    at,
+                    "an objective needs an upperLimit, a lowerLimit or both",
+                ));
+            }
+            for (name, limit) in [("upperLimit", o.upper_limit), ("lowerLimit", o.lower_limit)] {
+                if let Some(l) = limit
+                    && !l.is_finite()
+                {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.{name}"),
+                        "must be a finite number",
+                    ));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (o.lower_limit, o.upper_limit)
+                && lo > hi
+            {
+                return Err(InvalidRequest::new(
+                    format!("{at}.lowerLimit"),
+                    format!("lowerLimit ({lo}) is above upperLimit ({hi})"),
+                ));
+            }
+        }
+        for (i, r) in c.relative_objectives.iter().enumerate() {
+            let at = format!("criteria.relativeObjectives[{i}]");
+            self.check_target(&at, r)?;
+            if !(r.max_degradation.is_finite() && r.max_degradation >= 0.0) {
+                return Err(InvalidRequest::new(
+                    format!("{at}.maxDegradation"),
+                    "must be a non-negative fraction (0.1 means 10 % worse than the baseline)",
+                ));
+            }
+        }
+        for (i, r) in c.rewards.iter().enumerate() {
+            self.check_target(&format!("criteria.rewards[{i}]"), r)?;
+        }
+        if matches!(self.kind, ExperimentKind::AB | ExperimentKind::ABn) && c.rewards.is_empty() {
+            return Err(InvalidRequest::new(
+                "criteria.rewards",
+                format!(
+                    "an {} experiment picks its winner by a reward; name at least one",
+                    kind_name(self.kind)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_target(&self, at: &str, criterion: &impl Targeted) -> Check {
+        let target = criterion.target();
+        let kind = self.metric_kind(&target.metric).ok_or_else(|| {
+            InvalidRequest::new(
+                format!("{at}.metric"),
+                format!(
+                    "no version has data for metric {:?}, and no ratio defines it",
+                    target.metric
+                ),
+            )
+        })?;
+        match (kind, target.quantile) {
+            (MetricKind::Histogram, None) => Err(InvalidRequest::new(
+                format!("{at}.quantile"),
+                format!(
+                    "metric {:?} is a histogram; name the quantile (0.95 for p95)",
+                    target.metric
+                ),
+            )),
+            (MetricKind::Counter, _) => Err(InvalidRequest::new(
+                format!("{at}.metric"),
+                format!(
+                    "metric {:?} is a counter, which grows with traffic; define a ratio \
+                     (for example errors per request) and use that",
+                    target.metric
+                ),
+            )),
+            (MetricKind::Ratio | MetricKind::Mean, Some(_)) => Err(InvalidRequest::new(
+                format!("{at}.quantile"),
+                format!(
+                    "quantiles need a histogram metric; {:?} is not one",
+                    target.metric
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_strategy(&self) -> Check {
+        let s = &self.strategy;
+        if s.max_candidate_weight > 100 {
+            return Err(InvalidRequest::new(
+                "strategy.maxCandidateWeight",
+                format!("must be between 0 and 100, got {}", s.max_candidate_weight),
+            ));
+        }
+        if !(1..=100).contains(&s.max_candidate_weight_increment) {
+            return Err(InvalidRequest::new(
+                "strategy.maxCandidateWeightIncrement",
+                format!(
+                    "must be between 1 and 100, got {}",
+                    s.max_candidate_weight_increment
+                ),
+            ));
+        }
+        if s.exploration_weight > 50 {
+            return Err(InvalidRequest::new(
+                "strategy.explorationWeight",
+                format!("must be between 0 and 50, got {}", s.exploration_weight),
+            ));
+        }
+        if !(s.winner_probability > 0.5 && s.winner_probability < 1.0) {
+            return Err(InvalidRequest::new(
+                "strategy.winnerProbability",
+                format!(
+                    "must be above 0.5 and below 1, got {}",
+                    s.winner_probability
+                ),
+            ));
+        }
+        if !DRAWS_RANGE.contains(&s.draws) {
+            return Err(InvalidRequest::new(
+                "strategy.draws",
+                format!(
+                    "must be between {} and {}, got {}",
+                    DRAWS_RANGE.start(),
+                    DRAWS_RANGE.end(),
+                    s.draws
+                ),
+            ));
+        }
+        match (s.algorithm, &s.split) {
+            (Algorithm::FixedSplit, None) => {
+                return Err(InvalidRequest::new(
+                    "strategy.split",
+                    "fixed_split needs the split: one weight per version, summing to 100",
+                ));
+            }
+            (Algorithm::FixedSplit, Some(split)) => {
+                if split.len() != self.versions.len() {
+                    return Err(InvalidRequest::new(
+                        "strategy.split",
+                        format!(
+                            "{} weights given for {} versions",
+                            split.len(),
+                            self.versions.len()
+                        ),
+                    ));
+                }
+                let total: u32 = split.iter().map(|&w| w.min(101)).sum();
+                if total != 100 {
+                    return Err(InvalidRequest::new(
+                        "strategy.split",
+                        format!("weights must sum to 100, got {total}"),
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(InvalidRequest::new(
+                    "strategy.split",
+                    format!("only fixed_split takes a split, not {}", s.algorithm.name()),
+                ));
+            }
+            (_, None) => {}
+        }
+        if matches!(
+            s.algorithm,
+            Algorithm::CheckAndIncrement | Algorithm::EpsilonTGreedy
+        ) && self.versions.len() != 2
+        {
+            return Err(InvalidRequest::new(
+                "strategy.algorithm",
+                format!(
+                    "{} moves traffic between a baseline and one candidate; this experiment has {} versions",
+                    s.algorithm.name(),
+                    self.versions.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The four shapes of metric data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// An observed counter.
+    Counter,
+    /// An observed sum and count.
+    Mean,
+    /// An observed histogram.
+    Histogram,
+    /// A ratio of two counters, defined in the request.
+    Ratio,
+}
+
+impl MetricKind {
+    /// The kind of an observation.
+    pub fn of(o: &Observation) -> Self {
+        match o {
+            Observation::Counter(_) => Self::Counter,
+            Observation::Mean(_) => Self::Mean,
+            Observation::Histogram(_) => Self::Histogram,
+        }
+    }
+}
+
+fn kind_name(kind: ExperimentKind) -> &'static str {
+    match kind {
+        ExperimentKind::PerformanceTest => "performance test",
+        ExperimentKind::Canary => "canary",
+        ExperimentKind::AB => "A/B",
+        ExperimentKind::ABn => "A/B/n",
+    }
+}
+
+fn check_name(at: &str, name: &str) -> Check {
+    if name.trim().is_empty() {
+        return Err(InvalidRequest::new(at, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(InvalidRequest::new(
+            at,
+            format!(
+                "is {} characters long; at most {MAX_NAME_LEN} are allowed",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_metrics(at: &str, metrics: &BTreeMap<String, Observation>) -> Check {
+    if metrics.len() > MAX_METRICS {
+        return Err(InvalidRequest::new(
+            at,
+            format!(
+                "{} metrics given; at most {MAX_METRICS} are supported",
+                metrics.len()
+            ),
+        ));
+    }
+    for (name, obs) in metrics {
+        let at = format!("{at}.{name}");
+        check_name(&at, name)?;
+        match obs {
+            Observation::Counter(c) => non_negative(&format!("{at}.counter"), *c)?,
+            Observation::Mean(m) => check_mean(&format!("{at}.mean"), m)?,
+            Observation::Histogram(h) => check_histogram(&format!("{at}.histogram"), h)?,
+        }
+    }
+    Ok(())
+}
+
+fn check_mean(at: &str, m: &MeanObservation) -> Check {
+    if !m.sum.is_finite() {
+        return Err(InvalidRequest::new(
+            format!("{at}.sum"),
+            "must be a finite number",
+        ));
+    }
+    non_negative(&format!("{at}.count"), m.count)?;
+    if let Some(ss) = m.sum_of_squares {
+        non_negative(&format!("{at}.sumOfSquares"), ss)?;
+        // By Cauchy-Schwarz, sum^2 <= count * sumOfSquares; allow rounding slack.
+        if m.count > 0.0 && m.sum * m.sum > m.count * ss * (1.0 + 1e-9) + 1e-9 {
+            return Err(InvalidRequest::new(
+                format!("{at}.sumOfSquares"),
+                "is too small for the sum and count (sum^2 must not exceed count * sumOfSquares)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_histogram(at: &str, h: &HistogramObservation) -> Check {
+    let n = h.buckets.len();
+    if n == 0 {
+        return Err(InvalidRequest::new(
+            format!("{at}.buckets"),
+            "at least one bucket is required",
+        ));
+    }
+    if n > MAX_BUCKETS {
+        return Err(InvalidRequest::new(
+            format!("{at}.buckets"),
+            format!("{n} buckets given; at most {MAX_BUCKETS} are supported"),
+        ));
+    }
+    let mut prev: Option<(f64, f64)> = None;
+    for (i, b) in h.buckets.iter().enumerate() {
+        let le = b.le.value();
+        let bat = format!("{at}.buckets[{i}]");
+        if le.is_nan() || (le.is_infinite() && (le < 0.0 || i + 1 != n)) {
+            return Err(InvalidRequest::new(
+                format!("{bat}.le"),
+                "must be a finite number; only the last bucket may be \"+Inf\"",
+            ));
+        }
+        non_negative(&format!("{bat}.count"), b.count)?;
+        if let Some((ple, pcount)) = prev {
+            if le <= ple {
+                return Err(InvalidRequest::new(
+                    format!("{bat}.le"),
+                    format!("bucket bounds must increase; {le} follows {ple}"),
+                ));
+            }
+            if b.count < pcount {
+                return Err(InvalidRequest::new(
+                    format!("{bat}.count"),
+                    format!(
+                        "cumulative bucket counts must not decrease; {} follows {pcount}",
+                        b.count
+                    ),
+                ));
+            }
+        }
+        prev = Some((le, b.count));
+    }
+    if let Some(sum) = h.sum
+        && !sum.is_finite()
+    {
+        return Err(InvalidRequest::new(
+            format!("{at}.sum"),
+            "must be a finite number",
+        ));
+    }
+    Ok(())
+}
+
+fn check_history(at: &str, iteration: u32, v: &crate::request::Version) -> Check {
+    if v.history.len() > MAX_HISTORY {
+        return Err(InvalidRequest::new(
+            format!("{at}.history"),
+            format!(
+                "{} snapshots given; at most {MAX_HISTORY} are supported",
+                v.history.len()
+            ),
+        ));
+    }
+    let mut last = 0;
+    for (i, s) in v.history.iter().enumerate() {
+        let sat = format!("{at}.history[{i}]");
+        if s.iteration <= last || s.iteration >= iteration {
+            return Err(InvalidRequest::new(
+                format!("{sat}.iteration"),
+                format!(
+                    "snapshots must be in increasing order of iteration and before the \
+                     current iteration ({iteration}); got {} after {last}",
+                    s.iteration
+                ),
+            ));
+        }
+        last = s.iteration;
+        if let Some(w) = s.weight
+            && w > 100
+        {
+            return Err(InvalidRequest::new(
+                format!("{sat}.weight"),
+                format!("must be between 0 and 100, got {w}"),
+            ));
+        }
+        check_metrics(&format!("{sat}.metrics"), &s.metrics)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    v: &crate::request::Version,
+    name: &str,
+    field: &str,
+    index: usize,
+) -> Result<Option<f64>, InvalidRequest> {
+    match v.metrics.get(name) {
+        None => Ok(None),
+        Some(Observation::Counter(c)) => Ok(Some(*c)),
+        Some(_) => Err(InvalidRequest::new(
+            field,
+            format!("{name:?} must be a counter, but versions[{index}] reports another kind"),
+        )),
+    }
+}
+
+fn non_negative(at: &str, x: f64) -> Check {
+    if x.is_finite() && x >= 0.0 {
+        Ok(())
+    } else {
+        Err(InvalidRequest::new(
+            at,
+            format!("must be a finite, non-negative number, got {x}"),
+        ))
+    }
+}

@@ -1,0 +1,23 @@
+//! iter8 v0's `check_and_increment`: the candidate gains a fixed step
+//! (`maxCandidateWeightIncrement`) while its observed values meet every criterion, and holds
+//! its weight otherwise.
+
+use super::{Context, Strategy};
+
+/// The fixed-step canary ramp.
+pub struct CheckAndIncrement;
+
+impl Strategy for CheckAndIncrement {
+    fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
+        let current = ctx.current_weights();
+        let s = &ctx.request.strategy;
+        let candidate = current[1];
+        let next = if ctx.meets_criteria_on_observed_values(1) {
+            (candidate + s.max_candidate_weight_increment)
+                .min(s.max_candidate_weight.max(candidate))
+        } else {
+            candidate
+        };
+        vec![100 - next, next]
+    }
+}
