@@ -30,10 +30,9 @@ pub fn to_percentages(shares: &[f64]) -> Vec<u32> {
         assigned += *o;
     }
     let mut order: Vec<usize> = (0..shares.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
-        rb.total_cmp(&ra).then(a.cmp(&b))
-    });
+    // Remainders are compared at 1e-9 so that float noise cannot break a true tie.
+    let remainder = |i: usize| ((exact[i] - exact[i].floor()) * 1e9).round();
+    order.sort_by(|&a, &b| remainder(b).total_cmp(&remainder(a)).then(a.cmp(&b)));
     for &i in order
         .iter()
         .cycle()
