@@ -1,0 +1,165 @@
+//! Every refusal names the field at fault and says why.
+
+use iter8_api::{AssessmentRequest, InvalidRequest};
+use serde_json::{Value, json};
+
+fn valid() -> Value {
+    json!({
+        "kind": "canary",
+        "iteration": 1,
+        "versions": [
+            {"name": "a", "weight": 90, "metrics": {
+                "requests": {"counter": 100.0}, "errors": {"counter": 1.0},
+                "latency": {"histogram": {"buckets": [{"le": 100, "count": 90}, {"le": "+Inf", "count": 100}]}}}},
+            {"name": "b", "weight": 10, "metrics": {
+                "requests": {"counter": 10.0}, "errors": {"counter": 0.0}}}
+        ],
+        "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
+        "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01},
+                                    {"metric": "latency", "quantile": 0.95, "upperLimit": 200}]}
+    })
+}
+
+fn refusal(edit: impl FnOnce(&mut Value)) -> InvalidRequest {
+    let mut body = valid();
+    edit(&mut body);
+    let request: AssessmentRequest = serde_json::from_value(body).expect("decodes");
+    request.validate().expect_err("must be refused")
+}
+
+fn decode_error(edit: impl FnOnce(&mut Value)) -> String {
+    let mut body = valid();
+    edit(&mut body);
+    serde_json::from_value::<AssessmentRequest>(body)
+        .expect_err("must not decode")
+        .to_string()
+}
+
+#[test]
+fn the_valid_request_passes() {
+    let request: AssessmentRequest = serde_json::from_value(valid()).expect("decodes");
+    assert_eq!(request.validate(), Ok(()));
+}
+
+#[test]
+fn weights_that_do_not_sum_to_100_are_refused() {
+    let e = refusal(|b| b["versions"][1]["weight"] = json!(20));
+    assert_eq!(e.field, "versions[].weight");
+    assert!(e.reason.contains("sum to 100, got 110"), "{}", e.reason);
+}
+
+#[test]
+fn negative_counts_are_refused() {
+    let e = refusal(|b| b["versions"][1]["metrics"]["errors"] = json!({"counter": -1.0}));
+    assert_eq!(e.field, "versions[1].metrics.errors.counter");
+    assert!(e.reason.contains("non-negative"));
+}
+
+#[test]
+fn decreasing_cumulative_buckets_are_refused() {
+    let e = refusal(|b| {
+        b["versions"][0]["metrics"]["latency"]["histogram"]["buckets"][1]["count"] = json!(50)
+    });
+    assert_eq!(
+        e.field,
+        "versions[0].metrics.latency.histogram.buckets[1].count"
+    );
+    assert!(e.reason.contains("must not decrease"));
+}
+
+#[test]
+fn a_criterion_on_a_metric_without_data_is_refused() {
+    let e = refusal(|b| b["criteria"]["objectives"][0]["metric"] = json!("nope"));
+    assert_eq!(e.field, "criteria.objectives[0].metric");
+    assert!(e.reason.contains("no version has data"));
+}
+
+#[test]
+fn a_histogram_criterion_needs_a_quantile() {
+    let e = refusal(|b| {
+        b["criteria"]["objectives"][1]
+            .as_object_mut()
+            .expect("object")
+            .remove("quantile");
+    });
+    assert_eq!(e.field, "criteria.objectives[1].quantile");
+}
+
+#[test]
+fn too_many_versions_are_refused() {
+    let e = refusal(|b| {
+        b["kind"] = json!("abn");
+        let versions: Vec<Value> = (0..17)
+            .map(|i| json!({"name": format!("v{i}"), "weight": if i == 0 { 100 } else { 0 }}))
+            .collect();
+        b["versions"] = json!(versions);
+        b["criteria"] = json!({});
+    });
+    assert_eq!(e.field, "versions");
+    assert!(e.reason.contains("at most 16"));
+}
+
+#[test]
+fn too_many_buckets_are_refused() {
+    let e = refusal(|b| {
+        let buckets: Vec<Value> = (1..=257).map(|i| json!({"le": i, "count": i})).collect();
+        b["versions"][0]["metrics"]["latency"]["histogram"]["buckets"] = json!(buckets);
+    });
+    assert_eq!(e.field, "versions[0].metrics.latency.histogram.buckets");
+    assert!(e.reason.contains("at most 256"));
+}
+
+#[test]
+fn a_ratio_numerator_above_its_denominator_is_refused() {
+    let e = refusal(|b| b["versions"][1]["metrics"]["errors"] = json!({"counter": 11.0}));
+    assert_eq!(e.field, "versions[1].metrics.errors");
+    assert!(e.reason.contains("exceeds its denominator"));
+}
+
+#[test]
+fn experiment_kind_and_version_count_must_agree() {
+    let e = refusal(|b| b["kind"] = json!("performanceTest"));
+    assert_eq!(e.field, "versions");
+    assert!(e.reason.contains("exactly one version"));
+}
+
+#[test]
+fn ab_tests_need_a_reward() {
+    let e = refusal(|b| b["kind"] = json!("ab"));
+    assert_eq!(e.field, "criteria.rewards");
+}
+
+#[test]
+fn fixed_split_needs_a_split_that_sums_to_100() {
+    let e = refusal(|b| b["strategy"] = json!({"algorithm": "fixed_split"}));
+    assert_eq!(e.field, "strategy.split");
+    let e = refusal(|b| b["strategy"] = json!({"algorithm": "fixed_split", "split": [50, 40]}));
+    assert_eq!(e.field, "strategy.split");
+    assert!(e.reason.contains("got 90"));
+}
+
+#[test]
+fn strategy_limits_are_checked() {
+    let e = refusal(|b| b["strategy"] = json!({"winnerProbability": 1.5}));
+    assert_eq!(e.field, "strategy.winnerProbability");
+    let e = refusal(|b| b["strategy"] = json!({"draws": 10}));
+    assert_eq!(e.field, "strategy.draws");
+    let e = refusal(|b| b["strategy"] = json!({"maxCandidateWeightIncrement": 0}));
+    assert_eq!(e.field, "strategy.maxCandidateWeightIncrement");
+}
+
+#[test]
+fn duplicate_version_names_are_refused() {
+    let e = refusal(|b| b["versions"][1]["name"] = json!("a"));
+    assert_eq!(e.field, "versions[1].name");
+}
+
+#[test]
+fn unknown_algorithms_and_fields_fail_to_decode_with_their_name() {
+    let e = decode_error(|b| b["strategy"] = json!({"algorithm": "magic"}));
+    assert!(e.contains("unknown variant `magic`"), "{e}");
+    let e = decode_error(|b| b["surprise"] = json!(1));
+    assert!(e.contains("unknown field `surprise`"), "{e}");
+    let e = decode_error(|b| b["criteria"]["objectives"][1]["quantile"] = json!(1.5));
+    assert!(e.contains("quantile must be between 0 and 1"), "{e}");
+}
