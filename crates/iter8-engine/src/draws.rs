@@ -27,100 +27,144 @@ pub struct DrawSummary {
     pub top_share: [Vec<f64>; 2],
 }
 
+/// Draws in a block: one column per (version, target), so each sampler runs in a tight loop
+/// and the block stays in cache.
+const BLOCK: usize = 1024;
+
 /// Draws `draws` joint samples with a seeded, portable generator.
 pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
     let versions = model.posteriors.len();
     let targets = model.targets.len();
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let mut tally = Tally::new(model);
+    let mut block = vec![f64::NAN; versions * targets * BLOCK];
     let mut values = vec![f64::NAN; versions * targets];
-    let mut feasible = vec![false; versions];
-    let mut utility = vec![0.0; versions];
-
-    let mut all = vec![0u64; versions];
-    let mut per_criterion = vec![vec![0u64; model.criteria.len()]; versions];
-    let mut win = vec![0u64; versions];
-    let mut beats = vec![0u64; versions];
-    let mut top = [vec![0u64; versions], vec![0u64; versions]];
-
-    for _ in 0..draws {
+    let mut done = 0;
+    while done < draws as usize {
+        let size = BLOCK.min(draws as usize - done);
         for (v, row) in model.posteriors.iter().enumerate() {
             for (t, post) in row.iter().enumerate() {
-                values[v * targets + t] = post.as_ref().map_or(f64::NAN, |p| p.draw(&mut rng));
+                let column = &mut block[(v * targets + t) * BLOCK..][..size];
+                match post {
+                    Some(p) => p.fill(&mut rng, column),
+                    None => column.fill(f64::NAN),
+                }
             }
         }
-        for v in 0..versions {
+        for d in 0..size {
+            for (i, value) in values.iter_mut().enumerate() {
+                *value = block[i * BLOCK + d];
+            }
+            tally.add(model, &values);
+        }
+        done += size;
+    }
+    tally.summary(model, draws)
+}
+
+/// Counts of what held, over the draws so far.
+struct Tally {
+    feasible: Vec<bool>,
+    utility: Vec<f64>,
+    all: Vec<u64>,
+    per_criterion: Vec<Vec<u64>>,
+    win: Vec<u64>,
+    beats: Vec<u64>,
+    top: [Vec<u64>; 2],
+}
+
+impl Tally {
+    fn new(model: &Model) -> Self {
+        let versions = model.posteriors.len();
+        Self {
+            feasible: vec![false; versions],
+            utility: vec![0.0; versions],
+            all: vec![0; versions],
+            per_criterion: vec![vec![0; model.criteria.len()]; versions],
+            win: vec![0; versions],
+            beats: vec![0; versions],
+            top: [vec![0; versions], vec![0; versions]],
+        }
+    }
+
+    /// Counts one joint draw; `values[version * targets + target]`.
+    fn add(&mut self, model: &Model, values: &[f64]) {
+        let targets = model.targets.len();
+        for v in 0..self.feasible.len() {
+            let row = &values[v * targets..][..targets];
             let mut ok = true;
             for (c, criterion) in model.criteria.iter().enumerate() {
                 let t = criterion.check.target();
-                let holds = criterion
-                    .check
-                    .holds(values[v * targets + t], values[t], v == 0);
+                let holds = criterion.check.holds(row[t], values[t], v == 0);
                 if holds {
-                    per_criterion[v][c] += 1;
+                    self.per_criterion[v][c] += 1;
                 }
                 ok &= holds;
             }
-            feasible[v] = ok;
+            self.feasible[v] = ok;
             if ok {
-                all[v] += 1;
+                self.all[v] += 1;
             }
-            utility[v] = match model.reward {
-                Some((t, direction)) => oriented(values[v * targets + t], direction),
+            self.utility[v] = match model.reward {
+                Some((t, direction)) => oriented(row[t], direction),
                 // Without a reward a candidate is preferred to the baseline (a canary), and
                 // a later candidate to an earlier one.
                 None => v as f64,
             };
             if v > 0
                 && let Some((t, direction)) = model.reward
-                && oriented(values[v * targets + t], direction) > oriented(values[t], direction)
+                && oriented(row[t], direction) > oriented(values[t], direction)
             {
-                beats[v] += 1;
+                self.beats[v] += 1;
             }
         }
-        let (first, second) = best_two(&feasible, &utility);
-        match first {
-            Some(b) => {
-                win[b] += 1;
-                top[0][b] += 1;
-                top[1][b] += 1;
+        match best_two(&self.feasible, &self.utility) {
+            (Some(best), second) => {
+                self.win[best] += 1;
+                self.top[0][best] += 1;
+                self.top[1][best] += 1;
                 if let Some(s) = second {
-                    top[1][s] += 1;
+                    self.top[1][s] += 1;
                 }
             }
-            None => {
-                top[0][0] += 1;
-                top[1][0] += 1;
+            // No version is feasible: the baseline keeps the place.
+            (None, _) => {
+                self.top[0][0] += 1;
+                self.top[1][0] += 1;
             }
         }
     }
 
-    let n = f64::from(draws.max(1));
-    let frac = |c: &[u64]| c.iter().map(|&x| x as f64 / n).collect::<Vec<_>>();
-    let share = |c: &[u64]| {
-        let total: u64 = c.iter().sum();
-        c.iter()
-            .map(|&x| x as f64 / total.max(1) as f64)
-            .collect::<Vec<_>>()
-    };
-    DrawSummary {
-        all_criteria: frac(&all),
-        per_criterion: per_criterion
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .zip(&model.criteria)
-                    .map(|(&x, c)| match c.check {
-                        Check::Relative { .. } => x as f64 / n,
-                        Check::Absolute { .. } => f64::NAN,
-                    })
-                    .collect()
-            })
-            .collect(),
-        win: frac(&win),
-        beats_baseline: (0..versions)
-            .map(|v| (v > 0 && model.reward.is_some()).then(|| beats[v] as f64 / n))
-            .collect(),
-        top_share: [share(&top[0]), share(&top[1])],
+    fn summary(self, model: &Model, draws: u32) -> DrawSummary {
+        let n = f64::from(draws.max(1));
+        let frac = |c: &[u64]| c.iter().map(|&x| x as f64 / n).collect::<Vec<_>>();
+        let share = |c: &[u64]| {
+            let total: u64 = c.iter().sum();
+            c.iter()
+                .map(|&x| x as f64 / total.max(1) as f64)
+                .collect::<Vec<_>>()
+        };
+        DrawSummary {
+            all_criteria: frac(&self.all),
+            per_criterion: self
+                .per_criterion
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .zip(&model.criteria)
+                        .map(|(&x, c)| match c.check {
+                            Check::Relative { .. } => x as f64 / n,
+                            Check::Absolute { .. } => f64::NAN,
+                        })
+                        .collect()
+                })
+                .collect(),
+            win: frac(&self.win),
+            beats_baseline: (0..self.beats.len())
+                .map(|v| (v > 0 && model.reward.is_some()).then(|| self.beats[v] as f64 / n))
+                .collect(),
+            top_share: [share(&self.top[0]), share(&self.top[1])],
+        }
     }
 }
 
