@@ -240,8 +240,8 @@ impl JsonSchema for Quantile {
         schemars::json_schema!({
             "description": "A quantile as a fraction, strictly between 0 and 1 (0.95 for p95).",
             "type": "number",
-            "exclusiveMinimum": 0.0,
-            "exclusiveMaximum": 1.0
+            "minimum": 0.0,
+            "maximum": 1.0
         })
     }
 }

@@ -1,0 +1,394 @@
+//! The `Experiment` resource: what to compare, how to route, what to measure, when to stop.
+
+use std::collections::BTreeMap;
+
+use iter8_api::{
+    Action, Criteria, Decision, ExperimentKind, RatioMetric, Strategy, VersionAssessment,
+    VersionWeight, Winner,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The most entries kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// An experiment on live traffic: a baseline and candidates, assessed every interval.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "iter8.tools",
+    version = "v3alpha1",
+    kind = "Experiment",
+    namespaced,
+    status = "ExperimentStatus",
+    shortname = "exp",
+    category = "iter8",
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Iteration",
+        type_ = "integer",
+        json_path = ".status.completedIterations"
+    ),
+    printcolumn(
+        name = "Winner",
+        type_ = "string",
+        json_path = ".status.winner.version"
+    ),
+    printcolumn(
+        name = "Weights",
+        type_ = "string",
+        json_path = ".status.weightsSummary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.kind != 'performanceTest' || size(self.versions) == 1")
+        .message("a performanceTest has exactly one version")
+        .field_path(".versions"),
+    validation = Rule::new("!(self.kind in ['canary', 'ab']) || size(self.versions) == 2")
+        .message("a canary or ab experiment has exactly two versions: a baseline and a candidate")
+        .field_path(".versions"),
+    validation = Rule::new("self.kind != 'abn' || size(self.versions) >= 2")
+        .message("an abn experiment has a baseline and at least one candidate")
+        .field_path(".versions"),
+    validation = Rule::new("self.kind == 'performanceTest' || has(self.router)")
+        .message("experiments that shift traffic need a router")
+        .field_path(".router"),
+    validation = Rule::new("!(self.kind in ['ab', 'abn']) || (has(self.criteria.rewards) && size(self.criteria.rewards) > 0)")
+        .message("ab and abn experiments pick their winner by a reward: set criteria.rewards")
+        .field_path(".criteria.rewards"),
+    validation = Rule::new("!has(self.strategy.split) || size(self.strategy.split) == size(self.versions)")
+        .message("strategy.split needs one weight per version")
+        .field_path(".strategy.split"),
+    validation = Rule::new("!has(self.strategy.split) || self.strategy.split.sum() == 100")
+        .message("strategy.split must sum to 100")
+        .field_path(".strategy.split"),
+    validation = Rule::new("!has(self.router) || self.versions.all(v, has(v.backend))")
+        .message("with a router, every version needs the backend it maps to")
+        .field_path(".versions"),
+    validation = Rule::new("!has(self.manualOverride) || !has(self.manualOverride.split) || size(self.manualOverride.split) == size(self.versions)")
+        .message("manualOverride.split needs one weight per version")
+        .field_path(".manualOverride.split"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentSpec {
+    /// What kind of experiment: performanceTest, canary, ab or abn.
+    pub kind: ExperimentKind,
+    /// The versions: the first is the baseline, the rest are candidates.
+    #[x_kube(
+        validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))")
+            .message("version names must be unique")
+    )]
+    #[schemars(length(min = 1, max = 16))]
+    pub versions: Vec<VersionSpec>,
+    /// The traffic router whose weights the experiment sets; absent for a performance test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Router>,
+    /// The metrics collected every iteration, each a reference to a `Metric` resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub metrics: Vec<MetricRef>,
+    /// Rates derived from two counters (errors per request, conversions per request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioMetric>,
+    /// Objectives, relative objectives and rewards.
+    #[serde(default)]
+    pub criteria: Criteria,
+    /// The analytics strategy: algorithm, weight limits, winner probability.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Where traffic goes when the experiment ends.
+    #[serde(default)]
+    pub on_termination: TerminationPolicy,
+    /// How often iterations run, and how many.
+    #[serde(default)]
+    pub duration: Duration,
+    /// The analytics service; the controller's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsEndpoint>,
+    /// A person's instruction that overrides the analytics: pause, resume or terminate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_override: Option<ManualOverride>,
+}
+
+/// One version of the service under test.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSpec {
+    /// The version's name, unique in the experiment.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The backend this version maps to in the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    /// Labels that select this version's series in the metrics backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The version's URL, for local mode (the CLI sends its load there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A router backend: a Service (Gateway API backendRef, or Istio destination host).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// The Service name (Gateway API) or destination host (Istio).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The Service port, when the route names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// The Istio DestinationRule subset, when versions share a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+/// The router object whose weights the experiment owns.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.httpRoute) != has(self.virtualService)")
+        .message("set exactly one of router.httpRoute and router.virtualService")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Router {
+    /// A Gateway API HTTPRoute rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<RouteRef>,
+    /// An Istio VirtualService HTTP route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<RouteRef>,
+}
+
+/// A route inside a router object, in the experiment's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    /// The object's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Which rule (HTTPRoute `rules[]`) or route (VirtualService `http[]`) to set.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 63))]
+    pub index: u32,
+}
+
+/// A metric used by the experiment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricRef {
+    /// The name criteria and ratios use.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The `Metric` resource that says how to get it.
+    pub metric: ObjectRef,
+}
+
+/// A namespaced object reference; the namespace defaults to the experiment's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// The object's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The object's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Where traffic goes when the experiment ends.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TerminationPolicy {
+    /// All traffic to the winner, or to the baseline when there is none.
+    #[default]
+    ToWinner,
+    /// All traffic back to the baseline.
+    ToBaseline,
+    /// Leave the last split in place.
+    KeepLast,
+}
+
+/// When iterations run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.minIterations <= self.maxIterations")
+        .message("minIterations must not exceed maxIterations")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Duration {
+    /// Time between iterations, e.g. `30s`, `5m`.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: String,
+    /// No version is promoted before this iteration.
+    #[serde(default = "default_min_iterations")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub min_iterations: u32,
+    /// The experiment ends after this iteration.
+    #[serde(default = "default_max_iterations")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_iterations: u32,
+}
+
+fn default_interval() -> String {
+    "30s".into()
+}
+fn default_min_iterations() -> u32 {
+    1
+}
+fn default_max_iterations() -> u32 {
+    20
+}
+
+impl Default for Duration {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            min_iterations: default_min_iterations(),
+            max_iterations: default_max_iterations(),
+        }
+    }
+}
+
+/// The analytics service to ask.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsEndpoint {
+    /// Base URL, e.g. `http://iter8-analytics.iter8-system:8080`.
+    #[schemars(length(min = 1))]
+    pub url: String,
+}
+
+/// A person's instruction.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualOverride {
+    /// What to do.
+    pub action: OverrideAction,
+    /// With `terminate`: the final split, one weight per version (overrides onTermination).
+    /// With `pause`: a split to hold while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<u32>>,
+}
+
+/// The manual actions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OverrideAction {
+    /// Stop iterating and hold the current split (or the given one).
+    Pause,
+    /// Go on iterating.
+    Resume,
+    /// End now, applying the given split or the termination policy.
+    Terminate,
+}
+
+/// What the controller has done and seen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    /// The spec generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the experiment is in its life.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Iterations completed so far; iteration `completedIterations + 1` is next.
+    #[serde(default)]
+    pub completed_iterations: u32,
+    /// When the first iteration started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the last iteration completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_iteration_time: Option<Time>,
+    /// The split now applied to the router, in version order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<VersionWeight>,
+    /// The split in one line, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_summary: Option<String>,
+    /// The latest assessment of each version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionAssessment>,
+    /// The latest decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// The version declared best, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<Winner>,
+    /// The version recommended for promotion at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_version: Option<String>,
+    /// The most recent iterations, oldest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<IterationRecord>,
+    /// Analytics calls that failed in a row (reset by a success).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+    /// A one-line account of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready, AnalyticsAvailable, MetricsAvailable, TrafficApplied, Completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One completed iteration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IterationRecord {
+    /// The iteration number.
+    pub iteration: u32,
+    /// When it completed.
+    pub time: Time,
+    /// The split applied after it, in version order.
+    pub weights: Vec<u32>,
+    /// What the analytics decided.
+    pub action: Action,
+    /// The version named by the decision, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The phases of an experiment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, no iteration yet.
+    #[default]
+    Pending,
+    /// Iterating.
+    Running,
+    /// Held by a manual override.
+    Paused,
+    /// Ended with a decision (promotion, rollback, or an inconclusive end).
+    Completed,
+    /// Ended because it could not go on (for example the router is gone).
+    Failed,
+    /// Ended by a manual terminate.
+    Aborted,
+}
+
+impl Phase {
+    /// Whether the experiment has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Aborted)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
