@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const HISTORY_LIMIT: usize = 20;
 
 /// An experiment on live traffic: a baseline and candidates, assessed every interval.
+// Every printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "iter8.tools",

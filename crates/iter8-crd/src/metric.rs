@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 /// How to query one metric for one version. Query templates may use `{{labels}}` (the version's
 /// label matchers, escaped), `{{label "name"}}` (one label value, escaped), `{{namespace}}`,
 /// `{{elapsed}}` (seconds since the experiment started) and `{{start}}` (its Unix time).
+// Every printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "iter8.tools",
