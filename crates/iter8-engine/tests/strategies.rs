@@ -131,6 +131,18 @@ fn check_and_increment_steps_while_observed_values_pass_and_holds_otherwise() {
 }
 
 #[test]
+fn check_and_increment_takes_its_first_step_without_data() {
+    let request = json!({
+        "kind": "canary", "iteration": 1, "minIterations": 5,
+        "versions": [version("a", 100, 1000.0, 1.0, 0.0), {"name": "b", "weight": 0}],
+        "ratios": ratios(),
+        "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]},
+        "strategy": {"algorithm": "check_and_increment", "maxCandidateWeightIncrement": 10}
+    });
+    assert_eq!(split(&assess(request)), vec![90, 10]);
+}
+
+#[test]
 fn epsilon_t_greedy_decays_exploration_with_the_iteration() {
     let request = |errors: f64| {
         json!({
