@@ -30,8 +30,11 @@ pub fn bayesian(ctx: &Context<'_>) -> Verdict {
         probability: p_best,
     });
 
+    // Failing means shown to fail on data; a version without data is merely unknown.
     let failing: Vec<usize> = (usize::from(names.len() > 1)..names.len())
-        .filter(|&v| ctx.draws.all_criteria[v] <= 1.0 - threshold)
+        .filter(|&v| {
+            ctx.draws.all_criteria[v] <= 1.0 - threshold && ctx.model.has_data_for_criteria(v)
+        })
         .collect();
     let all_failing = failing.len() == names.len() - usize::from(names.len() > 1);
 

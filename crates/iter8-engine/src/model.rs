@@ -174,6 +174,16 @@ impl Model {
         model
     }
 
+    /// Whether a version has data for every metric its criteria read (the baseline's too, for
+    /// relative criteria). A version without data is unknown, not failing.
+    pub fn has_data_for_criteria(&self, version: usize) -> bool {
+        self.criteria.iter().all(|c| {
+            let t = c.check.target();
+            self.posteriors[version][t].is_some()
+                && (matches!(c.check, Check::Absolute { .. }) || self.posteriors[0][t].is_some())
+        })
+    }
+
     fn posterior(&mut self, req: &AssessmentRequest, vi: usize, ti: usize) -> Option<Posterior> {
         let version = &req.versions[vi];
         let target = self.targets[ti].clone();
