@@ -108,6 +108,11 @@ func run() int {
 		return 2
 	}
 
+	// Whoever reads our output may go away first (a test process that ends
+	// with us still running): a write to a closed stdout/stderr must then
+	// fail quietly, not kill us by SIGPIPE before we have cleaned up.
+	signal.Ignore(syscall.SIGPIPE)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if c.exitOnStdinEOF {
