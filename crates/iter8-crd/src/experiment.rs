@@ -332,6 +332,10 @@ pub struct ExperimentStatus {
     /// The most recent iterations, oldest first (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<IterationRecord>,
+    /// An iteration whose outcome is decided but not yet fully applied; a restarted
+    /// controller finishes it instead of running the iteration again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingIteration>,
     /// Analytics calls that failed in a row (reset by a success).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
@@ -345,6 +349,18 @@ pub struct ExperimentStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// The decided outcome of an iteration, recorded before the router is changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingIteration {
+    /// The iteration number.
+    pub iteration: u32,
+    /// The split to apply, in version order.
+    pub weights: Vec<u32>,
+    /// The phase the experiment enters once the split is applied.
+    pub next_phase: Phase,
 }
 
 /// One completed iteration.
@@ -393,4 +409,85 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self, f)
     }
+}
+
+impl ExperimentSpec {
+    /// The analytics request for iteration `iteration`, given the current weights and the
+    /// observations collected per version (in version order). Shared by the controller and
+    /// the CLI's local mode so both ask the engine the same question.
+    pub fn assessment_request(
+        &self,
+        iteration: u32,
+        weights: &[u32],
+        observations: Vec<BTreeMap<String, iter8_api::Observation>>,
+    ) -> iter8_api::AssessmentRequest {
+        let versions = self
+            .versions
+            .iter()
+            .zip(
+                observations
+                    .into_iter()
+                    .chain(std::iter::repeat_with(BTreeMap::new)),
+            )
+            .enumerate()
+            .map(|(i, (v, metrics))| iter8_api::Version {
+                name: v.name.clone(),
+                weight: weights.get(i).copied().unwrap_or(0),
+                metrics,
+                history: Vec::new(),
+            })
+            .collect();
+        iter8_api::AssessmentRequest {
+            kind: self.kind,
+            iteration,
+            min_iterations: self.duration.min_iterations,
+            max_iterations: Some(self.duration.max_iterations),
+            versions,
+            ratios: self.ratios.clone(),
+            criteria: self.criteria.clone(),
+            strategy: self.strategy.clone(),
+        }
+    }
+
+    /// The split an experiment starts from: the fixed split if one is given, otherwise all
+    /// traffic on the baseline.
+    pub fn initial_weights(&self) -> Vec<u32> {
+        if let Some(split) = &self.strategy.split {
+            return split.clone();
+        }
+        (0..self.versions.len())
+            .map(|i| if i == 0 { 100 } else { 0 })
+            .collect()
+    }
+
+    /// The split to leave in place when the experiment ends with `decision`. A rollback
+    /// always returns traffic to the baseline, whatever the policy: a candidate shown to fail
+    /// keeps no traffic.
+    pub fn final_weights(&self, decision: &Decision, current: &[u32]) -> Vec<u32> {
+        let on = |index: usize| -> Vec<u32> {
+            (0..self.versions.len())
+                .map(|i| if i == index { 100 } else { 0 })
+                .collect()
+        };
+        let winner = decision
+            .version
+            .as_ref()
+            .and_then(|name| self.versions.iter().position(|v| &v.name == name));
+        match (decision.action, self.on_termination) {
+            (Action::Rollback, _) | (_, TerminationPolicy::ToBaseline) => on(0),
+            (_, TerminationPolicy::KeepLast) => current.to_vec(),
+            (Action::Promote, TerminationPolicy::ToWinner) => on(winner.unwrap_or(0)),
+            (_, TerminationPolicy::ToWinner) => on(0),
+        }
+    }
+}
+
+/// `name=weight` pairs in one line, for `kubectl get`.
+pub fn weights_summary(versions: &[VersionSpec], weights: &[u32]) -> String {
+    versions
+        .iter()
+        .zip(weights)
+        .map(|(v, w)| format!("{}={w}", v.name))
+        .collect::<Vec<_>>()
+        .join(",")
 }
