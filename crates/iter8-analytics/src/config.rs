@@ -1,0 +1,131 @@
+//! How the service is tuned: listen address, limits and timeouts, from flags or environment.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// The address the service listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// How long one request may take, body read included, before it is answered with 503.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body accepted (4 MiB): a 16-version request with full histories
+/// stays well below it.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// How many assessments may be in flight at once before the excess is shed with 503.
+pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(64).expect("64 is not zero");
+
+/// The service's settings; the binary fills them from flags and `ITER8_ANALYTICS_*` variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "ITER8_ANALYTICS_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Longest time one request may take (e.g. `10s`, `500ms`); slower ones get 503.
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_REQUEST_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub request_timeout: Duration,
+
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, env = "ITER8_ANALYTICS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// Assessments in flight at once; further ones are refused with 503 and Retry-After
+    /// instead of queueing without bound.
+    #[arg(long, env = "ITER8_ANALYTICS_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: NonZeroUsize,
+
+    /// Assessments computed at once; the rest of those in flight wait for a turn. Defaults to
+    /// the number of CPUs, since the engine is CPU-bound and more would only time-slice.
+    #[arg(long, env = "ITER8_ANALYTICS_ENGINE_THREADS")]
+    pub engine_threads: Option<NonZeroUsize>,
+
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are still served, so that
+    /// load balancers stop sending traffic before the listener closes (e.g. `5s`).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_SHUTDOWN_DELAY",
+        default_value = "0s",
+        value_parser = parse_duration
+    )]
+    pub shutdown_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            engine_threads: None,
+            shutdown_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Config {
+    /// How many assessments are computed at once: the setting, or the number of CPUs.
+    pub fn engine_threads(&self) -> usize {
+        self.engine_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_flags_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parsed = Cli::parse_from(["iter8-analytics"]).config;
+        let default = Config::default();
+        assert_eq!(parsed.listen, default.listen);
+        assert_eq!(parsed.request_timeout, default.request_timeout);
+        assert_eq!(parsed.body_limit, default.body_limit);
+        assert_eq!(parsed.max_in_flight, default.max_in_flight);
+        assert_eq!(parsed.shutdown_delay, default.shutdown_delay);
+    }
+}
