@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# THE project test command: sets up (idempotent), starts one shared Kubernetes
+# control plane, runs every crate's tests against it, and always tears it
+# down. Exits with cargo's status.
+#
+#   bash integration-tests/run.sh                      # cargo test --workspace
+#   bash integration-tests/run.sh -p iter8-integration-tests -- --nocapture
+#                                                      # cargo test <these arguments>
+set -euo pipefail
+IT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$IT_DIR/.." && pwd)"
+
+bash "$IT_DIR/setup.sh"
+
+trap 'bash "$IT_DIR/kube-env/down.sh"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+source "$IT_DIR/kube-env/up.sh"
+export ITER8_TEST_KUBECONFIG
+
+cd "$ROOT"
+status=0
+if (($#)); then
+  cargo test "$@" || status=$?
+else
+  cargo test --workspace || status=$?
+fi
+exit "$status"
