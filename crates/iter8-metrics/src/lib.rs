@@ -1,10 +1,25 @@
 //! Per-version metric observations for the analytics engine, from the backend a `Metric`
 //! resource names. The controller asks through [`MetricsBackend`]; tests substitute their own.
+//!
+//! [`Backends`] is the real implementation: it dispatches to [`PrometheusBackend`] or
+//! [`HttpBackend`] by the metric's provider. Query templates are rendered by [`template`], and
+//! every answer passes the checks in [`quality`], so missing, stale, NaN or reset data becomes
+//! [`MetricsError::NoData`] rather than an observation.
 #![forbid(unsafe_code)]
+
+mod client;
+pub mod http;
+pub mod jsonpath;
+pub mod prometheus;
+pub mod quality;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use http::HttpBackend;
+pub use prometheus::PrometheusBackend;
 
 use iter8_api::Observation;
 use iter8_crd::MetricSpec;
@@ -89,4 +104,98 @@ pub trait MetricsBackend: Send + Sync {
         &self,
         query: &Query<'_>,
     ) -> impl Future<Output = Result<Observation, MetricsError>> + Send;
+}
+
+/// Settings shared by the backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The Prometheus base URL for metrics that name none.
+    pub default_prometheus_address: Option<String>,
+    /// How long a query may take when the metric sets no `timeoutSeconds`.
+    pub default_timeout: Duration,
+    /// A sample stamped longer than this before the end of the window is stale (`NoData`).
+    /// About two scrape intervals is right for most set-ups.
+    pub staleness: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_prometheus_address: None,
+            default_timeout: Duration::from_secs(10),
+            staleness: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A backend could not be set up (for example, TLS could not be initialised).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot set up the metrics backends: {0}")]
+pub struct SetupError(pub String);
+
+/// The real metrics backends, chosen per metric by its provider.
+#[derive(Clone)]
+pub struct Backends {
+    prometheus: PrometheusBackend,
+    http: HttpBackend,
+}
+
+impl Backends {
+    /// Backends with these settings.
+    pub fn new(settings: Settings) -> Result<Self, SetupError> {
+        Ok(Self {
+            prometheus: PrometheusBackend::new(settings.clone())?,
+            http: HttpBackend::new(settings)?,
+        })
+    }
+}
+
+impl MetricsBackend for Backends {
+    async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        match (&query.spec.prometheus, &query.spec.http) {
+            (Some(_), None) => self.prometheus.observe(query).await,
+            (None, Some(_)) => self.http.observe(query).await,
+            _ => Err(quality::invalid(
+                query.name,
+                "set exactly one provider: prometheus or http",
+            )),
+        }
+    }
+}
+
+impl MetricsBackend for PrometheusBackend {
+    async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        PrometheusBackend::observe(self, query).await
+    }
+}
+
+impl MetricsBackend for HttpBackend {
+    async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        HttpBackend::observe(self, query).await
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The template context of a query.
+pub(crate) fn context<'a>(query: &Query<'a>) -> template::Context<'a> {
+    template::Context {
+        labels: query.labels,
+        namespace: query.namespace,
+        start: unix_secs(query.start),
+        now: unix_secs(query.now),
+        secrets: query.credentials,
+    }
+}
+
+/// The query's timeout: the metric's `timeoutSeconds`, else the default.
+pub(crate) fn timeout(query: &Query<'_>, settings: &Settings) -> Duration {
+    query
+        .spec
+        .timeout_seconds
+        .map_or(settings.default_timeout, |s| {
+            Duration::from_secs(u64::from(s))
+        })
 }
