@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 # Debian packages the tests need. Add to this list (e.g. prometheus).
-APT_PACKAGES=()
+APT_PACKAGES=(prometheus)
 
 install_apt_packages() {
   local missing=() p
