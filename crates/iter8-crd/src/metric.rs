@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// How to query one metric for one version. Query templates may use `{{labels}}` (the version's
 /// label matchers, escaped), `{{label "name"}}` (one label value, escaped), `{{namespace}}`,
-/// `{{elapsed}}` (seconds since the experiment started) and `{{start}}` (its Unix time).
+/// `{{elapsed}}` (seconds since the experiment started), `{{start}}` (its Unix time) and `{{now}}`
+/// (the Unix time of the end of the window); any other variable is an error. Values are escaped
+/// as PromQL string contents, then percent-encoded in URLs and JSON-escaped in bodies, so no
+/// label value can change a query. Use `increase(...[{{elapsed}}s])` for counters.
 // Every printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -82,7 +85,7 @@ pub struct PrometheusProvider {
     /// For counters: a scalar query. For histograms: a query returning one series per `le`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    /// For means: the sum of the values.
+    /// For means: the sum of the values. For histograms (optional): the sum of all values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sum_query: Option<String>,
     /// For means: the number of values.
@@ -100,13 +103,16 @@ pub struct HttpProvider {
     /// HTTP method.
     #[serde(default)]
     pub method: HttpMethod,
-    /// Extra headers (templates allowed).
+    /// Extra headers (templates allowed; here also `{{token}}`, `{{username}}` and `{{password}}`
+    /// from the metric's Secret, for API-key headers).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Request body template, for POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// JSON path to the value (counter) or to the bucket list (histogram), e.g. `$.data.value`.
+    /// Supported: `$`, `.name`, `['name']`, `[N]`, `[-1]`. Values may be numbers or numeric
+    /// strings; buckets are `{"le": .., "count": ..}` or Prometheus vector items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_path: Option<String>,
     /// For means: JSON path to the sum.
