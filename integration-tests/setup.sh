@@ -3,7 +3,8 @@
 # system packages they need (only what is missing; `apt-get update` only when
 # something is to be installed) and builds, into integration-tests/.cache/bin/,
 #   kube-env  a real kube-apiserver + etcd (integration-tests/kube-env), and
-#   helm      the official helm CLI (integration-tests/tools/helm).
+#   helm      the official helm CLI (integration-tests/tools/helm),
+# and copies the official router CRDs (Gateway API, Istio) into .cache/crds/.
 # Up-to-date builds are skipped. Safe to run any number of times.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -37,4 +38,5 @@ install_apt_packages
 check_go
 bash "$IT_DIR/kube-env/build.sh"
 bash "$IT_DIR/tools/helm/build.sh"
+bash "$IT_DIR/router-crds.sh"
 it_log "setup done: $(ls "$IT_BIN" | tr '\n' ' ')"

@@ -21,6 +21,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod crds;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -48,11 +50,14 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Lines of kube-env's log kept for error messages.
 const LOG_TAIL_LINES: usize = 200;
 
+/// Directory of what `integration-tests/setup.sh` builds and fetches.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache")
+}
+
 /// Directory of the binaries built by `integration-tests/setup.sh`.
 pub fn cache_bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".cache")
-        .join("bin")
+    cache_dir().join("bin")
 }
 
 /// Path of the `helm` CLI built by `integration-tests/setup.sh` (or `ITER8_HELM_BIN`).

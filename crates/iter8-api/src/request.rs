@@ -328,23 +328,28 @@ pub struct Strategy {
     pub algorithm: Algorithm,
     /// The most traffic (percent) any candidate may get.
     #[serde(default = "default_max_candidate_weight")]
+    #[schemars(range(min = 0, max = 100))]
     pub max_candidate_weight: u32,
     /// The most a candidate's weight may grow in one iteration (percentage points); also the
     /// step of `check_and_increment`.
     #[serde(default = "default_max_candidate_weight_increment")]
+    #[schemars(range(min = 1, max = 100))]
     pub max_candidate_weight_increment: u32,
     /// Traffic (percent) spread evenly over all versions so that none is starved of data.
     #[serde(default = "default_exploration_weight")]
+    #[schemars(range(min = 0, max = 50))]
     pub exploration_weight: u32,
     /// The posterior probability a version needs to be declared winner (or a candidate to be
     /// declared failing).
     #[serde(default = "default_winner_probability")]
+    #[schemars(range(min = 0.5, max = 0.9999999))]
     pub winner_probability: f64,
     /// The weights used by `fixed_split`, one per version in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<Vec<u32>>,
     /// Monte-Carlo draws from the joint posterior.
     #[serde(default = "default_draws")]
+    #[schemars(range(min = 100, max = 200_000))]
     pub draws: u32,
     /// Seed of the Monte-Carlo stream; by default it is derived from the request itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]

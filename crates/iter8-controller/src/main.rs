@@ -1,0 +1,221 @@
+//! The `iter8-controller` binary: flags and environment in, a running controller out.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use iter8_controller::analytics::AnalyticsClient;
+use iter8_controller::leader::LeaderElection;
+use iter8_controller::router::KubeRouter;
+use iter8_controller::telemetry::Telemetry;
+use iter8_controller::{Context, Settings};
+use kube::runtime::events::{Recorder, Reporter};
+
+/// Runs iter8 Experiments on a Kubernetes cluster.
+#[derive(Debug, Parser)]
+#[command(name = "iter8-controller", version)]
+struct Args {
+    /// The analytics service used when an experiment names none.
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_URL",
+        default_value = "http://iter8-analytics:8080"
+    )]
+    analytics_url: String,
+    /// A file holding the bearer token the analytics service requires, if any.
+    #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE")]
+    analytics_token_file: Option<std::path::PathBuf>,
+    /// How long one analytics call may take.
+    #[arg(long, env = "ITER8_ANALYTICS_TIMEOUT", default_value = "10s", value_parser = interval)]
+    analytics_timeout: Duration,
+    /// How many times a failed analytics call is retried within one reconcile.
+    #[arg(long, env = "ITER8_ANALYTICS_RETRIES", default_value_t = 3)]
+    analytics_retries: u32,
+    /// The Prometheus URL for metrics that name none.
+    #[arg(long, env = "ITER8_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// Watch Experiments in this namespace only (all namespaces by default).
+    #[arg(long, env = "ITER8_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "ITER8_CONTROLLER_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// How soon to retry after a failure (metrics, analytics, router, conflicts).
+    #[arg(long, env = "ITER8_RETRY_AFTER", default_value = "5s", value_parser = interval)]
+    retry_after: Duration,
+    /// Take part in leader election, so that only one replica reconciles.
+    #[arg(long, env = "ITER8_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "ITER8_LEASE_NAME", default_value = "iter8-controller")]
+    lease_name: String,
+    /// How long a silent leader keeps the Lease.
+    #[arg(long, env = "ITER8_LEASE_DURATION", default_value = "15s", value_parser = interval)]
+    lease_duration: Duration,
+    /// This replica's identity in the election and in Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "ITER8_LOG_JSON")]
+    log_json: bool,
+}
+
+fn interval(text: &str) -> Result<Duration, String> {
+    iter8_controller::plan::parse_interval(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 500ms, 10s or 5m"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_json);
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("iter8-controller-{}", std::process::id()));
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server")?;
+
+    let token = match &args.analytics_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the analytics token from {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let analytics = AnalyticsClient::new(
+        args.analytics_timeout,
+        args.analytics_retries,
+        Duration::from_millis(250),
+        token,
+    )?;
+    let metrics = iter8_metrics::Backends::new(iter8_metrics::Settings {
+        default_prometheus_address: args.prometheus_url.clone(),
+        ..iter8_metrics::Settings::default()
+    })?;
+    let telemetry = Telemetry::new()?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "iter8-controller".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        router: KubeRouter::new(client.clone()),
+        analytics,
+        metrics,
+        settings: Settings {
+            analytics_url: args.analytics_url.clone(),
+            retry_after: args.retry_after,
+        },
+        telemetry: telemetry.clone(),
+        recorder,
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %args.listen, "serving /metrics, /healthz and /readyz");
+    let server = axum::serve(listener, telemetry.router());
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(%e, "telemetry server stopped");
+        }
+    });
+
+    let election = args.leader_elect.then(|| {
+        LeaderElection::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            args.lease_duration,
+        )
+    });
+    if let Some(election) = &election {
+        tracing::info!(%identity, "waiting to become leader");
+        tokio::select! {
+            () = election.acquire() => {}
+            () = shutdown_signal() => return Ok(()),
+        }
+    }
+    telemetry.set_ready(true);
+    // The shutdown trigger must be Sync, which the election's futures are not: they run in a
+    // task of their own and report why the controller must stop through a watch channel.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(None::<&'static str>);
+    let watcher = election.clone();
+    tokio::spawn(async move {
+        let reason = match watcher {
+            Some(election) => tokio::select! {
+                () = election.hold() => "lost leadership",
+                () = shutdown_signal() => "signal",
+            },
+            None => {
+                shutdown_signal().await;
+                "signal"
+            }
+        };
+        let _ = stop_tx.send(Some(reason));
+    });
+    let mut trigger = stop_rx.clone();
+    let stop = async move {
+        let _ = trigger.changed().await;
+    };
+    tracing::info!(namespace = ?args.namespace, "controller running");
+    iter8_controller::run(ctx, args.namespace.as_deref(), stop).await;
+    telemetry.set_ready(false);
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    let reason = *stop_rx.borrow_and_update();
+    if reason == Some("lost leadership") {
+        // Another replica leads now; exit so the process restarts as a standby.
+        anyhow::bail!("lost leadership");
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

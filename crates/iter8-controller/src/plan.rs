@@ -1,0 +1,315 @@
+//! What a reconcile should do, decided from the Experiment alone (no I/O), so that every
+//! branch of the lifecycle is tested directly.
+
+use std::time::{Duration, SystemTime};
+
+use iter8_crd::{ExperimentSpec, ExperimentStatus, OverrideAction, PendingIteration, Phase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// The next step of an experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to do until the Experiment changes.
+    Idle,
+    /// First reconcile: record the start and put the router in its starting split.
+    Start {
+        /// The starting split.
+        weights: Vec<u32>,
+    },
+    /// An iteration was decided but not fully applied (the controller stopped midway):
+    /// apply it and record it, without deciding again.
+    FinishPending(PendingIteration),
+    /// A person asked to end the experiment now.
+    Terminate {
+        /// The final split.
+        weights: Vec<u32>,
+    },
+    /// A person asked to pause.
+    Pause {
+        /// A split to hold while paused, if one was given.
+        weights: Option<Vec<u32>>,
+    },
+    /// The next iteration is not due yet.
+    Wait(Duration),
+    /// Run this iteration now.
+    Iterate {
+        /// The iteration number, `completedIterations + 1`.
+        iteration: u32,
+    },
+}
+
+/// Decides the next step.
+pub fn plan(spec: &ExperimentSpec, status: &ExperimentStatus, now: SystemTime) -> Step {
+    if status.phase.is_terminal() {
+        return Step::Idle;
+    }
+    if let Some(pending) = &status.pending {
+        return Step::FinishPending(pending.clone());
+    }
+    let current = if status.weights.is_empty() {
+        spec.initial_weights()
+    } else {
+        status.weights.iter().map(|w| w.weight).collect()
+    };
+    if let Some(o) = &spec.manual_override {
+        match o.action {
+            OverrideAction::Terminate => {
+                let weights = o.split.clone().unwrap_or_else(|| match &status.decision {
+                    Some(decision) => spec.final_weights(decision, &current),
+                    // Ended before any decision: only the baseline is known to be safe.
+                    None => spec.initial_weights_on_baseline(),
+                });
+                return Step::Terminate { weights };
+            }
+            OverrideAction::Pause => {
+                let wanted = o.split.clone().filter(|s| *s != current);
+                return if status.phase == Phase::Paused && wanted.is_none() {
+                    Step::Idle
+                } else {
+                    Step::Pause { weights: wanted }
+                };
+            }
+            OverrideAction::Resume => {}
+        }
+    }
+    if status.start_time.is_none() {
+        return Step::Start {
+            weights: spec.initial_weights(),
+        };
+    }
+    let interval = parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
+    let since = status
+        .last_iteration_time
+        .as_ref()
+        .or(status.start_time.as_ref())
+        .map(system_time);
+    let due = since.map_or(now, |t| t + interval);
+    match due.duration_since(now) {
+        Ok(wait) if !wait.is_zero() => Step::Wait(wait),
+        _ => Step::Iterate {
+            iteration: status.completed_iterations + 1,
+        },
+    }
+}
+
+/// Helpers on the spec that only the controller needs.
+pub trait SpecExt {
+    /// All traffic on the baseline.
+    fn initial_weights_on_baseline(&self) -> Vec<u32>;
+}
+
+impl SpecExt for ExperimentSpec {
+    fn initial_weights_on_baseline(&self) -> Vec<u32> {
+        (0..self.versions.len())
+            .map(|i| if i == 0 { 100 } else { 0 })
+            .collect()
+    }
+}
+
+/// Parses a duration such as `30s`, `5m`, `1h30m` or `250ms` (the CRD's pattern).
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else {
+            return None;
+        };
+        total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+/// A Kubernetes timestamp as a `SystemTime`.
+pub fn system_time(t: &Time) -> SystemTime {
+    SystemTime::from(t.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iter8_api::{Action, Decision, VersionWeight};
+    use iter8_crd::{ManualOverride, TerminationPolicy};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn spec() -> ExperimentSpec {
+        serde_json::from_value(serde_json::json!({
+            "kind": "canary",
+            "versions": [{"name": "stable", "backend": {"name": "s"}},
+                         {"name": "next", "backend": {"name": "n"}}],
+            "router": {"httpRoute": {"name": "r"}},
+            "duration": {"interval": "30s", "maxIterations": 5}
+        }))
+        .expect("valid spec")
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("valid"))
+    }
+
+    fn now(seconds: i64) -> SystemTime {
+        system_time(&at(seconds))
+    }
+
+    fn running(completed: u32, last: i64) -> ExperimentStatus {
+        ExperimentStatus {
+            phase: Phase::Running,
+            completed_iterations: completed,
+            start_time: Some(at(1000)),
+            last_iteration_time: (completed > 0).then(|| at(last)),
+            weights: vec![
+                VersionWeight {
+                    version: "stable".into(),
+                    weight: 80,
+                },
+                VersionWeight {
+                    version: "next".into(),
+                    weight: 20,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_experiment_starts_on_the_baseline() {
+        let step = plan(&spec(), &ExperimentStatus::default(), now(1000));
+        assert_eq!(
+            step,
+            Step::Start {
+                weights: vec![100, 0]
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_iteration_comes_one_interval_after_the_start() {
+        let status = running(0, 0);
+        assert_eq!(
+            plan(&spec(), &status, now(1010)),
+            Step::Wait(Duration::from_secs(20))
+        );
+        assert_eq!(
+            plan(&spec(), &status, now(1030)),
+            Step::Iterate { iteration: 1 }
+        );
+    }
+
+    #[test]
+    fn the_next_iteration_is_numbered_from_the_completed_ones() {
+        let status = running(3, 1090);
+        assert_eq!(
+            plan(&spec(), &status, now(1100)),
+            Step::Wait(Duration::from_secs(20))
+        );
+        assert_eq!(
+            plan(&spec(), &status, now(1200)),
+            Step::Iterate { iteration: 4 }
+        );
+    }
+
+    #[test]
+    fn a_pending_iteration_is_finished_before_anything_else() {
+        let mut status = running(3, 1090);
+        let pending = PendingIteration {
+            iteration: 4,
+            weights: vec![60, 40],
+            next_phase: Phase::Running,
+        };
+        status.pending = Some(pending.clone());
+        let mut s = spec();
+        s.manual_override = Some(ManualOverride {
+            action: OverrideAction::Terminate,
+            split: None,
+        });
+        assert_eq!(plan(&s, &status, now(1100)), Step::FinishPending(pending));
+    }
+
+    #[test]
+    fn terminate_uses_the_given_split_or_the_policy() {
+        let status = running(2, 1060);
+        let mut s = spec();
+        s.manual_override = Some(ManualOverride {
+            action: OverrideAction::Terminate,
+            split: Some(vec![30, 70]),
+        });
+        assert_eq!(
+            plan(&s, &status, now(1100)),
+            Step::Terminate {
+                weights: vec![30, 70]
+            }
+        );
+        s.manual_override = Some(ManualOverride {
+            action: OverrideAction::Terminate,
+            split: None,
+        });
+        assert_eq!(
+            plan(&s, &status, now(1100)),
+            Step::Terminate {
+                weights: vec![100, 0]
+            },
+            "without a decision, terminate goes to the baseline"
+        );
+        let mut decided = status.clone();
+        decided.decision = Some(Decision {
+            action: Action::Continue,
+            version: None,
+            reason: String::new(),
+        });
+        s.on_termination = TerminationPolicy::KeepLast;
+        assert_eq!(
+            plan(&s, &decided, now(1100)),
+            Step::Terminate {
+                weights: vec![80, 20]
+            }
+        );
+    }
+
+    #[test]
+    fn pause_holds_and_resume_goes_on() {
+        let mut status = running(2, 1060);
+        let mut s = spec();
+        s.manual_override = Some(ManualOverride {
+            action: OverrideAction::Pause,
+            split: None,
+        });
+        assert_eq!(plan(&s, &status, now(1200)), Step::Pause { weights: None });
+        status.phase = Phase::Paused;
+        assert_eq!(plan(&s, &status, now(1200)), Step::Idle);
+        s.manual_override = Some(ManualOverride {
+            action: OverrideAction::Resume,
+            split: None,
+        });
+        assert_eq!(plan(&s, &status, now(1200)), Step::Iterate { iteration: 3 });
+    }
+
+    #[test]
+    fn finished_experiments_are_left_alone() {
+        let mut status = running(5, 1150);
+        status.phase = Phase::Completed;
+        assert_eq!(plan(&spec(), &status, now(5000)), Step::Idle);
+    }
+
+    #[test]
+    fn intervals_parse_like_the_crd_pattern() {
+        assert_eq!(parse_interval("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_interval("5x"), None);
+        assert_eq!(parse_interval(""), None);
+    }
+}

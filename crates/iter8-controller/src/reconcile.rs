@@ -1,0 +1,853 @@
+//! The reconciler: one Experiment, one step at a time.
+//!
+//! An iteration collects metrics, asks the analytics service, records the decided split in
+//! status as *pending*, applies it to the router, then records the iteration as completed.
+//! A controller that stops anywhere in between either redoes an iteration nothing was recorded
+//! for, or finishes the pending one without deciding again: no iteration is applied twice
+//! and none is skipped. Status writes carry the resourceVersion they read, so two controllers
+//! can never both record the same iteration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use iter8_api::{Action as Decided, Observation, VersionWeight};
+use iter8_crd::{
+    Experiment, ExperimentStatus, HISTORY_LIMIT, IterationRecord, Metric, PendingIteration, Phase,
+    weights_summary,
+};
+use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+
+use crate::analytics::{AnalyticsClient, AnalyticsError};
+use crate::conditions::{
+    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
+};
+use crate::plan::{self, Step, parse_interval, system_time};
+use crate::router::{KubeRouter, RouteTarget, RouterError};
+use crate::telemetry::Telemetry;
+
+/// The finalizer that puts traffic back on the baseline when a running experiment is deleted.
+pub const FINALIZER: &str = "iter8.tools/restore-traffic";
+
+/// What the reconciler needs.
+pub struct Context<M> {
+    /// The API server.
+    pub client: kube::Client,
+    /// Router access.
+    pub router: KubeRouter,
+    /// The analytics client.
+    pub analytics: AnalyticsClient,
+    /// Where metrics come from.
+    pub metrics: M,
+    /// Controller-wide settings.
+    pub settings: Settings,
+    /// The controller's own metrics.
+    pub telemetry: Telemetry,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+}
+
+/// Controller-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The analytics service used when an experiment names none.
+    pub analytics_url: String,
+    /// How soon to try again after a failure (metrics, analytics, router).
+    pub retry_after: Duration,
+}
+
+/// Errors that make a reconcile fail (and be retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server failed (including 409 conflicts on status writes).
+    #[error("API server: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The Experiment has no namespace.
+    #[error("experiment has no namespace")]
+    MissingNamespace,
+}
+
+/// Reconciles one Experiment.
+pub async fn reconcile<M: MetricsBackend>(
+    exp: Arc<Experiment>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    let ns = exp.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<Experiment> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = format!("{ns}/{}", exp.name_any());
+    let phase = (exp.meta().deletion_timestamp.is_none())
+        .then(|| exp.status.as_ref().map(|s| s.phase).unwrap_or_default());
+    ctx.telemetry.observe_phase(&key, phase);
+    let outcome = finalizer(&api, FINALIZER, exp, |event| async {
+        match event {
+            Finalizer::Apply(exp) => Reconciler::new(&ctx, &api, &exp, &ns).apply().await,
+            Finalizer::Cleanup(exp) => Reconciler::new(&ctx, &api, &exp, &ns).cleanup().await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = if outcome.is_ok() { "ok" } else { "error" };
+    ctx.telemetry.reconciles.with_label_values(&[label]).inc();
+    outcome
+}
+
+/// Requeues a failed reconcile after the retry delay.
+pub fn error_policy<M>(exp: Arc<Experiment>, error: &Error, ctx: Arc<Context<M>>) -> Action {
+    tracing::warn!(experiment = %exp.name_any(), %error, "reconcile failed");
+    Action::requeue(ctx.settings.retry_after)
+}
+
+/// One reconcile of one Experiment.
+struct Reconciler<'a, M> {
+    ctx: &'a Context<M>,
+    api: &'a Api<Experiment>,
+    exp: &'a Experiment,
+    ns: &'a str,
+    target: Option<RouteTarget>,
+}
+
+impl<'a, M: MetricsBackend> Reconciler<'a, M> {
+    fn new(
+        ctx: &'a Context<M>,
+        api: &'a Api<Experiment>,
+        exp: &'a Experiment,
+        ns: &'a str,
+    ) -> Self {
+        let target = exp.spec.router.as_ref().and_then(RouteTarget::of);
+        Self {
+            ctx,
+            api,
+            exp,
+            ns,
+            target,
+        }
+    }
+
+    async fn apply(&self) -> Result<Action, Error> {
+        let status = self.exp.status.clone().unwrap_or_default();
+        match plan::plan(&self.exp.spec, &status, SystemTime::now()) {
+            Step::Idle => {
+                if status.phase == Phase::Paused {
+                    self.correct_drift(&status).await?;
+                }
+                Ok(Action::await_change())
+            }
+            Step::Wait(wait) => {
+                self.correct_drift(&status).await?;
+                Ok(Action::requeue(wait))
+            }
+            Step::Start { weights } => self.start(status, weights).await,
+            Step::FinishPending(pending) => self.finish(status, pending).await,
+            Step::Terminate { weights } => self.terminate(status, weights).await,
+            Step::Pause { weights } => self.pause(status, weights).await,
+            Step::Iterate { iteration } => self.iterate(status, iteration).await,
+        }
+    }
+
+    /// On deletion, a running experiment hands all traffic back to the baseline.
+    async fn cleanup(&self) -> Result<Action, Error> {
+        let status = self.exp.status.clone().unwrap_or_default();
+        // Nothing to restore when the experiment ended (its end state is deliberate) or
+        // never set the router.
+        if status.phase.is_terminal() || status.weights.is_empty() {
+            return Ok(Action::await_change());
+        }
+        let baseline: Vec<u32> = (0..self.exp.spec.versions.len())
+            .map(|i| if i == 0 { 100 } else { 0 })
+            .collect();
+        match self.set_router(&baseline).await {
+            Ok(()) | Err(RouterError::NotFound { .. }) => {
+                self.event(
+                    EventType::Normal,
+                    "TrafficRestored",
+                    "Delete",
+                    "experiment deleted while running; all traffic is back on the baseline",
+                )
+                .await;
+                Ok(Action::await_change())
+            }
+            // Keep the finalizer until traffic is safe.
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "CleanupFailed",
+                    "Delete",
+                    &e.to_string(),
+                )
+                .await;
+                Ok(Action::requeue(self.ctx.settings.retry_after))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        mut status: ExperimentStatus,
+        weights: Vec<u32>,
+    ) -> Result<Action, Error> {
+        let now = now();
+        if let Err(e) = self.set_router(&weights).await {
+            return self.router_failed(status, e).await;
+        }
+        status.phase = Phase::Running;
+        status.start_time = Some(now.clone());
+        self.record_weights(&mut status, &weights);
+        let generation = self.exp.meta().generation;
+        let conds = &mut status.conditions;
+        conditions::set(
+            conds,
+            READY,
+            true,
+            "Started",
+            "experiment started",
+            generation,
+            &now,
+        );
+        conditions::set(
+            conds,
+            TRAFFIC_APPLIED,
+            true,
+            "Applied",
+            "starting split applied",
+            generation,
+            &now,
+        );
+        status.message = Some(format!("started with {}", self.summary(&weights)));
+        self.write(status).await?;
+        self.event(
+            EventType::Normal,
+            "Started",
+            "Start",
+            &format!("starting split {}", self.summary(&weights)),
+        )
+        .await;
+        Ok(Action::requeue(self.interval()))
+    }
+
+    async fn iterate(&self, mut status: ExperimentStatus, iteration: u32) -> Result<Action, Error> {
+        let began = Instant::now();
+        let now = now();
+        let generation = self.exp.meta().generation;
+        let spec = &self.exp.spec;
+
+        let observations = match self.collect(&status).await {
+            Ok(collected) => collected,
+            Err(reason) => {
+                conditions::set(
+                    &mut status.conditions,
+                    METRICS_AVAILABLE,
+                    false,
+                    "BackendUnavailable",
+                    &reason,
+                    generation,
+                    &now,
+                );
+                status.message = Some(format!("iteration {iteration} held: {reason}"));
+                self.write(status).await?;
+                self.event(EventType::Warning, "MetricsUnavailable", "Iterate", &reason)
+                    .await;
+                return Ok(Action::requeue(self.ctx.settings.retry_after));
+            }
+        };
+        match &observations.missing {
+            None => conditions::set(
+                &mut status.conditions,
+                METRICS_AVAILABLE,
+                true,
+                "Collected",
+                "every version has data for every metric",
+                generation,
+                &now,
+            ),
+            Some(missing) => conditions::set(
+                &mut status.conditions,
+                METRICS_AVAILABLE,
+                false,
+                "NoData",
+                missing,
+                generation,
+                &now,
+            ),
+        }
+
+        let current = current_weights(spec, &status);
+        let request = spec.assessment_request(iteration, &current, observations.by_version);
+        let url = spec
+            .analytics
+            .as_ref()
+            .map_or(self.ctx.settings.analytics_url.as_str(), |a| a.url.as_str());
+        let response = match self.ctx.analytics.assess(url, &request).await {
+            Ok(r) => r,
+            Err(e) => {
+                status.consecutive_failures += 1;
+                let reason = match &e {
+                    AnalyticsError::Rejected { .. } => "AnalyticsRejected",
+                    AnalyticsError::Garbage(_) => "AnalyticsGarbage",
+                    AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
+                };
+                conditions::set(
+                    &mut status.conditions,
+                    ANALYTICS_AVAILABLE,
+                    false,
+                    reason,
+                    e.to_string(),
+                    generation,
+                    &now,
+                );
+                status.message = Some(format!(
+                    "iteration {iteration} held at {}: {e}",
+                    self.summary(&current)
+                ));
+                self.write(status).await?;
+                self.event(EventType::Warning, reason, "Iterate", &e.to_string())
+                    .await;
+                return Ok(Action::requeue(self.ctx.settings.retry_after));
+            }
+        };
+        status.consecutive_failures = 0;
+        conditions::set(
+            &mut status.conditions,
+            ANALYTICS_AVAILABLE,
+            true,
+            "Assessed",
+            format!("iteration {iteration} assessed"),
+            generation,
+            &now,
+        );
+
+        let terminal = response.decision.action != Decided::Continue;
+        let weights = if terminal {
+            spec.final_weights(&response.decision, &current)
+        } else {
+            response.split.iter().map(|w| w.weight).collect()
+        };
+        status.versions = response.versions;
+        status.winner = response.winner;
+        status.decision = Some(response.decision.clone());
+        if response.decision.action == Decided::Promote {
+            status.recommended_version = response.decision.version.clone();
+        }
+        status.pending = Some(PendingIteration {
+            iteration,
+            weights,
+            next_phase: if terminal {
+                Phase::Completed
+            } else {
+                Phase::Running
+            },
+        });
+        let pending = status.pending.clone();
+        // The decision is durable before the router changes.
+        let recorded = self.write(status).await?;
+        let status = recorded.status.clone().unwrap_or_default();
+        let outcome = match pending {
+            Some(p) => self.finish_with(&recorded, status, p).await,
+            None => Ok(Action::requeue(self.interval())),
+        };
+        self.ctx
+            .telemetry
+            .iteration_seconds
+            .with_label_values(&[kind_label(spec.kind)])
+            .observe(began.elapsed().as_secs_f64());
+        self.ctx
+            .telemetry
+            .iterations
+            .with_label_values(&[action_label(response.decision.action)])
+            .inc();
+        outcome
+    }
+
+    async fn finish(
+        &self,
+        status: ExperimentStatus,
+        pending: PendingIteration,
+    ) -> Result<Action, Error> {
+        self.finish_with(self.exp, status, pending).await
+    }
+
+    /// Applies a pending iteration's split and records the iteration as completed.
+    async fn finish_with(
+        &self,
+        exp: &Experiment,
+        mut status: ExperimentStatus,
+        pending: PendingIteration,
+    ) -> Result<Action, Error> {
+        let now = now();
+        let generation = exp.meta().generation;
+        if let Err(e) = self.set_router(&pending.weights).await {
+            return self.router_failed_on(exp, status, e).await;
+        }
+        conditions::set(
+            &mut status.conditions,
+            TRAFFIC_APPLIED,
+            true,
+            "Applied",
+            format!("split {} applied", self.summary(&pending.weights)),
+            generation,
+            &now,
+        );
+        status.completed_iterations = pending.iteration;
+        status.last_iteration_time = Some(now.clone());
+        self.record_weights(&mut status, &pending.weights);
+        let decision = status.decision.clone();
+        status.history.push(IterationRecord {
+            iteration: pending.iteration,
+            time: now.clone(),
+            weights: pending.weights.clone(),
+            action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
+            version: decision.as_ref().and_then(|d| d.version.clone()),
+        });
+        let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
+        status.history.drain(..excess);
+        status.phase = pending.next_phase;
+        status.pending = None;
+        let reason_text = decision
+            .as_ref()
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        let headline = decision
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        status.message = Some(format!(
+            "iteration {}: {headline}; {}",
+            pending.iteration,
+            self.summary(&pending.weights)
+        ));
+        let terminal = status.phase.is_terminal();
+        if terminal {
+            conditions::set(
+                &mut status.conditions,
+                COMPLETED,
+                true,
+                completion_reason(decision.as_ref()),
+                &reason_text,
+                generation,
+                &now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                true,
+                "Completed",
+                &reason_text,
+                generation,
+                &now,
+            );
+        } else {
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                true,
+                "Running",
+                &reason_text,
+                generation,
+                &now,
+            );
+        }
+        let mut recorded = exp.clone();
+        recorded.status = Some(status);
+        self.api
+            .replace_status(&exp.name_any(), &PostParams::default(), &recorded)
+            .await?;
+        self.event(
+            EventType::Normal,
+            "Iteration",
+            "Iterate",
+            &format!(
+                "iteration {}: {headline} ({reason_text}); split {}",
+                pending.iteration,
+                self.summary(&pending.weights)
+            ),
+        )
+        .await;
+        if terminal {
+            let reason = completion_reason(decision.as_ref());
+            self.event(EventType::Normal, reason, "Complete", &reason_text)
+                .await;
+            Ok(Action::await_change())
+        } else {
+            Ok(Action::requeue(self.interval()))
+        }
+    }
+
+    async fn terminate(
+        &self,
+        mut status: ExperimentStatus,
+        weights: Vec<u32>,
+    ) -> Result<Action, Error> {
+        let now = now();
+        let generation = self.exp.meta().generation;
+        if let Err(e) = self.set_router(&weights).await {
+            return self.router_failed(status, e).await;
+        }
+        self.record_weights(&mut status, &weights);
+        status.phase = Phase::Aborted;
+        let message = format!(
+            "terminated by manualOverride; final split {}",
+            self.summary(&weights)
+        );
+        conditions::set(
+            &mut status.conditions,
+            TRAFFIC_APPLIED,
+            true,
+            "Applied",
+            &message,
+            generation,
+            &now,
+        );
+        conditions::set(
+            &mut status.conditions,
+            COMPLETED,
+            true,
+            "Terminated",
+            &message,
+            generation,
+            &now,
+        );
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            true,
+            "Terminated",
+            &message,
+            generation,
+            &now,
+        );
+        status.message = Some(message.clone());
+        self.write(status).await?;
+        self.event(EventType::Normal, "Terminated", "Terminate", &message)
+            .await;
+        Ok(Action::await_change())
+    }
+
+    async fn pause(
+        &self,
+        mut status: ExperimentStatus,
+        weights: Option<Vec<u32>>,
+    ) -> Result<Action, Error> {
+        let now = now();
+        let generation = self.exp.meta().generation;
+        if let Some(w) = &weights {
+            if let Err(e) = self.set_router(w).await {
+                return self.router_failed(status, e).await;
+            }
+            self.record_weights(&mut status, w);
+        }
+        let held = current_weights(&self.exp.spec, &status);
+        status.phase = Phase::Paused;
+        let message = format!("paused by manualOverride; holding {}", self.summary(&held));
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            true,
+            "Paused",
+            &message,
+            generation,
+            &now,
+        );
+        status.message = Some(message.clone());
+        self.write(status).await?;
+        self.event(EventType::Normal, "Paused", "Pause", &message)
+            .await;
+        Ok(Action::await_change())
+    }
+
+    /// Someone changed the router by hand: report it, and put back the experiment's split.
+    async fn correct_drift(&self, status: &ExperimentStatus) -> Result<(), Error> {
+        let (Some(target), false) = (&self.target, status.weights.is_empty()) else {
+            return Ok(());
+        };
+        let expected: Vec<u32> = status.weights.iter().map(|w| w.weight).collect();
+        let actual = match self
+            .ctx
+            .router
+            .current(target, self.ns, &self.exp.spec.versions)
+            .await
+        {
+            Ok(actual) => actual,
+            Err(e) => return self.router_failed(status.clone(), e).await.map(|_| ()),
+        };
+        if actual == expected {
+            return Ok(());
+        }
+        let note = format!(
+            "{} {} was changed outside the experiment ({}); restoring {}",
+            target.kind.kind(),
+            target.name,
+            self.summary(&actual),
+            self.summary(&expected)
+        );
+        self.event(EventType::Warning, "TrafficDrift", "Reconcile", &note)
+            .await;
+        if let Err(e) = self.set_router(&expected).await {
+            return self.router_failed(status.clone(), e).await.map(|_| ());
+        }
+        let mut status = status.clone();
+        let now = now();
+        conditions::set(
+            &mut status.conditions,
+            TRAFFIC_APPLIED,
+            true,
+            "DriftCorrected",
+            &note,
+            self.exp.meta().generation,
+            &now,
+        );
+        self.write(status).await?;
+        Ok(())
+    }
+
+    async fn router_failed(
+        &self,
+        status: ExperimentStatus,
+        e: RouterError,
+    ) -> Result<Action, Error> {
+        self.router_failed_on(self.exp, status, e).await
+    }
+
+    /// The router could not be set: traffic stays where it was; report and retry.
+    async fn router_failed_on(
+        &self,
+        exp: &Experiment,
+        mut status: ExperimentStatus,
+        e: RouterError,
+    ) -> Result<Action, Error> {
+        if let RouterError::Kube(kube::Error::Api(ae)) = &e
+            && ae.code == 409
+        {
+            return Err(Error::Kube(kube::Error::Api(ae.clone())));
+        }
+        let now = now();
+        let reason = match e {
+            RouterError::NotFound { .. } => "RouterNotFound",
+            RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
+            RouterError::Kube(_) => "RouterUnavailable",
+        };
+        conditions::set(
+            &mut status.conditions,
+            TRAFFIC_APPLIED,
+            false,
+            reason,
+            e.to_string(),
+            exp.meta().generation,
+            &now,
+        );
+        status.message = Some(format!("traffic not applied: {e}"));
+        let mut updated = exp.clone();
+        updated.status = Some(status);
+        self.api
+            .replace_status(&exp.name_any(), &PostParams::default(), &updated)
+            .await?;
+        self.event(EventType::Warning, reason, "ApplyTraffic", &e.to_string())
+            .await;
+        Ok(Action::requeue(self.ctx.settings.retry_after))
+    }
+
+    async fn set_router(&self, weights: &[u32]) -> Result<(), RouterError> {
+        match &self.target {
+            Some(target) => {
+                self.ctx
+                    .router
+                    .apply(target, self.ns, &self.exp.spec.versions, weights)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Collects every metric of every version. A backend failure holds the iteration; a
+    /// version without data is passed on as such (the engine never counts it as a pass).
+    async fn collect(&self, status: &ExperimentStatus) -> Result<Collected, String> {
+        let spec = &self.exp.spec;
+        let start = status
+            .start_time
+            .as_ref()
+            .map_or_else(SystemTime::now, system_time);
+        let now = SystemTime::now();
+        let mut definitions = Vec::with_capacity(spec.metrics.len());
+        for m in &spec.metrics {
+            let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
+            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
+            let metric = api
+                .get_opt(&m.metric.name)
+                .await
+                .map_err(|e| format!("reading Metric {ns}/{}: {e}", m.metric.name))?
+                .ok_or_else(|| format!("Metric {ns}/{} not found", m.metric.name))?;
+            let credentials = match &metric.spec.auth {
+                Some(auth) => Some(self.credentials(ns, &auth.secret_name).await?),
+                None => None,
+            };
+            definitions.push((m, metric, credentials));
+        }
+        let mut by_version = Vec::with_capacity(spec.versions.len());
+        let mut missing = Vec::new();
+        for v in &spec.versions {
+            let mut observed = BTreeMap::new();
+            for (m, metric, credentials) in &definitions {
+                let query = Query {
+                    name: &m.name,
+                    spec: &metric.spec,
+                    labels: &v.labels,
+                    namespace: self.ns,
+                    start,
+                    now,
+                    credentials: credentials.as_ref(),
+                };
+                match self.ctx.metrics.observe(&query).await {
+                    Ok(o) => {
+                        observed.insert(m.name.clone(), o);
+                    }
+                    Err(MetricsError::NoData { reason, .. }) => {
+                        missing.push(format!("{}/{}: {reason}", v.name, m.name));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            by_version.push(observed);
+        }
+        Ok(Collected {
+            by_version,
+            missing: (!missing.is_empty()).then(|| format!("no data for {}", missing.join("; "))),
+        })
+    }
+
+    async fn credentials(&self, ns: &str, name: &str) -> Result<Credentials, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), ns);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?
+            .ok_or_else(|| format!("Secret {ns}/{name} not found"))?;
+        let data = secret.data.unwrap_or_default();
+        let text = |key: &str| {
+            data.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        };
+        Ok(Credentials {
+            token: text("token"),
+            username: text("username"),
+            password: text("password"),
+            ca_pem: data.get("ca.crt").map(|b| b.0.clone()),
+        })
+    }
+
+    async fn write(&self, status: ExperimentStatus) -> Result<Experiment, Error> {
+        let mut updated = self.exp.clone();
+        let mut status = status;
+        status.observed_generation = self.exp.meta().generation;
+        updated.status = Some(status);
+        Ok(self
+            .api
+            .replace_status(&self.exp.name_any(), &PostParams::default(), &updated)
+            .await?)
+    }
+
+    fn record_weights(&self, status: &mut ExperimentStatus, weights: &[u32]) {
+        status.weights = self
+            .exp
+            .spec
+            .versions
+            .iter()
+            .zip(weights)
+            .map(|(v, &weight)| VersionWeight {
+                version: v.name.clone(),
+                weight,
+            })
+            .collect();
+        status.weights_summary = Some(self.summary(weights));
+    }
+
+    fn summary(&self, weights: &[u32]) -> String {
+        weights_summary(&self.exp.spec.versions, weights)
+    }
+
+    fn interval(&self) -> Duration {
+        parse_interval(&self.exp.spec.duration.interval).unwrap_or(Duration::from_secs(30))
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1024)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.exp.object_ref(&()))
+            .await
+        {
+            tracing::warn!(experiment = %self.exp.name_any(), %e, "could not publish event");
+        }
+    }
+}
+
+/// Observations of one iteration, in version order.
+struct Collected {
+    by_version: Vec<BTreeMap<String, Observation>>,
+    missing: Option<String>,
+}
+
+fn current_weights(spec: &iter8_crd::ExperimentSpec, status: &ExperimentStatus) -> Vec<u32> {
+    if status.weights.len() == spec.versions.len() {
+        status.weights.iter().map(|w| w.weight).collect()
+    } else {
+        spec.initial_weights()
+    }
+}
+
+fn completion_reason(decision: Option<&iter8_api::Decision>) -> &'static str {
+    match decision.map(|d| d.action) {
+        Some(Decided::Promote) => "Promoted",
+        Some(Decided::Rollback) => "RolledBack",
+        Some(Decided::Inconclusive) => "Inconclusive",
+        _ => "Completed",
+    }
+}
+
+fn kind_label(kind: iter8_api::ExperimentKind) -> &'static str {
+    match kind {
+        iter8_api::ExperimentKind::PerformanceTest => "performanceTest",
+        iter8_api::ExperimentKind::Canary => "canary",
+        iter8_api::ExperimentKind::AB => "ab",
+        iter8_api::ExperimentKind::ABn => "abn",
+    }
+}
+
+fn action_label(action: Decided) -> &'static str {
+    match action {
+        Decided::Continue => "continue",
+        Decided::Promote => "promote",
+        Decided::Rollback => "rollback",
+        Decided::Inconclusive => "inconclusive",
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

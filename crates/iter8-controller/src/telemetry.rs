@@ -1,0 +1,135 @@
+//! The controller's own Prometheus metrics and its `/metrics`, `/healthz` and `/readyz`
+//! endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use iter8_crd::Phase;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The controller's metrics.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    /// Reconciles, by outcome (`ok`, `error`).
+    pub reconciles: IntCounterVec,
+    /// Iterations run, by decision action.
+    pub iterations: IntCounterVec,
+    /// Seconds one iteration took (metrics, analytics, router, status).
+    pub iteration_seconds: HistogramVec,
+    experiments: IntGaugeVec,
+    phases: Arc<Mutex<HashMap<String, Phase>>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Telemetry {
+    /// Registers the metrics in a registry of their own.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("iter8_controller_reconciles_total", "Reconciles by outcome"),
+            &["outcome"],
+        )?;
+        let iterations = IntCounterVec::new(
+            Opts::new(
+                "iter8_controller_iterations_total",
+                "Iterations by decision",
+            ),
+            &["action"],
+        )?;
+        let iteration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "iter8_controller_iteration_duration_seconds",
+                "Time to run one iteration",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["kind"],
+        )?;
+        let experiments = IntGaugeVec::new(
+            Opts::new("iter8_controller_experiments", "Experiments by phase"),
+            &["phase"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(iterations.clone()))?;
+        registry.register(Box::new(iteration_seconds.clone()))?;
+        registry.register(Box::new(experiments.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            iterations,
+            iteration_seconds,
+            experiments,
+            phases: Arc::default(),
+            ready: Arc::default(),
+        })
+    }
+
+    /// Records an experiment's phase (`None` once it is deleted) and refreshes the gauge.
+    pub fn observe_phase(&self, key: &str, phase: Option<Phase>) {
+        let Ok(mut phases) = self.phases.lock() else {
+            return;
+        };
+        match phase {
+            Some(p) => phases.insert(key.to_string(), p),
+            None => phases.remove(key),
+        };
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for p in phases.values() {
+            *counts.entry(p.to_string()).or_default() += 1;
+        }
+        for phase in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Paused,
+            Phase::Completed,
+            Phase::Failed,
+            Phase::Aborted,
+        ] {
+            let name = phase.to_string();
+            self.experiments
+                .with_label_values(&[name.as_str()])
+                .set(counts.get(&name).copied().unwrap_or(0));
+        }
+    }
+
+    /// Marks the controller ready (leading and watching) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The HTTP routes: `/metrics`, `/healthz`, `/readyz`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .with_state(self.clone())
+    }
+}
+
+async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
+    let mut body = Vec::new();
+    match TextEncoder::new().encode(&t.registry.gather(), &mut body) {
+        Ok(()) => (StatusCode::OK, body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
+    if t.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not leading")
+    }
+}

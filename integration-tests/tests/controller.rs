@@ -1,0 +1,845 @@
+//! The Experiment controller end to end, on a real kube-apiserver with the official Gateway
+//! API and Istio CRDs, the real analytics server on a loopback port, and metrics from a test
+//! implementation of the metrics trait (the Prometheus backend has tests of its own).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use iter8_api::{Action, Observation};
+use iter8_controller::analytics::AnalyticsClient;
+use iter8_controller::router::KubeRouter;
+use iter8_controller::telemetry::Telemetry;
+use iter8_controller::{Context, Settings};
+use iter8_crd::{Experiment, Metric, Phase};
+use iter8_integration_tests::{TestEnv, crds};
+use iter8_metrics::{MetricsBackend, MetricsError, Query};
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// Observations by version label and metric name; a test can change them while it runs.
+#[derive(Clone, Default)]
+struct ScriptedMetrics(Arc<Mutex<HashMap<String, BTreeMap<String, Observation>>>>);
+
+impl ScriptedMetrics {
+    fn set(&self, version: &str, requests: f64, errors: f64, conversions: f64) {
+        let mut data = self.0.lock().expect("not poisoned");
+        data.insert(
+            version.to_string(),
+            BTreeMap::from([
+                ("requests".to_string(), Observation::Counter(requests)),
+                ("errors".to_string(), Observation::Counter(errors)),
+                ("conversions".to_string(), Observation::Counter(conversions)),
+            ]),
+        );
+    }
+}
+
+impl MetricsBackend for ScriptedMetrics {
+    async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        let version = query.labels.get("version").cloned().unwrap_or_default();
+        let data = self.0.lock().expect("not poisoned");
+        data.get(&version)
+            .and_then(|m| m.get(query.name))
+            .cloned()
+            .ok_or_else(|| MetricsError::NoData {
+                metric: query.name.to_string(),
+                reason: format!("no series for version {version}"),
+            })
+    }
+}
+
+/// The real analytics server, in this process, on a free loopback port.
+async fn start_analytics() -> Result<SocketAddr> {
+    let config = iter8_analytics::config::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    };
+    let app = iter8_analytics::app::App::new(&config)?;
+    let server = iter8_analytics::server::Server::bind(&config, app).await?;
+    let addr = server.local_addr()?;
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(addr)
+}
+
+/// A controller watching only the test's namespace, running until the handle is aborted
+/// (which is as abrupt as a crash: no code of the controller runs after it).
+async fn start_controller(
+    client: &Client,
+    namespace: &str,
+    analytics: SocketAddr,
+    metrics: ScriptedMetrics,
+) -> Result<JoinHandle<()>> {
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        router: KubeRouter::new(client.clone()),
+        analytics: AnalyticsClient::new(
+            Duration::from_secs(5),
+            2,
+            Duration::from_millis(100),
+            None,
+        )?,
+        metrics,
+        settings: Settings {
+            analytics_url: format!("http://{analytics}"),
+            retry_after: Duration::from_millis(500),
+        },
+        telemetry: Telemetry::new()?,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "iter8-controller".into(),
+                instance: Some("integration-test".into()),
+            },
+        ),
+    });
+    let namespace = namespace.to_string();
+    Ok(tokio::spawn(async move {
+        iter8_controller::run(ctx, Some(&namespace), std::future::pending()).await;
+    }))
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    crds::install(client, &crds::iter8_crds(), None).await?;
+    crds::install(client, &crds::http_route_crd(), None).await?;
+    crds::install(
+        client,
+        &crds::istio_crds(),
+        Some(&["virtualservices.networking.istio.io"]),
+    )
+    .await
+}
+
+/// Metric resources for the three counters (the scripted backend ignores their queries).
+async fn create_metrics(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<Metric> = Api::namespaced(client.clone(), ns);
+    for name in ["requests", "errors", "conversions"] {
+        let metric: Metric = serde_json::from_value(json!({
+            "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+            "metadata": {"name": name},
+            "spec": {"type": "counter",
+                     "prometheus": {"query": format!("sum(increase({name}_total{{ {{{{labels}}}} }}[{{{{elapsed}}}}s]))")}}
+        }))?;
+        api.create(&PostParams::default(), &metric).await?;
+    }
+    Ok(())
+}
+
+fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ))
+}
+
+fn virtual_service_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+    ))
+}
+
+async fn create_http_route(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &http_route_resource());
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": 100}]
+        }]}
+    }))?;
+    api.create(&PostParams::default(), &route).await?;
+    Ok(())
+}
+
+async fn route_weights(client: &Client, ns: &str, name: &str) -> Result<Vec<(String, u64)>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &http_route_resource());
+    let route = api.get(name).await?;
+    Ok(route.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["weight"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect())
+}
+
+fn counter_metrics() -> Value {
+    json!([
+        {"name": "requests", "metric": {"name": "requests"}},
+        {"name": "errors", "metric": {"name": "errors"}},
+        {"name": "conversions", "metric": {"name": "conversions"}}
+    ])
+}
+
+fn ratios() -> Value {
+    json!([
+        {"name": "error-rate", "numerator": "errors", "denominator": "requests"},
+        {"name": "conversion-rate", "numerator": "conversions", "denominator": "requests"}
+    ])
+}
+
+/// A canary of reviews-v2 against reviews-v1 on an HTTPRoute, with a 1 % error-rate SLO.
+fn canary(name: &str, route: &str, max_iterations: u32) -> Result<Experiment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "kind": "canary",
+            "versions": [
+                {"name": "stable", "backend": {"name": "reviews-v1", "port": 9080}, "labels": {"version": "v1"}},
+                {"name": "next", "backend": {"name": "reviews-v2", "port": 9080}, "labels": {"version": "v2"}}
+            ],
+            "router": {"httpRoute": {"name": route}},
+            "metrics": counter_metrics(),
+            "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]},
+            "strategy": {"maxCandidateWeightIncrement": 20},
+            "duration": {"interval": "1s", "minIterations": 2, "maxIterations": max_iterations}
+        }
+    }))?)
+}
+
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> Result<Experiment> {
+    wait_for(
+        &format!("{name} to reach {phase}"),
+        Duration::from_secs(60),
+        async || {
+            let exp = api.get(name).await?;
+            let now = exp.status.as_ref().map(|s| s.phase);
+            Ok((now == Some(phase)).then_some(exp))
+        },
+    )
+    .await
+}
+
+async fn wait_for_iterations(
+    api: &Api<Experiment>,
+    name: &str,
+    at_least: u32,
+) -> Result<Experiment> {
+    wait_for(
+        &format!("{name} to complete {at_least} iterations"),
+        Duration::from_secs(60),
+        async || {
+            let exp = api.get(name).await?;
+            let done = exp.status.as_ref().map_or(0, |s| s.completed_iterations);
+            Ok((done >= at_least).then_some(exp))
+        },
+    )
+    .await
+}
+
+async fn merge_spec(api: &Api<Experiment>, name: &str, patch: Value) -> Result<()> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": patch})),
+    )
+    .await
+    .with_context(|| format!("patching {name}"))?;
+    Ok(())
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+struct Harness {
+    env: TestEnv,
+    metrics: ScriptedMetrics,
+    analytics: SocketAddr,
+    controller: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn new(test: &str) -> Result<Self> {
+        let env = TestEnv::new(test).await?;
+        install_crds(&env.client).await?;
+        create_metrics(&env.client, env.namespace.name()).await?;
+        let metrics = ScriptedMetrics::default();
+        let analytics = start_analytics().await?;
+        let controller = start_controller(
+            &env.client,
+            env.namespace.name(),
+            analytics,
+            metrics.clone(),
+        )
+        .await?;
+        Ok(Self {
+            env,
+            metrics,
+            analytics,
+            controller,
+        })
+    }
+
+    fn ns(&self) -> &str {
+        self.env.namespace.name()
+    }
+
+    fn experiments(&self) -> Api<Experiment> {
+        Api::namespaced(self.env.client.clone(), self.ns())
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.controller.abort();
+        self.env.cleanup().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Result<()> {
+    let h = Harness::new("canary-promote").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    h.experiments()
+        .create(&PostParams::default(), &canary("good", "reviews", 10)?)
+        .await?;
+
+    let exp = wait_for_phase(&h.experiments(), "good", Phase::Completed).await?;
+    let status = exp.status.expect("status");
+    let decision = status.decision.expect("decision");
+    assert_eq!(decision.action, Action::Promote);
+    assert_eq!(decision.version.as_deref(), Some("next"));
+    assert_eq!(status.recommended_version.as_deref(), Some("next"));
+    assert!(
+        status.completed_iterations >= 2,
+        "no promotion before minIterations"
+    );
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 0),
+            ("reviews-v2".to_string(), 100)
+        ]
+    );
+    let completed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Completed")
+        .expect("Completed");
+    assert_eq!(
+        (completed.status.as_str(), completed.reason.as_str()),
+        ("True", "Promoted")
+    );
+    assert_eq!(status.weights_summary.as_deref(), Some("stable=0,next=100"));
+    let reasons: Vec<String> = events_for(&h.env.client, h.ns(), "good")
+        .await?
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Iteration"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
+    h.finish().await
+}
+
+#[tokio::test]
+async fn canary_breaking_its_slo_ends_with_traffic_back_on_the_baseline() -> Result<()> {
+    let h = Harness::new("canary-rollback").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 250.0, 0.0);
+    h.experiments()
+        .create(&PostParams::default(), &canary("bad", "reviews", 10)?)
+        .await?;
+
+    let exp = wait_for_phase(&h.experiments(), "bad", Phase::Completed).await?;
+    let status = exp.status.expect("status");
+    assert_eq!(status.decision.expect("decision").action, Action::Rollback);
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 100),
+            ("reviews-v2".to_string(), 0)
+        ]
+    );
+    let completed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Completed")
+        .expect("Completed");
+    assert_eq!(completed.reason, "RolledBack");
+    h.finish().await
+}
+
+#[tokio::test]
+async fn abn_with_three_candidates_promotes_the_best_feasible_one_on_a_virtual_service()
+-> Result<()> {
+    let h = Harness::new("abn-istio").await?;
+    let vs_api: Api<DynamicObject> =
+        Api::namespaced_with(h.env.client.clone(), h.ns(), &virtual_service_resource());
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews"},
+        "spec": {"hosts": ["reviews"], "http": [{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}
+        ]}]}
+    }))?;
+    vs_api.create(&PostParams::default(), &vs).await?;
+    h.metrics.set("v1", 5000.0, 5.0, 500.0);
+    h.metrics.set("v2", 5000.0, 5.0, 650.0); // best feasible
+    h.metrics.set("v3", 5000.0, 150.0, 720.0); // converts best, breaks the error SLO
+    h.metrics.set("v4", 5000.0, 5.0, 540.0);
+    let versions: Vec<Value> = (1..=4)
+        .map(|i| {
+            json!({"name": format!("v{i}"), "labels": {"version": format!("v{i}")},
+                   "backend": {"name": "reviews", "subset": format!("v{i}")}})
+        })
+        .collect();
+    let exp: Experiment = serde_json::from_value(json!({
+        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
+        "metadata": {"name": "abn"},
+        "spec": {
+            "kind": "abn", "versions": versions,
+            "router": {"virtualService": {"name": "reviews"}},
+            "metrics": counter_metrics(), "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}],
+                         "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]},
+            "duration": {"interval": "1s", "minIterations": 2, "maxIterations": 10}
+        }
+    }))?;
+    h.experiments().create(&PostParams::default(), &exp).await?;
+
+    let exp = wait_for_phase(&h.experiments(), "abn", Phase::Completed).await?;
+    let status = exp.status.expect("status");
+    assert_eq!(
+        status.winner.as_ref().map(|w| w.version.as_str()),
+        Some("v2")
+    );
+    assert_eq!(status.decision.expect("decision").action, Action::Promote);
+    let route = vs_api.get("reviews").await?.data["spec"]["http"][0]["route"].clone();
+    let weights: Vec<(String, u64)> = route
+        .as_array()
+        .expect("route list")
+        .iter()
+        .map(|r| {
+            (
+                r["destination"]["subset"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["weight"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        vec![
+            ("v1".into(), 0),
+            ("v2".into(), 100),
+            ("v3".into(), 0),
+            ("v4".into(), 0)
+        ]
+    );
+    let v3 = status
+        .versions
+        .iter()
+        .find(|v| v.name == "v3")
+        .expect("v3 assessed");
+    assert!(v3.probability_all_criteria < 0.05);
+    h.finish().await
+}
+
+#[tokio::test]
+async fn performance_test_ends_with_a_verdict_and_touches_no_traffic() -> Result<()> {
+    let h = Harness::new("perf").await?;
+    h.metrics.set("v1", 8000.0, 4.0, 0.0);
+    let exp: Experiment = serde_json::from_value(json!({
+        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
+        "metadata": {"name": "perf"},
+        "spec": {
+            "kind": "performanceTest",
+            "versions": [{"name": "svc", "labels": {"version": "v1"}}],
+            "metrics": counter_metrics(), "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]},
+            "duration": {"interval": "1s", "maxIterations": 3}
+        }
+    }))?;
+    h.experiments().create(&PostParams::default(), &exp).await?;
+    let exp = wait_for_phase(&h.experiments(), "perf", Phase::Completed).await?;
+    let status = exp.status.expect("status");
+    let decision = status.decision.expect("decision");
+    assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
+    assert!(decision.reason.contains("meets all criteria"));
+    assert_eq!(status.weights_summary.as_deref(), Some("svc=100"));
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
+    assert!(routes.list(&ListParams::default()).await?.items.is_empty());
+    h.finish().await
+}
+
+#[tokio::test]
+async fn pause_resume_and_terminate_with_a_manual_split_act_as_documented() -> Result<()> {
+    let h = Harness::new("overrides").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    // Too little data to decide either way: the experiment keeps iterating.
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    api.create(&PostParams::default(), &canary("manual", "reviews", 200)?)
+        .await?;
+    wait_for_iterations(&api, "manual", 1).await?;
+
+    merge_spec(
+        &api,
+        "manual",
+        json!({"manualOverride": {"action": "pause", "split": [70, 30]}}),
+    )
+    .await?;
+    let paused = wait_for_phase(&api, "manual", Phase::Paused).await?;
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 70),
+            ("reviews-v2".to_string(), 30)
+        ]
+    );
+    let held = paused.status.expect("status").completed_iterations;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = api.get("manual").await?.status.expect("status");
+    assert_eq!(
+        still.completed_iterations, held,
+        "no iteration runs while paused"
+    );
+    assert_eq!(still.phase, Phase::Paused);
+
+    merge_spec(
+        &api,
+        "manual",
+        json!({"manualOverride": {"action": "resume"}}),
+    )
+    .await?;
+    wait_for_iterations(&api, "manual", held + 1).await?;
+
+    merge_spec(
+        &api,
+        "manual",
+        json!({"manualOverride": {"action": "terminate", "split": [90, 10]}}),
+    )
+    .await?;
+    let ended = wait_for_phase(&api, "manual", Phase::Aborted).await?;
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 90),
+            ("reviews-v2".to_string(), 10)
+        ]
+    );
+    let completed = ended
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Completed")
+        .expect("Completed");
+    assert_eq!(completed.reason, "Terminated");
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
+    let mut h = Harness::new("restart").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    api.create(&PostParams::default(), &canary("restart", "reviews", 200)?)
+        .await?;
+    let before = wait_for_iterations(&api, "restart", 2).await?;
+    h.controller.abort();
+    let _ = (&mut h.controller).await;
+    let stopped_at = api
+        .get("restart")
+        .await?
+        .status
+        .expect("status")
+        .completed_iterations;
+    assert!(stopped_at >= before.status.expect("status").completed_iterations);
+    // Several intervals pass with no controller at all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.get("restart")
+            .await?
+            .status
+            .expect("status")
+            .completed_iterations,
+        stopped_at
+    );
+
+    h.controller = start_controller(&h.env.client, h.ns(), h.analytics, h.metrics.clone()).await?;
+    let after = wait_for_iterations(&api, "restart", stopped_at + 2).await?;
+    let history: Vec<u32> = after
+        .status
+        .expect("status")
+        .history
+        .iter()
+        .map(|r| r.iteration)
+        .collect();
+    let expected: Vec<u32> = (history[0]..history[0] + history.len() as u32).collect();
+    assert_eq!(history, expected, "iterations run once each, none skipped");
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
+    let h = Harness::new("drift").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    api.create(&PostParams::default(), &canary("drift", "reviews", 200)?)
+        .await?;
+    wait_for_iterations(&api, "drift", 1).await?;
+    // Pause so the split stays put, then edit the route as a person would.
+    merge_spec(
+        &api,
+        "drift",
+        json!({"manualOverride": {"action": "pause", "split": [80, 20]}}),
+    )
+    .await?;
+    wait_for_phase(&api, "drift", Phase::Paused).await?;
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
+    routes
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"rules": [{
+                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": 10},
+                                {"name": "reviews-v2", "port": 9080, "weight": 90}]
+            }]}})),
+        )
+        .await?;
+    wait_for(
+        "the route to be restored",
+        Duration::from_secs(30),
+        async || {
+            let w = route_weights(&h.env.client, h.ns(), "reviews").await?;
+            Ok((w
+                == vec![
+                    ("reviews-v1".to_string(), 80),
+                    ("reviews-v2".to_string(), 20),
+                ])
+            .then_some(()))
+        },
+    )
+    .await?;
+    let drift = events_for(&h.env.client, h.ns(), "drift")
+        .await?
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("TrafficDrift"))
+        .expect("a TrafficDrift event");
+    assert!(
+        drift
+            .note
+            .unwrap_or_default()
+            .contains("was changed outside the experiment")
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn deleting_a_running_experiment_puts_traffic_back_on_the_baseline() -> Result<()> {
+    let h = Harness::new("delete").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    api.create(&PostParams::default(), &canary("gone", "reviews", 200)?)
+        .await?;
+    merge_spec(
+        &api,
+        "gone",
+        json!({"manualOverride": {"action": "pause", "split": [50, 50]}}),
+    )
+    .await?;
+    wait_for_phase(&api, "gone", Phase::Paused).await?;
+    api.delete("gone", &Default::default()).await?;
+    wait_for(
+        "the experiment to be gone",
+        Duration::from_secs(30),
+        async || Ok(api.get_opt("gone").await?.is_none().then_some(())),
+    )
+    .await?;
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 100),
+            ("reviews-v2".to_string(), 0)
+        ]
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Result<()> {
+    let env = TestEnv::new("invalid-experiments").await?;
+    install_crds(&env.client).await?;
+    // Raw JSON, so that specs the Rust types cannot even express reach the API server too.
+    let resource = ApiResource::erase::<Experiment>(&());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), env.namespace.name(), &resource);
+    let base = || {
+        json!({
+            "kind": "canary",
+            "versions": [{"name": "a", "backend": {"name": "a"}}, {"name": "b", "backend": {"name": "b"}}],
+            "router": {"httpRoute": {"name": "r"}},
+            "criteria": {"rewards": [{"metric": "m", "preferredDirection": "higher"}]}
+        })
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "three-versions",
+            {
+                let mut s = base();
+                s["versions"]
+                    .as_array_mut()
+                    .expect("list")
+                    .push(json!({"name": "c", "backend": {"name": "c"}}));
+                s
+            },
+            "spec.versions: Invalid value: a canary or ab experiment has exactly two versions",
+        ),
+        (
+            "duplicate-names",
+            {
+                let mut s = base();
+                s["versions"][1]["name"] = json!("a");
+                s
+            },
+            "version names must be unique",
+        ),
+        (
+            "two-routers",
+            {
+                let mut s = base();
+                s["router"]["virtualService"] = json!({"name": "r"});
+                s
+            },
+            "set exactly one of router.httpRoute and router.virtualService",
+        ),
+        (
+            "no-router",
+            {
+                let mut s = base();
+                s.as_object_mut().expect("object").remove("router");
+                s
+            },
+            "spec.router: Invalid value: experiments that shift traffic need a router",
+        ),
+        (
+            "ab-without-reward",
+            {
+                let mut s = base();
+                s["kind"] = json!("ab");
+                s["criteria"] = json!({});
+                s
+            },
+            "ab and abn experiments pick their winner by a reward",
+        ),
+        (
+            "min-above-max",
+            {
+                let mut s = base();
+                s["duration"] = json!({"minIterations": 9, "maxIterations": 3});
+                s
+            },
+            "minIterations must not exceed maxIterations",
+        ),
+        (
+            "bad-interval",
+            {
+                let mut s = base();
+                s["duration"] = json!({"interval": "soon"});
+                s
+            },
+            "spec.duration.interval",
+        ),
+        (
+            "unknown-kind",
+            {
+                let mut s = base();
+                s["kind"] = json!("bluegreen");
+                s
+            },
+            "spec.kind: Unsupported value: \"bluegreen\"",
+        ),
+        (
+            "weight-too-high",
+            {
+                let mut s = base();
+                s["strategy"] = json!({"maxCandidateWeight": 150});
+                s
+            },
+            "spec.strategy.maxCandidateWeight",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let exp = json!({"apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
+                         "metadata": {"name": name}, "spec": spec});
+        let exp: DynamicObject = serde_json::from_value(exp)?;
+        let err = api
+            .create(&PostParams::default(), &exp)
+            .await
+            .err()
+            .with_context(|| format!("{name} was accepted"))?;
+        let message = match err {
+            kube::Error::Api(e) => {
+                assert_eq!(e.code, 422, "{name}: {}", e.message);
+                e.message
+            }
+            other => bail!("{name}: unexpected error {other}"),
+        };
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+    env.cleanup().await
+}
