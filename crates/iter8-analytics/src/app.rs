@@ -54,8 +54,8 @@ impl Readiness {
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
-    /// Bounds how many assessments run at once, so CPU-bound work never oversubscribes the
-    /// cores; requests beyond it wait (cheaply) for a turn.
+    /// Bounds how many assessments run at once (see `Config::engine_threads`); requests beyond
+    /// it wait (cheaply) for a turn.
     engine_slots: Arc<Semaphore>,
     metrics: Metrics,
     readiness: Readiness,

@@ -39,8 +39,9 @@ pub struct Config {
     #[arg(long, env = "ITER8_ANALYTICS_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: NonZeroUsize,
 
-    /// Assessments computed at once; the rest of those in flight wait for a turn. Defaults to
-    /// the number of CPUs, since the engine is CPU-bound and more would only time-slice.
+    /// Assessments computed at once; the rest of those in flight wait for a turn. By default
+    /// every admitted assessment runs: on 2 cores that gave 45 % more throughput than one
+    /// engine per CPU (see docs/performance.md); fewer trade throughput for a shorter tail.
     #[arg(long, env = "ITER8_ANALYTICS_ENGINE_THREADS")]
     pub engine_threads: Option<NonZeroUsize>,
 
@@ -69,11 +70,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// How many assessments are computed at once: the setting, or the number of CPUs.
+    /// How many assessments are computed at once: the setting, or all those in flight.
     pub fn engine_threads(&self) -> usize {
-        self.engine_threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .map_or(1, NonZeroUsize::get)
+        self.engine_threads.unwrap_or(self.max_in_flight).get()
     }
 }
 
