@@ -3,6 +3,7 @@
 //! implementation of the metrics trait (the Prometheus backend has tests of its own).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,7 +81,8 @@ async fn start_controller(
     namespace: &str,
     analytics: SocketAddr,
     metrics: ScriptedMetrics,
-) -> Result<JoinHandle<()>> {
+) -> Result<(JoinHandle<()>, Telemetry)> {
+    let telemetry = Telemetry::new()?;
     let ctx = Arc::new(Context {
         client: client.clone(),
         router: KubeRouter::new(client.clone()),
@@ -95,7 +97,7 @@ async fn start_controller(
             analytics_url: format!("http://{analytics}"),
             retry_after: Duration::from_millis(500),
         },
-        telemetry: Telemetry::new()?,
+        telemetry: telemetry.clone(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -105,9 +107,10 @@ async fn start_controller(
         ),
     });
     let namespace = namespace.to_string();
-    Ok(tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         iter8_controller::run(ctx, Some(&namespace), std::future::pending()).await;
-    }))
+    });
+    Ok((handle, telemetry))
 }
 
 async fn install_crds(client: &Client) -> Result<()> {
@@ -293,6 +296,7 @@ struct Harness {
     metrics: ScriptedMetrics,
     analytics: SocketAddr,
     controller: JoinHandle<()>,
+    telemetry: Telemetry,
 }
 
 impl Harness {
@@ -302,7 +306,7 @@ impl Harness {
         create_metrics(&env.client, env.namespace.name()).await?;
         let metrics = ScriptedMetrics::default();
         let analytics = start_analytics().await?;
-        let controller = start_controller(
+        let (controller, telemetry) = start_controller(
             &env.client,
             env.namespace.name(),
             analytics,
@@ -314,6 +318,7 @@ impl Harness {
             metrics,
             analytics,
             controller,
+            telemetry,
         })
     }
 
@@ -379,6 +384,21 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
     assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "Iteration"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
+
+    // The controller's own /metrics saw the iterations and the promotion.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(axum::serve(listener, h.telemetry.router()).into_future());
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains("iter8_controller_iterations_total{action=\"promote\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("iter8_controller_iteration_duration_seconds_count{kind=\"canary\"}"));
+    assert!(text.contains("iter8_controller_reconciles_total{outcome=\"ok\"}"));
     h.finish().await
 }
 
@@ -615,7 +635,8 @@ async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
         stopped_at
     );
 
-    h.controller = start_controller(&h.env.client, h.ns(), h.analytics, h.metrics.clone()).await?;
+    (h.controller, h.telemetry) =
+        start_controller(&h.env.client, h.ns(), h.analytics, h.metrics.clone()).await?;
     let after = wait_for_iterations(&api, "restart", stopped_at + 2).await?;
     let history: Vec<u32> = after
         .status
@@ -841,5 +862,126 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
         };
         assert!(message.contains(expected), "{name}: {message}");
     }
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
+    let env = TestEnv::new("failover").await?;
+    install_crds(&env.client).await?;
+    let ns = env.namespace.name().to_string();
+    create_metrics(&env.client, &ns).await?;
+    create_http_route(&env.client, &ns, "reviews").await?;
+    let metrics = ScriptedMetrics::default();
+    metrics.set("v1", 400.0, 3.0, 0.0);
+    metrics.set("v2", 400.0, 3.0, 0.0);
+    let analytics = start_analytics().await?;
+    let replica = |identity: &'static str| {
+        let (client, ns, metrics) = (env.client.clone(), ns.clone(), metrics.clone());
+        async move {
+            let ctx = Arc::new(Context {
+                client: client.clone(),
+                router: KubeRouter::new(client.clone()),
+                analytics: AnalyticsClient::new(
+                    Duration::from_secs(5),
+                    2,
+                    Duration::from_millis(100),
+                    None,
+                )?,
+                metrics,
+                settings: Settings {
+                    analytics_url: format!("http://{analytics}"),
+                    retry_after: Duration::from_millis(500),
+                },
+                telemetry: Telemetry::new()?,
+                recorder: Recorder::new(
+                    client.clone(),
+                    Reporter {
+                        controller: "iter8-controller".into(),
+                        instance: Some(identity.into()),
+                    },
+                ),
+            });
+            let election = iter8_controller::leader::LeaderElection::new(
+                client,
+                &ns,
+                "iter8-controller",
+                identity,
+                Duration::from_secs(3),
+            );
+            anyhow::Ok(tokio::spawn(async move {
+                iter8_controller::run_elected(
+                    ctx,
+                    Some(&ns),
+                    Some(election),
+                    std::future::pending(),
+                )
+                .await;
+            }))
+        }
+    };
+    let a = replica("replica-a").await?;
+    let b = replica("replica-b").await?;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &canary("failover", "reviews", 200)?)
+        .await?;
+    wait_for_iterations(&api, "failover", 2).await?;
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), &ns);
+    let holder = |lease: k8s_openapi::api::coordination::v1::Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let leader = holder(leases.get("iter8-controller").await?);
+    let (dead, standby) = match leader.as_str() {
+        "replica-a" => (a, "replica-b"),
+        "replica-b" => (b, "replica-a"),
+        other => bail!("unexpected lease holder {other:?}"),
+    };
+    // Only the leader reconciled: every event so far comes from it.
+    let instances: Vec<String> = events_for(&env.client, &ns, "failover")
+        .await?
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    assert!(!instances.is_empty());
+    assert!(instances.iter().all(|i| *i == leader), "{instances:?}");
+
+    dead.abort();
+    let stopped_at = api
+        .get("failover")
+        .await?
+        .status
+        .expect("status")
+        .completed_iterations;
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(20),
+        async || Ok((holder(leases.get("iter8-controller").await?) == standby).then_some(())),
+    )
+    .await?;
+    let after = wait_for_iterations(&api, "failover", stopped_at + 2).await?;
+    let history: Vec<u32> = after
+        .status
+        .expect("status")
+        .history
+        .iter()
+        .map(|r| r.iteration)
+        .collect();
+    let expected: Vec<u32> = (history[0]..history[0] + history.len() as u32).collect();
+    assert_eq!(
+        history, expected,
+        "iterations run once each, none skipped, across the failover"
+    );
+    let late: Vec<String> = events_for(&env.client, &ns, "failover")
+        .await?
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Iteration"))
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    assert!(late.iter().any(|i| i == standby), "{late:?}");
     env.cleanup().await
 }

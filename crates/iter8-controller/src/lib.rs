@@ -75,6 +75,92 @@ pub async fn run<M: MetricsBackend + 'static>(
         .await;
 }
 
+/// Why [`run_elected`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` resolved (a signal, or the caller's wish).
+    Shutdown,
+    /// Another replica holds the Lease now.
+    LostLeadership,
+}
+
+/// Runs the controller as a replica: with an election, it first waits to hold the Lease,
+/// reconciles only while it holds it, and gives it up when it stops; without one, it runs
+/// until `shutdown`. Readiness (`/readyz`) is true exactly while it reconciles.
+pub async fn run_elected<M: MetricsBackend + 'static>(
+    ctx: Arc<Context<M>>,
+    namespace: Option<&str>,
+    election: Option<leader::LeaderElection>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Stopped {
+    let telemetry = ctx.telemetry.clone();
+    // The shutdown trigger the controller takes must be Sync, which the election's futures
+    // are not: they run in a task of their own and say why to stop through a watch channel.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(None::<Stopped>);
+    let watcher = election.clone();
+    let mut shutdown = Box::pin(shutdown);
+    // Dropping this future (an aborted task) must also stop the renewals, or a dead replica
+    // would go on holding the Lease.
+    let _election_task = AbortOnDrop(tokio::spawn(async move {
+        let reason = match watcher {
+            Some(election) => {
+                tracing::info!("waiting to become leader");
+                tokio::select! {
+                    () = election.acquire() => {}
+                    () = &mut shutdown => {
+                        let _ = stop_tx.send(Some(Stopped::Shutdown));
+                        return;
+                    }
+                }
+                let _ = stop_tx.send(None);
+                tokio::select! {
+                    () = election.hold() => Stopped::LostLeadership,
+                    () = &mut shutdown => Stopped::Shutdown,
+                }
+            }
+            None => {
+                let _ = stop_tx.send(None);
+                shutdown.await;
+                Stopped::Shutdown
+            }
+        };
+        let _ = stop_tx.send(Some(reason));
+    }));
+    // Wait for the Lease (signalled by the first `None`) or an early stop.
+    if stop_rx.changed().await.is_err() {
+        return Stopped::Shutdown;
+    }
+    if let Some(early) = *stop_rx.borrow_and_update() {
+        return early;
+    }
+    telemetry.set_ready(true);
+    let mut trigger = stop_rx.clone();
+    let stop = async move {
+        while trigger.changed().await.is_ok() {
+            if trigger.borrow().is_some() {
+                return;
+            }
+        }
+    };
+    tracing::info!(?namespace, "controller running");
+    run(ctx, namespace, stop).await;
+    telemetry.set_ready(false);
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    let reason = *stop_rx.borrow();
+    reason.unwrap_or(Stopped::Shutdown)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The experiments whose router is `route`.
 fn experiments_using(
     store: &Store<Experiment>,

@@ -11,7 +11,7 @@ use iter8_controller::analytics::AnalyticsClient;
 use iter8_controller::leader::LeaderElection;
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
-use iter8_controller::{Context, Settings};
+use iter8_controller::{Context, Settings, Stopped};
 use kube::runtime::events::{Recorder, Reporter};
 
 /// Runs iter8 Experiments on a Kubernetes cluster.
@@ -143,43 +143,10 @@ async fn main() -> anyhow::Result<()> {
             args.lease_duration,
         )
     });
-    if let Some(election) = &election {
-        tracing::info!(%identity, "waiting to become leader");
-        tokio::select! {
-            () = election.acquire() => {}
-            () = shutdown_signal() => return Ok(()),
-        }
-    }
-    telemetry.set_ready(true);
-    // The shutdown trigger must be Sync, which the election's futures are not: they run in a
-    // task of their own and report why the controller must stop through a watch channel.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(None::<&'static str>);
-    let watcher = election.clone();
-    tokio::spawn(async move {
-        let reason = match watcher {
-            Some(election) => tokio::select! {
-                () = election.hold() => "lost leadership",
-                () = shutdown_signal() => "signal",
-            },
-            None => {
-                shutdown_signal().await;
-                "signal"
-            }
-        };
-        let _ = stop_tx.send(Some(reason));
-    });
-    let mut trigger = stop_rx.clone();
-    let stop = async move {
-        let _ = trigger.changed().await;
-    };
-    tracing::info!(namespace = ?args.namespace, "controller running");
-    iter8_controller::run(ctx, args.namespace.as_deref(), stop).await;
-    telemetry.set_ready(false);
-    if let Some(election) = &election {
-        election.release().await;
-    }
-    let reason = *stop_rx.borrow_and_update();
-    if reason == Some("lost leadership") {
+    let stopped =
+        iter8_controller::run_elected(ctx, args.namespace.as_deref(), election, shutdown_signal())
+            .await;
+    if stopped == Stopped::LostLeadership {
         // Another replica leads now; exit so the process restarts as a standby.
         anyhow::bail!("lost leadership");
     }
