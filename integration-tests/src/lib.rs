@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crds;
+pub mod prometheus;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};

@@ -4,142 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt as _;
 use iter8_api::{BucketBound, Observation};
 use iter8_crd::Metric;
+use iter8_integration_tests::prometheus::{Prometheus, drive, prometheus_binary, start_app};
 use iter8_metrics::{Backends, MetricsBackend, MetricsError, Query, Settings};
-use iter8_sample_app::{App, Config};
+use iter8_sample_app::Config;
 use serde::Deserialize;
 
 const SCRAPE: Duration = Duration::from_secs(1);
 const HOSTILE_REAL: &str = "v3\"} or vector(1) #";
-
-/// The Prometheus binary; missing means the machine was not set up, which fails the test.
-fn prometheus_binary() -> PathBuf {
-    let path = std::env::var_os("ITER8_PROMETHEUS")
-        .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
-    assert!(
-        path.is_file(),
-        "{} not found: run integration-tests/setup.sh (it installs Debian's prometheus package)",
-        path.display()
-    );
-    path
-}
-
-/// A Prometheus process with its own data directory; killed and removed on drop.
-struct Prometheus {
-    child: Option<Child>,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[SocketAddr]) -> Self {
-        let bin = prometheus_binary();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: sample\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        Self {
-            child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Runs an instant query directly (for the test's own look-ups).
-    async fn query(&self, http: &reqwest::Client, promql: &str) -> serde_json::Value {
-        http.get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", promql)])
-            .send()
-            .await
-            .expect("query prometheus")
-            .json()
-            .await
-            .expect("json answer")
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start_app(config: Config) -> SocketAddr {
-    let app = App::new(config).expect("valid sample app config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind sample app");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(iter8_sample_app::serve(
-        listener,
-        app,
-        std::future::pending(),
-    ));
-    addr
-}
-
-async fn drive(http: &reqwest::Client, addr: SocketAddr, n: usize) {
-    let http = Arc::new(http.clone());
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let http = http.clone();
-            async move {
-                http.get(format!("http://{addr}/work/{i}"))
-                    .send()
-                    .await
-                    .expect("sample app answers")
-                    .status()
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
-}
 
 /// What one app says it served, read from its own `/metrics`.
 #[derive(Debug, Default)]
@@ -246,7 +122,8 @@ async fn last_scrape(prom: &Prometheus, http: &reqwest::Client, version: &str) -
             http,
             &format!("timestamp(iter8_sample_requests_total{{{selector}}})"),
         )
-        .await;
+        .await
+        .expect("query");
     let ts: f64 = answer["data"]["result"][0]["value"][1]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -260,7 +137,7 @@ fn assert_counter(obs: Result<Observation, MetricsError>, expected: f64, what: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_backend_matches_what_the_sample_apps_served() {
-    let _ = prometheus_binary();
+    prometheus_binary().expect("prometheus installed");
     let buckets_ms = vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0];
     let apps = [
         ("v1", 300, 3.0, 0.8, 0.05, 0.2, 1),
@@ -279,43 +156,29 @@ async fn prometheus_backend_matches_what_the_sample_apps_served() {
                 seed,
                 buckets_ms: buckets_ms.clone(),
             })
-            .await,
+            .await
+            .expect("sample app"),
         );
     }
-    let mut prom = Prometheus::start(&addrs);
+    let mut prom = Prometheus::start(&addrs).expect("prometheus starts");
     let http = reqwest::Client::new();
 
     // Ready, and every app scraped at least twice before the experiment starts.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = http.get(format!("{}/-/ready", prom.url)).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            let up = prom
-                .query(&http, "count(count_over_time(up{job=\"sample\"}[1m]) >= 2)")
-                .await;
-            if up["data"]["result"][0]["value"][1] == "3" {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not become ready and scrape the apps within 60 s; log:\n{}",
-            prom.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    prom.wait_scraped(&http, 3, Duration::from_secs(60))
+        .await
+        .expect("prometheus scrapes the apps");
 
     // The experiment starts; a few zero samples come before any load.
     let start = SystemTime::now();
     tokio::time::sleep(3 * SCRAPE).await;
     for ((_, n, ..), addr) in apps.iter().zip(&addrs) {
-        drive(&http, *addr, *n).await;
+        drive(&http, *addr, *n).await.expect("load");
     }
     // Two scrape intervals after the load stops, Prometheus holds the final values.
     tokio::time::sleep(2 * SCRAPE + Duration::from_millis(500)).await;
 
     let backends = Backends::new(Settings {
-        default_prometheus_address: Some(prom.url.clone()),
+        default_prometheus_address: Some(prom.url().to_owned()),
         ..Settings::default()
     })
     .expect("backends");
@@ -417,7 +280,8 @@ async fn prometheus_backend_matches_what_the_sample_apps_served() {
             &http,
             &format!("sum(increase(iter8_sample_requests_total{{version=\"{payload}\"}}[60s]))"),
         )
-        .await;
+        .await
+        .expect("query");
     assert_eq!(raw["data"]["result"][0]["value"][1], "42", "{raw}");
     // ... is escaped by the backend and matches nothing.
     let escaped = observer
