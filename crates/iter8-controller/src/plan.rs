@@ -38,8 +38,13 @@ pub enum Step {
     },
 }
 
-/// Decides the next step.
-pub fn plan(spec: &ExperimentSpec, status: &ExperimentStatus, now: SystemTime) -> Step {
+/// Decides the next step; `generation` is the Experiment's `metadata.generation`.
+pub fn plan(
+    spec: &ExperimentSpec,
+    status: &ExperimentStatus,
+    generation: Option<i64>,
+    now: SystemTime,
+) -> Step {
     if status.phase.is_terminal() {
         return Step::Idle;
     }
@@ -71,6 +76,15 @@ pub fn plan(spec: &ExperimentSpec, status: &ExperimentStatus, now: SystemTime) -
             }
             OverrideAction::Resume => {}
         }
+    }
+    // Paused by the failure policy: only a newer spec (say, a fixed analytics URL, or a
+    // resume) goes on.
+    if status.phase == Phase::Paused
+        && status
+            .paused_at_generation
+            .is_some_and(|at| generation.is_none_or(|g| g <= at))
+    {
+        return Step::Idle;
     }
     if status.start_time.is_none() {
         return Step::Start {
@@ -187,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_new_experiment_starts_on_the_baseline() {
-        let step = plan(&spec(), &ExperimentStatus::default(), now(1000));
+        let step = plan(&spec(), &ExperimentStatus::default(), None, now(1000));
         assert_eq!(
             step,
             Step::Start {
@@ -200,11 +214,11 @@ mod tests {
     fn the_first_iteration_comes_one_interval_after_the_start() {
         let status = running(0, 0);
         assert_eq!(
-            plan(&spec(), &status, now(1010)),
+            plan(&spec(), &status, Some(1), now(1010)),
             Step::Wait(Duration::from_secs(20))
         );
         assert_eq!(
-            plan(&spec(), &status, now(1030)),
+            plan(&spec(), &status, Some(1), now(1030)),
             Step::Iterate { iteration: 1 }
         );
     }
@@ -213,11 +227,11 @@ mod tests {
     fn the_next_iteration_is_numbered_from_the_completed_ones() {
         let status = running(3, 1090);
         assert_eq!(
-            plan(&spec(), &status, now(1100)),
+            plan(&spec(), &status, Some(1), now(1100)),
             Step::Wait(Duration::from_secs(20))
         );
         assert_eq!(
-            plan(&spec(), &status, now(1200)),
+            plan(&spec(), &status, Some(1), now(1200)),
             Step::Iterate { iteration: 4 }
         );
     }
@@ -236,7 +250,10 @@ mod tests {
             action: OverrideAction::Terminate,
             split: None,
         });
-        assert_eq!(plan(&s, &status, now(1100)), Step::FinishPending(pending));
+        assert_eq!(
+            plan(&s, &status, Some(1), now(1100)),
+            Step::FinishPending(pending)
+        );
     }
 
     #[test]
@@ -248,7 +265,7 @@ mod tests {
             split: Some(vec![30, 70]),
         });
         assert_eq!(
-            plan(&s, &status, now(1100)),
+            plan(&s, &status, Some(1), now(1100)),
             Step::Terminate {
                 weights: vec![30, 70]
             }
@@ -258,7 +275,7 @@ mod tests {
             split: None,
         });
         assert_eq!(
-            plan(&s, &status, now(1100)),
+            plan(&s, &status, Some(1), now(1100)),
             Step::Terminate {
                 weights: vec![100, 0]
             },
@@ -272,7 +289,7 @@ mod tests {
         });
         s.on_termination = TerminationPolicy::KeepLast;
         assert_eq!(
-            plan(&s, &decided, now(1100)),
+            plan(&s, &decided, Some(1), now(1100)),
             Step::Terminate {
                 weights: vec![80, 20]
             }
@@ -287,21 +304,39 @@ mod tests {
             action: OverrideAction::Pause,
             split: None,
         });
-        assert_eq!(plan(&s, &status, now(1200)), Step::Pause { weights: None });
+        assert_eq!(
+            plan(&s, &status, Some(1), now(1200)),
+            Step::Pause { weights: None }
+        );
         status.phase = Phase::Paused;
-        assert_eq!(plan(&s, &status, now(1200)), Step::Idle);
+        assert_eq!(plan(&s, &status, Some(1), now(1200)), Step::Idle);
         s.manual_override = Some(ManualOverride {
             action: OverrideAction::Resume,
             split: None,
         });
-        assert_eq!(plan(&s, &status, now(1200)), Step::Iterate { iteration: 3 });
+        assert_eq!(
+            plan(&s, &status, Some(1), now(1200)),
+            Step::Iterate { iteration: 3 }
+        );
+    }
+
+    #[test]
+    fn a_failure_policy_pause_holds_until_the_spec_changes() {
+        let mut status = running(2, 1060);
+        status.phase = Phase::Paused;
+        status.paused_at_generation = Some(3);
+        assert_eq!(plan(&spec(), &status, Some(3), now(1200)), Step::Idle);
+        assert_eq!(
+            plan(&spec(), &status, Some(4), now(1200)),
+            Step::Iterate { iteration: 3 }
+        );
     }
 
     #[test]
     fn finished_experiments_are_left_alone() {
         let mut status = running(5, 1150);
         status.phase = Phase::Completed;
-        assert_eq!(plan(&spec(), &status, now(5000)), Step::Idle);
+        assert_eq!(plan(&spec(), &status, Some(1), now(5000)), Step::Idle);
     }
 
     #[test]

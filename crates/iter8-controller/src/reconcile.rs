@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use iter8_api::{Action as Decided, Observation, VersionWeight};
 use iter8_crd::{
-    Experiment, ExperimentStatus, HISTORY_LIMIT, IterationRecord, Metric, PendingIteration, Phase,
-    weights_summary,
+    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric,
+    PendingIteration, Phase, weights_summary,
 };
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
 use k8s_openapi::api::core::v1::Secret;
@@ -30,7 +30,7 @@ use crate::analytics::{AnalyticsClient, AnalyticsError};
 use crate::conditions::{
     self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
 };
-use crate::plan::{self, Step, parse_interval, system_time};
+use crate::plan::{self, SpecExt, Step, parse_interval, system_time};
 use crate::router::{KubeRouter, RouteTarget, RouterError};
 use crate::telemetry::Telemetry;
 
@@ -136,7 +136,12 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
 
     async fn apply(&self) -> Result<Action, Error> {
         let status = self.exp.status.clone().unwrap_or_default();
-        match plan::plan(&self.exp.spec, &status, SystemTime::now()) {
+        match plan::plan(
+            &self.exp.spec,
+            &status,
+            self.exp.meta().generation,
+            SystemTime::now(),
+        ) {
             Step::Idle => {
                 if status.phase == Phase::Paused {
                     self.correct_drift(&status).await?;
@@ -240,24 +245,25 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let now = now();
         let generation = self.exp.meta().generation;
         let spec = &self.exp.spec;
+        if status.phase == Phase::Paused {
+            status.phase = Phase::Running;
+            status.paused_at_generation = None;
+        }
 
         let observations = match self.collect(&status).await {
             Ok(collected) => collected,
             Err(reason) => {
-                conditions::set(
-                    &mut status.conditions,
-                    METRICS_AVAILABLE,
-                    false,
-                    "BackendUnavailable",
-                    &reason,
-                    generation,
-                    &now,
-                );
-                status.message = Some(format!("iteration {iteration} held: {reason}"));
-                self.write(status).await?;
-                self.event(EventType::Warning, "MetricsUnavailable", "Iterate", &reason)
+                return self
+                    .hold(
+                        self.exp,
+                        status,
+                        Failure {
+                            condition: METRICS_AVAILABLE,
+                            reason: "BackendUnavailable",
+                            message: format!("iteration {iteration} held: {reason}"),
+                        },
+                    )
                     .await;
-                return Ok(Action::requeue(self.ctx.settings.retry_after));
             }
         };
         match &observations.missing {
@@ -290,32 +296,28 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let response = match self.ctx.analytics.assess(url, &request).await {
             Ok(r) => r,
             Err(e) => {
-                status.consecutive_failures += 1;
                 let reason = match &e {
                     AnalyticsError::Rejected { .. } => "AnalyticsRejected",
                     AnalyticsError::Garbage(_) => "AnalyticsGarbage",
                     AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
                 };
-                conditions::set(
-                    &mut status.conditions,
-                    ANALYTICS_AVAILABLE,
-                    false,
-                    reason,
-                    e.to_string(),
-                    generation,
-                    &now,
-                );
-                status.message = Some(format!(
+                let message = format!(
                     "iteration {iteration} held at {}: {e}",
                     self.summary(&current)
-                ));
-                self.write(status).await?;
-                self.event(EventType::Warning, reason, "Iterate", &e.to_string())
+                );
+                return self
+                    .hold(
+                        self.exp,
+                        status,
+                        Failure {
+                            condition: ANALYTICS_AVAILABLE,
+                            reason,
+                            message,
+                        },
+                    )
                     .await;
-                return Ok(Action::requeue(self.ctx.settings.retry_after));
             }
         };
-        status.consecutive_failures = 0;
         conditions::set(
             &mut status.conditions,
             ANALYTICS_AVAILABLE,
@@ -398,6 +400,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             &now,
         );
         status.completed_iterations = pending.iteration;
+        status.consecutive_failures = 0;
+        status.paused_at_generation = None;
         status.last_iteration_time = Some(now.clone());
         self.record_weights(&mut status, &pending.weights);
         let decision = status.decision.clone();
@@ -621,7 +625,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     async fn router_failed_on(
         &self,
         exp: &Experiment,
-        mut status: ExperimentStatus,
+        status: ExperimentStatus,
         e: RouterError,
     ) -> Result<Action, Error> {
         if let RouterError::Kube(kube::Error::Api(ae)) = &e
@@ -629,30 +633,133 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         {
             return Err(Error::Kube(kube::Error::Api(ae.clone())));
         }
-        let now = now();
         let reason = match e {
             RouterError::NotFound { .. } => "RouterNotFound",
             RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
             RouterError::Kube(_) => "RouterUnavailable",
         };
+        let failure = Failure {
+            condition: TRAFFIC_APPLIED,
+            reason,
+            message: format!("traffic not applied: {e}"),
+        };
+        self.hold(exp, status, failure).await
+    }
+
+    /// An attempt failed: the split stays where it is, the failure is counted and reported,
+    /// and the attempt is retried, until the failure policy's limit is reached.
+    async fn hold(
+        &self,
+        exp: &Experiment,
+        mut status: ExperimentStatus,
+        failure: Failure,
+    ) -> Result<Action, Error> {
+        let now = now();
+        let generation = exp.meta().generation;
+        status.consecutive_failures += 1;
         conditions::set(
             &mut status.conditions,
-            TRAFFIC_APPLIED,
+            failure.condition,
             false,
-            reason,
-            e.to_string(),
-            exp.meta().generation,
+            failure.reason,
+            &failure.message,
+            generation,
             &now,
         );
-        status.message = Some(format!("traffic not applied: {e}"));
-        let mut updated = exp.clone();
-        updated.status = Some(status);
-        self.api
-            .replace_status(&exp.name_any(), &PostParams::default(), &updated)
-            .await?;
-        self.event(EventType::Warning, reason, "ApplyTraffic", &e.to_string())
-            .await;
+        status.message = Some(failure.message.clone());
+        self.event(
+            EventType::Warning,
+            failure.reason,
+            "Iterate",
+            &failure.message,
+        )
+        .await;
+        let policy = &exp.spec.failure_policy;
+        if status.consecutive_failures >= policy.max_consecutive_failures {
+            return self.apply_failure_policy(exp, status).await;
+        }
+        self.write_on(exp, status).await?;
         Ok(Action::requeue(self.ctx.settings.retry_after))
+    }
+
+    /// Too many failures in a row: roll back (all traffic to the baseline, phase Failed) or
+    /// pause (hold, phase Paused, until the spec changes), as the experiment says.
+    async fn apply_failure_policy(
+        &self,
+        exp: &Experiment,
+        mut status: ExperimentStatus,
+    ) -> Result<Action, Error> {
+        let now = now();
+        let generation = exp.meta().generation;
+        let failures = status.consecutive_failures;
+        let cause = status.message.clone().unwrap_or_default();
+        match exp.spec.failure_policy.action {
+            FailureAction::Rollback => {
+                let baseline = exp.spec.initial_weights_on_baseline();
+                match self.set_router(&baseline).await {
+                    Ok(()) => self.record_weights(&mut status, &baseline),
+                    // Without a router there is no traffic to move.
+                    Err(RouterError::NotFound { .. }) => {}
+                    Err(e) => {
+                        // Traffic is not safe yet: keep trying rather than end.
+                        status.message = Some(format!(
+                            "{failures} failures in a row ({cause}); rolling back, but {e}"
+                        ));
+                        self.write_on(exp, status).await?;
+                        return Ok(Action::requeue(self.ctx.settings.retry_after));
+                    }
+                }
+                let message = format!(
+                    "{failures} failures in a row, the last: {cause}; failure policy: all traffic back on the baseline"
+                );
+                status.phase = Phase::Failed;
+                status.pending = None;
+                conditions::set(
+                    &mut status.conditions,
+                    COMPLETED,
+                    true,
+                    "FailurePolicy",
+                    &message,
+                    generation,
+                    &now,
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    READY,
+                    false,
+                    "TooManyFailures",
+                    &message,
+                    generation,
+                    &now,
+                );
+                status.message = Some(message.clone());
+                self.write_on(exp, status).await?;
+                self.event(EventType::Warning, "FailurePolicy", "Rollback", &message)
+                    .await;
+                Ok(Action::await_change())
+            }
+            FailureAction::Pause => {
+                let message = format!(
+                    "{failures} failures in a row, the last: {cause}; failure policy: paused until the spec changes"
+                );
+                status.phase = Phase::Paused;
+                status.paused_at_generation = generation;
+                conditions::set(
+                    &mut status.conditions,
+                    READY,
+                    false,
+                    "TooManyFailures",
+                    &message,
+                    generation,
+                    &now,
+                );
+                status.message = Some(message.clone());
+                self.write_on(exp, status).await?;
+                self.event(EventType::Warning, "FailurePolicy", "Pause", &message)
+                    .await;
+                Ok(Action::await_change())
+            }
+        }
     }
 
     async fn set_router(&self, weights: &[u32]) -> Result<(), RouterError> {
@@ -744,13 +851,22 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 
     async fn write(&self, status: ExperimentStatus) -> Result<Experiment, Error> {
-        let mut updated = self.exp.clone();
-        let mut status = status;
-        status.observed_generation = self.exp.meta().generation;
+        self.write_on(self.exp, status).await
+    }
+
+    /// Replaces the status of `exp` (the version read last, so a concurrent writer makes this
+    /// fail with a conflict instead of being overwritten).
+    async fn write_on(
+        &self,
+        exp: &Experiment,
+        mut status: ExperimentStatus,
+    ) -> Result<Experiment, Error> {
+        let mut updated = exp.clone();
+        status.observed_generation = exp.meta().generation;
         updated.status = Some(status);
         Ok(self
             .api
-            .replace_status(&self.exp.name_any(), &PostParams::default(), &updated)
+            .replace_status(&exp.name_any(), &PostParams::default(), &updated)
             .await?)
     }
 
@@ -794,6 +910,13 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             tracing::warn!(experiment = %self.exp.name_any(), %e, "could not publish event");
         }
     }
+}
+
+/// A failed attempt: the condition it makes False, the reason and the message.
+struct Failure {
+    condition: &'static str,
+    reason: &'static str,
+    message: String,
 }
 
 /// Observations of one iteration, in version order.

@@ -114,6 +114,9 @@ pub struct ExperimentSpec {
     /// The analytics service; the controller's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analytics: Option<AnalyticsEndpoint>,
+    /// What happens when iterations keep failing (metrics, analytics or router unavailable).
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
     /// A person's instruction that overrides the analytics: pause, resume or terminate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual_override: Option<ManualOverride>,
@@ -259,6 +262,44 @@ impl Default for Duration {
     }
 }
 
+/// What the controller does when iterations keep failing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Failed attempts in a row (no metrics, no analytics, router not writable) after which
+    /// `action` is taken; until then the current split is held and the attempt retried.
+    #[serde(default = "default_max_failures")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_consecutive_failures: u32,
+    /// What to do then.
+    #[serde(default)]
+    pub action: FailureAction,
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            max_consecutive_failures: default_max_failures(),
+            action: FailureAction::default(),
+        }
+    }
+}
+
+/// The actions of a failure policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureAction {
+    /// Put all traffic on the baseline and end the experiment (phase Failed).
+    #[default]
+    Rollback,
+    /// Hold the current split and stop iterating until the spec changes (phase Paused).
+    Pause,
+}
+
 /// The analytics service to ask.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -336,9 +377,12 @@ pub struct ExperimentStatus {
     /// controller finishes it instead of running the iteration again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingIteration>,
-    /// Analytics calls that failed in a row (reset by a success).
+    /// Attempts that failed in a row (reset by a completed iteration).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
+    /// The spec generation the failure policy paused at; a newer spec resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at_generation: Option<i64>,
     /// A one-line account of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

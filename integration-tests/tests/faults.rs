@@ -1,0 +1,337 @@
+//! What the controller does when its dependencies fail: the split is held, the failure is
+//! reported (condition and Event), nothing is promoted, and after `failurePolicy`'s limit the
+//! experiment rolls back or pauses. Real API server, real analytics server; the broken
+//! analytics answers (500, garbage, too slow) come from a small misbehaving HTTP server.
+
+mod common;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use iter8_api::Action;
+use iter8_crd::{Experiment, Phase};
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::json;
+
+use common::*;
+
+/// How a broken analytics service answers.
+#[derive(Clone, Copy)]
+enum Broken {
+    ServerError,
+    Garbage,
+    TooSlow,
+}
+
+async fn start_broken_analytics(how: Broken) -> Result<SocketAddr> {
+    let handler = move || async move {
+        match how {
+            Broken::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+            Broken::Garbage => (StatusCode::OK, "{\"surprise\": true").into_response(),
+            Broken::TooSlow => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                (StatusCode::OK, "{}").into_response()
+            }
+        }
+    };
+    let app = Router::new().route("/v1/assessments", post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(axum::serve(listener, app).into_future());
+    Ok(addr)
+}
+
+/// A loopback address nothing listens on.
+async fn dead_address() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(listener.local_addr()?)
+}
+
+fn condition(exp: &Experiment, type_: &str) -> Option<(String, String)> {
+    exp.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Runs a canary until it has moved traffic, then points it at `analytics` (through
+/// `spec.analytics.url`) with a failure policy of `limit` and `action`; returns the split it
+/// had when the analytics broke.
+async fn break_analytics_mid_run(
+    h: &Harness,
+    name: &str,
+    analytics: SocketAddr,
+    limit: u32,
+    action: &str,
+) -> Result<Vec<(String, u64)>> {
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    api.create(&PostParams::default(), &canary(name, "reviews", 200)?)
+        .await?;
+    wait_for_iterations(&api, name, 1).await?;
+    merge_spec(
+        &api,
+        name,
+        json!({"manualOverride": {"action": "pause", "split": [60, 40]}}),
+    )
+    .await?;
+    wait_for_phase(&api, name, Phase::Paused).await?;
+    let before = route_weights(&h.env.client, h.ns(), "reviews").await?;
+    merge_spec(
+        &api,
+        name,
+        json!({
+            "analytics": {"url": format!("http://{analytics}")},
+            "failurePolicy": {"maxConsecutiveFailures": limit, "action": action},
+            "manualOverride": {"action": "resume"}
+        }),
+    )
+    .await?;
+    Ok(before)
+}
+
+async fn assert_held_then_rolled_back(h: &Harness, name: &str, reason: &str) -> Result<()> {
+    let api = h.experiments();
+    // Held and reported while under the limit.
+    let held = wait_for(
+        "the failure to be reported",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get(name).await?;
+            Ok(
+                (condition(&exp, "AnalyticsAvailable") == Some(("False".into(), reason.into())))
+                    .then_some(exp),
+            )
+        },
+    )
+    .await?;
+    assert!(held.status.as_ref().expect("status").consecutive_failures >= 1);
+    // Then the failure policy: everything back on the baseline, phase Failed.
+    let failed = wait_for_phase(&api, name, Phase::Failed).await?;
+    let status = failed.status.expect("status");
+    assert_ne!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(Action::Promote)
+    );
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 100),
+            ("reviews-v2".to_string(), 0)
+        ]
+    );
+    let completed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Completed")
+        .expect("Completed condition");
+    assert_eq!(completed.reason, "FailurePolicy");
+    let events = events_for(&h.env.client, h.ns(), name).await?;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some(reason)),
+        "a {reason} event"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailurePolicy"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn analytics_down_holds_the_split_then_rolls_back() -> Result<()> {
+    let h = Harness::new("fault-analytics-down").await?;
+    let dead = dead_address().await?;
+    let before = break_analytics_mid_run(&h, "down", dead, 4, "rollback").await?;
+    // While failing, the split stays where it was.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let api = h.experiments();
+    if api.get("down").await?.status.expect("status").phase != Phase::Failed {
+        assert_eq!(
+            route_weights(&h.env.client, h.ns(), "reviews").await?,
+            before
+        );
+    }
+    assert_held_then_rolled_back(&h, "down", "AnalyticsUnavailable").await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn analytics_answering_500_is_retried_then_rolled_back() -> Result<()> {
+    let h = Harness::new("fault-analytics-500").await?;
+    let broken = start_broken_analytics(Broken::ServerError).await?;
+    break_analytics_mid_run(&h, "e500", broken, 3, "rollback").await?;
+    assert_held_then_rolled_back(&h, "e500", "AnalyticsUnavailable").await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn analytics_answering_garbage_never_moves_traffic() -> Result<()> {
+    let h = Harness::new("fault-analytics-garbage").await?;
+    let broken = start_broken_analytics(Broken::Garbage).await?;
+    break_analytics_mid_run(&h, "garbage", broken, 3, "rollback").await?;
+    assert_held_then_rolled_back(&h, "garbage", "AnalyticsGarbage").await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
+    let env = iter8_integration_tests::TestEnv::new("fault-analytics-slow").await?;
+    install_crds(&env.client).await?;
+    create_metrics(&env.client, env.namespace.name()).await?;
+    let metrics = ScriptedMetrics::default();
+    let analytics = start_analytics().await?;
+    // A 1 s analytics timeout against a service that takes 5 s.
+    let (controller, telemetry) = start_controller_with(
+        &env.client,
+        env.namespace.name(),
+        &format!("http://{analytics}"),
+        metrics.clone(),
+        Duration::from_secs(1),
+    )
+    .await?;
+    let h = Harness {
+        env,
+        metrics,
+        analytics,
+        controller,
+        telemetry,
+    };
+    let slow = start_broken_analytics(Broken::TooSlow).await?;
+    break_analytics_mid_run(&h, "slow", slow, 2, "rollback").await?;
+    assert_held_then_rolled_back(&h, "slow", "AnalyticsUnavailable").await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
+    let h = Harness::new("fault-pause-policy").await?;
+    let dead = dead_address().await?;
+    break_analytics_mid_run(&h, "pausing", dead, 2, "pause").await?;
+    let api = h.experiments();
+    let paused = wait_for(
+        "the failure policy to pause",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("pausing").await?;
+            Ok(
+                (condition(&exp, "Ready") == Some(("False".into(), "TooManyFailures".into())))
+                    .then_some(exp),
+            )
+        },
+    )
+    .await?;
+    let status = paused.status.expect("status");
+    assert_eq!(status.phase, Phase::Paused);
+    let held_at = status.completed_iterations;
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 60),
+            ("reviews-v2".to_string(), 40)
+        ],
+        "the split is held while paused"
+    );
+    // Pointing the experiment back at a working analytics service resumes it.
+    merge_spec(
+        &api,
+        "pausing",
+        json!({"analytics": {"url": format!("http://{}", h.analytics)}}),
+    )
+    .await?;
+    let resumed = wait_for_iterations(&api, "pausing", held_at + 1).await?;
+    assert_eq!(resumed.status.expect("status").consecutive_failures, 0);
+    h.finish().await
+}
+
+#[tokio::test]
+async fn metrics_backend_down_holds_and_never_promotes() -> Result<()> {
+    let h = Harness::new("fault-metrics-down").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    // Data that would promote the candidate at once, behind a backend that is down.
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    h.metrics.set_down(true);
+    let api = h.experiments();
+    let mut exp = canary("blind", "reviews", 10)?;
+    // The outage is shorter than the failure policy's patience.
+    exp.spec.failure_policy.max_consecutive_failures = 1000;
+    api.create(&PostParams::default(), &exp).await?;
+    let held = wait_for(
+        "MetricsAvailable=False",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("blind").await?;
+            Ok((condition(&exp, "MetricsAvailable")
+                == Some(("False".into(), "BackendUnavailable".into())))
+            .then_some(exp))
+        },
+    )
+    .await?;
+    let status = held.status.expect("status");
+    assert_eq!(status.completed_iterations, 0);
+    assert!(status.decision.is_none());
+    assert_eq!(
+        route_weights(&h.env.client, h.ns(), "reviews").await?,
+        vec![
+            ("reviews-v1".to_string(), 100),
+            ("reviews-v2".to_string(), 0)
+        ]
+    );
+    // The backend comes back: the experiment goes on and promotes on real data.
+    h.metrics.set_down(false);
+    let done = wait_for_phase(&api, "blind", Phase::Completed).await?;
+    assert_eq!(
+        done.status
+            .expect("status")
+            .decision
+            .expect("decision")
+            .action,
+        Action::Promote
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Result<()> {
+    let h = Harness::new("fault-route-deleted").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 400.0, 3.0, 0.0);
+    h.metrics.set("v2", 400.0, 3.0, 0.0);
+    let api = h.experiments();
+    let mut exp = canary("orphan", "reviews", 200)?;
+    exp.spec.failure_policy.max_consecutive_failures = 3;
+    api.create(&PostParams::default(), &exp).await?;
+    wait_for_iterations(&api, "orphan", 1).await?;
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
+    routes.delete("reviews", &Default::default()).await?;
+    wait_for(
+        "TrafficApplied=False, reason RouterNotFound",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("orphan").await?;
+            Ok((condition(&exp, "TrafficApplied")
+                == Some(("False".into(), "RouterNotFound".into())))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let failed = wait_for_phase(&api, "orphan", Phase::Failed).await?;
+    assert_ne!(
+        failed.status.expect("status").decision.map(|d| d.action),
+        Some(Action::Promote)
+    );
+    h.finish().await
+}
