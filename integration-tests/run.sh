@@ -19,6 +19,8 @@ source "$IT_DIR/kube-env/up.sh"
 export ITER8_TEST_KUBECONFIG
 
 cd "$ROOT"
+# The chart test runs the service binaries as the chart configures them (tests/chart.rs).
+cargo build -p iter8-controller -p iter8-analytics --bins
 status=0
 if (($#)); then
   cargo test "$@" || status=$?

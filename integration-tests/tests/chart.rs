@@ -1,0 +1,1289 @@
+//! The Helm chart (`charts/iter8`): it lints, renders what each values combination promises,
+//! installs on the real API server, and its RBAC is exactly enough: the controller binary,
+//! running with the token of the chart's ServiceAccount, takes the leader Lease and runs a
+//! canary to completion on metrics from a real Prometheus, while the same token is refused
+//! everything else tried.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use iter8_api::Action;
+use iter8_crd::{Experiment, Metric, Phase};
+use iter8_integration_tests::prometheus::{Prometheus, drive, free_port, start_app};
+use iter8_integration_tests::{ControlPlane, TestEnv, crds, helm_binary};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration-tests has a parent")
+        .to_path_buf()
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/iter8")
+}
+
+fn helm(args: &[&str]) -> Result<Output> {
+    let helm = helm_binary()?;
+    let out = Command::new(&helm)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", helm.display()))?;
+    Ok(out)
+}
+
+fn helm_ok(args: &[&str]) -> Result<String> {
+    let out = helm(args)?;
+    ensure!(
+        out.status.success(),
+        "helm {} failed: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Renders the chart (release `iter8` in namespace `iter8-system`) with `--set` values.
+fn render(sets: &[&str]) -> Result<Vec<Value>> {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        "iter8",
+        chart.to_str().context("chart path")?,
+        "--namespace",
+        "iter8-system",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    parse_documents(&helm_ok(&args)?)
+}
+
+fn parse_documents(text: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if !value.is_null() {
+            docs.push(serde_json::to_value(value)?);
+        }
+    }
+    Ok(docs)
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<_> = of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} {name}");
+    found[0]
+}
+
+fn kinds(docs: &[Value]) -> BTreeMap<String, usize> {
+    let mut kinds = BTreeMap::new();
+    for d in docs {
+        *kinds
+            .entry(d["kind"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    kinds
+}
+
+/// `(apiGroup, resource, verbs, resourceNames)` of each rule, sorted.
+type Rule = (String, String, BTreeSet<String>, BTreeSet<String>);
+
+fn rules(role: &Value) -> BTreeSet<Rule> {
+    let strings = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                out.insert((
+                    group.clone(),
+                    resource,
+                    strings(&rule["verbs"]),
+                    strings(&rule["resourceNames"]),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn rule(group: &str, resource: &str, verbs: &[&str], names: &[&str]) -> Rule {
+    (
+        group.to_string(),
+        resource.to_string(),
+        verbs.iter().map(|s| s.to_string()).collect(),
+        names.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// The controller's cluster-wide rules without metric auth.
+fn controller_rules() -> BTreeSet<Rule> {
+    BTreeSet::from([
+        rule(
+            "iter8.tools",
+            "experiments",
+            &["get", "list", "watch", "patch"],
+            &[],
+        ),
+        rule("iter8.tools", "experiments/status", &["update"], &[]),
+        rule("iter8.tools", "metrics", &["get"], &[]),
+        rule(
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["get", "list", "watch", "patch"],
+            &[],
+        ),
+        rule(
+            "networking.istio.io",
+            "virtualservices",
+            &["get", "list", "watch", "patch"],
+            &[],
+        ),
+        rule("events.k8s.io", "events", &["create", "patch"], &[]),
+    ])
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn assert_hardened(deployment: &Value, port: u64) {
+    let name = &deployment["metadata"]["name"];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true, "{name}");
+    assert!(psc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{name}");
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+    let c = container(deployment);
+    let csc = &c["securityContext"];
+    assert_eq!(csc["readOnlyRootFilesystem"], true, "{name}");
+    assert_eq!(csc["allowPrivilegeEscalation"], false, "{name}");
+    assert_eq!(csc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+    let port_name = c["ports"][0]["name"].clone();
+    assert_eq!(c["ports"][0]["containerPort"], port, "{name}");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{name} {probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], port_name, "{name} {probe}");
+    }
+    assert!(c["resources"]["requests"].is_object(), "{name} resources");
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lint, CRDs, rendering
+
+#[test]
+fn chart_passes_helm_lint_strict_with_defaults_and_every_option_on() -> Result<()> {
+    let chart = chart_dir();
+    let chart = chart.to_str().context("chart path")?;
+    helm_ok(&["lint", "--strict", chart])?;
+    helm_ok(&[
+        "lint",
+        "--strict",
+        chart,
+        "--set",
+        "analytics.autoscaling.enabled=true,analytics.podDisruptionBudget.enabled=true,\
+         serviceMonitor.enabled=true,networkPolicy.enabled=true,grafanaDashboard.enabled=true,\
+         metricAuth.secretNames={prom-creds},controller.watchNamespace=apps,controller.replicas=2",
+    ])?;
+    Ok(())
+}
+
+#[test]
+fn chart_crds_equal_the_generated_ones() -> Result<()> {
+    let chart = std::fs::read_to_string(chart_dir().join("crds/iter8.tools.yaml"))?;
+    let generated = std::fs::read_to_string(crds::iter8_crds())?;
+    assert!(
+        chart == generated,
+        "charts/iter8/crds/iter8.tools.yaml differs from api/crds/iter8.tools.yaml: \
+         run the iter8-crd drift test with ITER8_UPDATE_CRDS=1 (see crates/iter8-crd/tests)"
+    );
+    Ok(())
+}
+
+#[test]
+fn default_values_render_a_hardened_least_privilege_install() -> Result<()> {
+    let docs = render(&[])?;
+    assert_eq!(
+        kinds(&docs),
+        BTreeMap::from([
+            ("ClusterRole".into(), 1),
+            ("ClusterRoleBinding".into(), 1),
+            ("ConfigMap".into(), 1),
+            ("Deployment".into(), 2),
+            ("Metric".into(), 13),
+            ("Role".into(), 1),
+            ("RoleBinding".into(), 1),
+            ("Service".into(), 2),
+            ("ServiceAccount".into(), 2),
+        ])
+    );
+    for d in &docs {
+        if d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding" {
+            assert_eq!(d["metadata"]["namespace"], "iter8-system", "{d}");
+        }
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/instance"],
+            "iter8"
+        );
+    }
+
+    // The controller: leader election on, identity and Lease namespace from the downward API,
+    // defaults from the ConfigMap.
+    let controller = one(&docs, "Deployment", "iter8-controller");
+    assert_hardened(controller, 8081);
+    assert_eq!(controller["spec"]["replicas"], 1);
+    let c = container(controller);
+    assert_eq!(c["args"], json!(["--leader-elect=true"]));
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        assert_eq!(
+            env_value(c, var).expect(var)["valueFrom"]["fieldRef"]["fieldPath"],
+            field
+        );
+    }
+    assert_eq!(
+        env_value(c, "ITER8_LEASE_NAME").expect("lease")["value"],
+        "iter8-controller"
+    );
+    assert_eq!(
+        c["envFrom"][0]["configMapRef"]["name"], "iter8-defaults",
+        "defaults come from the ConfigMap"
+    );
+    let defaults = one(&docs, "ConfigMap", "iter8-defaults");
+    assert_eq!(
+        defaults["data"],
+        json!({
+            "ITER8_ANALYTICS_URL": "http://iter8-analytics.iter8-system.svc:8080",
+            "ITER8_RETRY_AFTER": "5s",
+            "ITER8_ANALYTICS_TIMEOUT": "10s",
+            "ITER8_ANALYTICS_RETRIES": "3",
+        })
+    );
+    assert_eq!(
+        controller["spec"]["template"]["spec"]["serviceAccountName"],
+        "iter8-controller"
+    );
+
+    // The analytics service: no API access at all.
+    let analytics = one(&docs, "Deployment", "iter8-analytics");
+    assert_hardened(analytics, 8080);
+    assert_eq!(analytics["spec"]["replicas"], 2);
+    assert_eq!(
+        analytics["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let service = one(&docs, "Service", "iter8-analytics");
+    assert_eq!(
+        service["spec"]["selector"],
+        analytics["spec"]["selector"]["matchLabels"]
+    );
+
+    // RBAC: exactly the controller's calls; no Secrets; the Lease by name.
+    let cluster_role = one(&docs, "ClusterRole", "iter8-controller-iter8-system");
+    assert_eq!(rules(cluster_role), controller_rules());
+    let binding = one(&docs, "ClusterRoleBinding", "iter8-controller-iter8-system");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "iter8-controller", "namespace": "iter8-system"}])
+    );
+    let lease_role = one(&docs, "Role", "iter8-controller-leader-election");
+    assert_eq!(
+        rules(lease_role),
+        BTreeSet::from([
+            rule("coordination.k8s.io", "leases", &["create"], &[]),
+            rule(
+                "coordination.k8s.io",
+                "leases",
+                &["get", "update"],
+                &["iter8-controller"]
+            ),
+        ])
+    );
+
+    // The metric library: every file's Metrics, valid, in the release namespace.
+    let metrics = of_kind(&docs, "Metric");
+    for m in &metrics {
+        let metric: Metric = serde_json::from_value((*m).clone())
+            .with_context(|| format!("{} is not a Metric", m["metadata"]["name"]))?;
+        assert!(metric.metadata.name.is_some());
+    }
+    let names: BTreeSet<&str> = metrics
+        .iter()
+        .filter_map(|m| m["metadata"]["name"].as_str())
+        .collect();
+    assert!(names.contains("sample-app-request-count"), "{names:?}");
+    assert_eq!(names.len(), metrics.len(), "metric names are unique");
+    Ok(())
+}
+
+#[test]
+fn autoscaling_and_disruption_budget_target_the_analytics_pods() -> Result<()> {
+    let docs = render(&[
+        "analytics.autoscaling.enabled=true",
+        "analytics.autoscaling.maxReplicas=9",
+        "analytics.podDisruptionBudget.enabled=true",
+    ])?;
+    let analytics = one(&docs, "Deployment", "iter8-analytics");
+    assert!(
+        analytics["spec"].get("replicas").is_none(),
+        "the HPA owns the replica count"
+    );
+    let hpa = one(&docs, "HorizontalPodAutoscaler", "iter8-analytics");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "iter8-analytics"})
+    );
+    assert_eq!(hpa["spec"]["maxReplicas"], 9);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let pdb = one(&docs, "PodDisruptionBudget", "iter8-analytics");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        analytics["spec"]["selector"]["matchLabels"]
+    );
+    let bad = helm(&[
+        "template",
+        "iter8",
+        chart_dir().to_str().context("chart")?,
+        "--set",
+        "analytics.autoscaling.enabled=true,analytics.autoscaling.minReplicas=5,analytics.autoscaling.maxReplicas=2",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("minReplicas must not exceed"));
+    Ok(())
+}
+
+#[test]
+fn service_monitors_scrape_the_named_metrics_ports_of_both_services() -> Result<()> {
+    let docs = render(&[
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prom",
+    ])?;
+    let monitors = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(monitors.len(), 2);
+    for (monitor, service) in [
+        ("iter8-controller-metrics", "iter8-controller-metrics"),
+        ("iter8-analytics", "iter8-analytics"),
+    ] {
+        let sm = one(&docs, "ServiceMonitor", monitor);
+        assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+        let svc = one(&docs, "Service", service);
+        let labels = svc["metadata"]["labels"].as_object().expect("labels");
+        for (k, v) in sm["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("selector")
+        {
+            assert_eq!(labels.get(k), Some(v), "{monitor} selects {service}");
+        }
+        let port = &sm["spec"]["endpoints"][0]["port"];
+        assert!(
+            svc["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .any(|p| p["name"] == *port),
+            "{monitor} names a port of {service}"
+        );
+        assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    }
+    Ok(())
+}
+
+#[test]
+fn network_policies_admit_only_the_controller_and_scrapers_to_analytics() -> Result<()> {
+    let docs = render(&[
+        "networkPolicy.enabled=true",
+        "networkPolicy.metricsNamespaceSelector.name=monitoring",
+    ])?;
+    let controller_pods =
+        one(&docs, "Deployment", "iter8-controller")["spec"]["template"]["metadata"]["labels"]
+            .clone();
+    let analytics = one(&docs, "NetworkPolicy", "iter8-analytics");
+    assert_eq!(analytics["spec"]["policyTypes"], json!(["Ingress"]));
+    let ingress = analytics["spec"]["ingress"].as_array().expect("ingress");
+    assert_eq!(ingress.len(), 1);
+    let from = ingress[0]["from"].as_array().expect("from");
+    let selector = from[0]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("pod selector");
+    for (k, v) in selector {
+        assert_eq!(&controller_pods[k], v, "the controller's pods are admitted");
+    }
+    assert_eq!(
+        from[1],
+        json!({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}})
+    );
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
+    let controller = one(&docs, "NetworkPolicy", "iter8-controller");
+    assert_eq!(
+        controller["spec"]["ingress"][0]["ports"],
+        json!([{"port": "http-metrics", "protocol": "TCP"}])
+    );
+    // Without scrapers, nothing may connect to the controller.
+    let docs = render(&["networkPolicy.enabled=true"])?;
+    assert_eq!(
+        one(&docs, "NetworkPolicy", "iter8-controller")["spec"]["ingress"],
+        json!([])
+    );
+    Ok(())
+}
+
+#[test]
+fn metric_auth_grants_get_on_the_named_secrets_only() -> Result<()> {
+    let docs = render(&["metricAuth.secretNames={prom-creds,datadog-key}"])?;
+    let role = one(&docs, "ClusterRole", "iter8-controller-iter8-system");
+    let mut expected = controller_rules();
+    expected.insert(rule(
+        "",
+        "secrets",
+        &["get"],
+        &["prom-creds", "datadog-key"],
+    ));
+    assert_eq!(rules(role), expected);
+    Ok(())
+}
+
+#[test]
+fn the_metric_library_can_be_turned_off_or_narrowed() -> Result<()> {
+    let docs = render(&["metricLibrary.enabled=false"])?;
+    assert!(of_kind(&docs, "Metric").is_empty());
+    let docs = render(&["metricLibrary.libraries={sample-app}"])?;
+    let metrics = of_kind(&docs, "Metric");
+    assert_eq!(metrics.len(), 5);
+    assert!(
+        metrics
+            .iter()
+            .all(|m| m["metadata"]["labels"]["iter8.tools/metric-library"] == "sample-app")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_watch_namespace_scopes_the_controller_and_its_rbac() -> Result<()> {
+    let docs = render(&["controller.watchNamespace=apps"])?;
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let binding = one(&docs, "RoleBinding", "iter8-controller");
+    assert_eq!(binding["metadata"]["namespace"], "apps");
+    assert_eq!(
+        binding["roleRef"]["name"], "iter8-controller-iter8-system",
+        "the ClusterRole, granted in one namespace"
+    );
+    // Experiments in `apps` may use the library in the release namespace: get only.
+    let metrics_role = one(&docs, "Role", "iter8-controller-metrics");
+    assert_eq!(
+        rules(metrics_role),
+        BTreeSet::from([rule("iter8.tools", "metrics", &["get"], &[])])
+    );
+    let c = container(one(&docs, "Deployment", "iter8-controller"));
+    assert_eq!(
+        c["args"],
+        json!(["--leader-elect=true", "--namespace=apps"])
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_values_are_refused_with_the_reason() -> Result<()> {
+    let chart = chart_dir();
+    let chart = chart.to_str().context("chart")?;
+    for (set, reason) in [
+        (
+            "controller.replicas=2,controller.leaderElection.enabled=false",
+            "needs controller.leaderElection.enabled",
+        ),
+        (
+            "controller.replica=2",
+            "additional properties 'replica' not allowed",
+        ),
+        ("defaults.retryAfter=soon", "retryAfter"),
+        ("metricLibrary.libraries={linkerd}", "value must be one of"),
+        (
+            "analytics.enabled=false",
+            "defaults.analyticsURL is required",
+        ),
+    ] {
+        let out = helm(&["template", "iter8", chart, "--set", set])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(stderr.contains(reason), "{set}: {stderr}");
+    }
+    // With an external analytics service, none is installed.
+    let docs = render(&[
+        "analytics.enabled=false",
+        "defaults.analyticsURL=https://analytics.example.com",
+    ])?;
+    assert!(of_kind(&docs, "Deployment").len() == 1);
+    assert_eq!(
+        one(&docs, "ConfigMap", "iter8-defaults")["data"]["ITER8_ANALYTICS_URL"],
+        "https://analytics.example.com"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_grafana_dashboard_charts_metrics_the_services_export() -> Result<()> {
+    let docs = render(&["grafanaDashboard.enabled=true"])?;
+    let cm = one(&docs, "ConfigMap", "iter8-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["iter8.json"].as_str().expect("dashboard json"))?;
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect();
+    let used: BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("iter8_"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // The names the two services register (crates/iter8-controller/src/telemetry.rs,
+    // crates/iter8-analytics/src/metrics.rs), with the suffixes of histograms.
+    let mut exported = String::new();
+    for path in [
+        "crates/iter8-controller/src/telemetry.rs",
+        "crates/iter8-analytics/src/metrics.rs",
+    ] {
+        exported.push_str(&std::fs::read_to_string(repo_root().join(path))?);
+    }
+    for name in &used {
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            exported.contains(&format!("\"{base}\"")),
+            "the dashboard uses {name}, which no service exports"
+        );
+    }
+    for required in [
+        "iter8_controller_reconciles_total",
+        "iter8_controller_iterations_total",
+        "iter8_controller_iteration_duration_seconds_bucket",
+        "iter8_controller_experiments",
+        "iter8_analytics_http_requests_total",
+        "iter8_analytics_http_request_duration_seconds_bucket",
+    ] {
+        assert!(used.contains(required), "no panel shows {required}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/install.md's configuration table, generated from values.yaml and values.schema.json
+
+const TABLE_START: &str =
+    "<!-- values-table:start (generated by integration-tests/tests/chart.rs) -->";
+const TABLE_END: &str = "<!-- values-table:end -->";
+
+/// One row per leaf of values.yaml (objects without documented keys are leaves), with the
+/// schema's type and description.
+fn values_table() -> Result<String> {
+    let chart = chart_dir();
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml"))?)?;
+    let values = serde_json::to_value(values)?;
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json"))?)?;
+    let mut rows = Vec::new();
+    let mut undocumented = Vec::new();
+    walk(&values, &schema, "", &mut rows, &mut undocumented);
+    ensure!(
+        undocumented.is_empty(),
+        "values without a description in values.schema.json: {undocumented:?}"
+    );
+    let mut table =
+        String::from("| key | type | default | description |\n| --- | --- | --- | --- |\n");
+    for (key, ty, default, description) in rows {
+        let default = default.replace('|', "\\|");
+        table.push_str(&format!(
+            "| `{key}` | {ty} | `{default}` | {description} |\n"
+        ));
+    }
+    Ok(table)
+}
+
+fn walk(
+    value: &Value,
+    schema: &Value,
+    prefix: &str,
+    rows: &mut Vec<(String, String, String, String)>,
+    undocumented: &mut Vec<String>,
+) {
+    let Some(object) = value.as_object() else {
+        return;
+    };
+    for (key, v) in object {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let node = &schema["properties"][key];
+        if v.is_object() && node["properties"].is_object() {
+            walk(v, node, &path, rows, undocumented);
+            continue;
+        }
+        let Some(description) = node["description"].as_str() else {
+            undocumented.push(path);
+            continue;
+        };
+        let ty = match &node["type"] {
+            Value::String(s) => s.clone(),
+            Value::Array(types) => types
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            _ => String::new(),
+        };
+        rows.push((path, ty, v.to_string(), description.to_string()));
+    }
+}
+
+#[test]
+fn install_doc_configuration_table_matches_the_chart_values() -> Result<()> {
+    let path = repo_root().join("docs/install.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (head, rest) = doc
+        .split_once(TABLE_START)
+        .with_context(|| format!("{} has no {TABLE_START} marker", path.display()))?;
+    let (current, tail) = rest
+        .split_once(TABLE_END)
+        .with_context(|| format!("{} has no {TABLE_END} marker", path.display()))?;
+    let table = values_table()?;
+    let expected = format!("\n{table}");
+    if current == expected {
+        return Ok(());
+    }
+    if std::env::var_os("ITER8_UPDATE_DOCS").is_some() {
+        std::fs::write(
+            &path,
+            format!("{head}{TABLE_START}{expected}{TABLE_END}{tail}"),
+        )?;
+        return Ok(());
+    }
+    bail!(
+        "docs/install.md's configuration table is out of date with charts/iter8/values.yaml and \
+         values.schema.json; regenerate it with \
+         `ITER8_UPDATE_DOCS=1 cargo test -p iter8-integration-tests --test chart install_doc`"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Install, and the controller binary on the chart's ServiceAccount token
+
+/// A binary of this workspace, built next to this test (`target/debug`).
+fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/debug/deps/chart-<hash> -> target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary directory")?;
+    let path = dir.join(name);
+    ensure!(
+        path.is_file(),
+        "{} not found: build it first with `cargo build -p iter8-controller -p iter8-analytics --bins` \
+         (integration-tests/run.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A child process killed on drop, with its output in a log file.
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self { name, child, log })
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- {} log:\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// SIGTERM, then waits up to 10 s for a clean exit.
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{} did not exit within 10 s of SIGTERM", self.name)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kubeconfig for `token` on the control plane's server, trusting its CA.
+fn token_kubeconfig(control_plane: &ControlPlane, token: &str) -> Result<String> {
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(control_plane.kubeconfig_path())?)?;
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    ensure!(
+        cluster["server"].is_string(),
+        "admin kubeconfig has no server"
+    );
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster)?}],
+        "users": [{"name": "iter8-controller", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "iter8-controller"}}],
+        "current-context": "test",
+    });
+    Ok(serde_yaml::to_string(&config)?)
+}
+
+async fn client_from(kubeconfig: &str) -> Result<Client> {
+    let kubeconfig = Kubeconfig::from_yaml(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+/// The command line and environment the chart gives a container, from the installed
+/// Deployment (and ConfigMaps it loads with envFrom), with downward-API fields filled in.
+async fn container_command(
+    client: &Client,
+    ns: &str,
+    deployment: &str,
+    pod_name: &str,
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(deployment)
+        .await?;
+    let pod = d.spec.template.spec.context("pod spec")?;
+    let c = &pod.containers[0];
+    let mut env = BTreeMap::new();
+    for source in c.env_from.iter().flatten() {
+        let name = &source.config_map_ref.as_ref().context("configMapRef")?.name;
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get(name)
+            .await?;
+        env.extend(cm.data.unwrap_or_default());
+    }
+    for var in c.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("metadata.name") => pod_name.to_string(),
+                Some("metadata.namespace") => ns.to_string(),
+                other => bail!("unexpected valueFrom {other:?} in {deployment}"),
+            },
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    Ok((c.args.clone().unwrap_or_default(), env))
+}
+
+async fn wait_http_ok(url: &str, timeout: Duration, logs: &dyn Fn() -> String) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{url} not OK within {timeout:?}\n{}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothing_else()
+-> Result<()> {
+    let controller_bin = workspace_binary("iter8-controller")?;
+    let analytics_bin = workspace_binary("iter8-analytics")?;
+    let env = TestEnv::new("chart-install").await?;
+    let ns = env.namespace.name().to_string();
+    let admin = env.client.clone();
+    let work = tempfile::tempdir()?;
+    crds::install(&admin, &crds::http_route_crd(), None).await?;
+
+    // Two versions of the sample app and a Prometheus scraping them.
+    let http = reqwest::Client::new();
+    let mut apps = Vec::new();
+    for (version, seed) in [("v1", 1), ("v2", 2)] {
+        apps.push(
+            start_app(iter8_sample_app::Config {
+                version: version.into(),
+                latency_ms: 1.0,
+                latency_sigma: 0.3,
+                error_rate: 0.002,
+                conversion_rate: 0.0,
+                seed,
+                buckets_ms: vec![1.0, 2.0, 5.0, 10.0],
+            })
+            .await?,
+        );
+    }
+    let prometheus = Prometheus::start(&apps)?;
+    prometheus
+        .wait_scraped(&http, apps.len(), Duration::from_secs(60))
+        .await?;
+    let load = {
+        let (http, apps) = (http.clone(), apps.clone());
+        tokio::spawn(async move {
+            loop {
+                for app in &apps {
+                    let _ = drive(&http, *app, 20).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // helm install, scoped to the test's namespace, with the defaults pointing at the loopback
+    // analytics service and Prometheus; a Secret for metric auth allowed by name.
+    let analytics_port = free_port()?;
+    let kubeconfig = env
+        .control_plane
+        .kubeconfig_path()
+        .to_str()
+        .context("path")?;
+    let chart = chart_dir();
+    let sets = format!(
+        "controller.watchNamespace={ns},defaults.analyticsURL=http://127.0.0.1:{analytics_port},\
+         defaults.prometheusURL={},defaults.retryAfter=1s,metricAuth.secretNames={{prometheus-credentials}},\
+         controller.logJson=false,analytics.logJson=false",
+        prometheus.url()
+    );
+    let install = helm_ok(&[
+        "install",
+        "iter8",
+        chart.to_str().context("chart")?,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        &ns,
+        "--set",
+        &sets,
+    ])?;
+    assert!(install.contains("STATUS: deployed"), "{install}");
+    assert!(
+        install.contains(&format!("watching namespace {ns}")),
+        "{install}"
+    );
+    let metrics: Api<Metric> = Api::namespaced(admin.clone(), &ns);
+    assert_eq!(metrics.list(&ListParams::default()).await?.items.len(), 13);
+
+    // The analytics binary, as the chart's analytics Deployment runs it.
+    let (args, vars) = container_command(&admin, &ns, "iter8-analytics", "analytics-0").await?;
+    assert!(
+        args.contains(&"--listen=0.0.0.0:8080".to_string()),
+        "{args:?}"
+    );
+    let mut cmd = Command::new(&analytics_bin);
+    cmd.env_clear()
+        .envs(&vars)
+        .args(args.iter().filter(|a| !a.starts_with("--listen=")))
+        .arg(format!("--listen=127.0.0.1:{analytics_port}"));
+    let analytics = Process::spawn("analytics", cmd, work.path())?;
+    wait_http_ok(
+        &format!("http://127.0.0.1:{analytics_port}/readyz"),
+        Duration::from_secs(30),
+        &|| analytics.log(),
+    )
+    .await?;
+
+    // A token of the chart's ServiceAccount, and a kubeconfig with nothing else in it.
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create_token_request(
+            "iter8-controller",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("no token in the TokenRequest's status")?;
+    let sa_kubeconfig = token_kubeconfig(env.control_plane, &token)?;
+    let kubeconfig_path = work.path().join("controller.kubeconfig");
+    std::fs::write(&kubeconfig_path, &sa_kubeconfig)?;
+
+    // The controller binary, as the chart's controller Deployment runs it.
+    let pod_name = "iter8-controller-7d9f-abcde";
+    let (args, mut vars) = container_command(&admin, &ns, "iter8-controller", pod_name).await?;
+    assert_eq!(
+        args,
+        vec![
+            "--leader-elect=true".to_string(),
+            format!("--namespace={ns}")
+        ]
+    );
+    let controller_port = free_port()?;
+    vars.insert(
+        "ITER8_CONTROLLER_LISTEN".into(),
+        format!("127.0.0.1:{controller_port}"),
+    );
+    vars.insert("KUBECONFIG".into(), kubeconfig_path.display().to_string());
+    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
+    let mut cmd = Command::new(&controller_bin);
+    cmd.env_clear().envs(&vars).args(&args);
+    let mut controller = Process::spawn("controller", cmd, work.path())?;
+    let logs = || format!("{}\n{}", controller.log(), analytics.log());
+    // Ready only once it leads: the Lease RBAC works.
+    wait_http_ok(
+        &format!("http://127.0.0.1:{controller_port}/readyz"),
+        Duration::from_secs(30),
+        &logs,
+    )
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    let lease = leases.get("iter8-controller").await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(pod_name)
+    );
+
+    // A canary on the chart's sample-app Metrics, through an HTTPRoute.
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), &ns, &http_route_resource());
+    routes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "sample"},
+                "spec": {"rules": [{"backendRefs": [
+                    {"name": "sample-v1", "port": 8080, "weight": 100}
+                ]}]}
+            }))?,
+        )
+        .await?;
+    let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
+    let experiment: Experiment = serde_json::from_value(json!({
+        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
+        "metadata": {"name": "sample-canary"},
+        "spec": {
+            "kind": "canary",
+            "versions": [
+                {"name": "stable", "backend": {"name": "sample-v1", "port": 8080}, "labels": {"version": "v1"}},
+                {"name": "candidate", "backend": {"name": "sample-v2", "port": 8080}, "labels": {"version": "v2"}}
+            ],
+            "router": {"httpRoute": {"name": "sample"}},
+            "metrics": [
+                {"name": "requests", "metric": {"name": "sample-app-request-count"}},
+                {"name": "errors", "metric": {"name": "sample-app-error-count"}},
+                {"name": "latency", "metric": {"name": "sample-app-mean-latency"}}
+            ],
+            "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
+            "criteria": {"objectives": [
+                {"metric": "error-rate", "upperLimit": 0.05},
+                {"metric": "latency", "upperLimit": 50.0}
+            ]},
+            "strategy": {"maxCandidateWeightIncrement": 50},
+            "duration": {"interval": "2s", "minIterations": 2, "maxIterations": 10}
+        }
+    }))?;
+    experiments
+        .create(&PostParams::default(), &experiment)
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let exp = experiments.get("sample-canary").await?;
+        if exp.status.as_ref().map(|s| s.phase) == Some(Phase::Completed) {
+            break exp;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the canary did not complete within 120 s; status: {:?}\n{}",
+                exp.status,
+                logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    load.abort();
+    let status = done.status.context("status")?;
+    let decision = status.decision.context("decision")?;
+    assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
+    assert_eq!(status.recommended_version.as_deref(), Some("candidate"));
+    let route = routes.get("sample").await?;
+    let weights: Vec<(String, u64)> = route.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .context("backendRefs")?
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["weight"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        vec![("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)]
+    );
+    assert!(
+        done.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == iter8_controller::FINALIZER),
+        "the controller set its finalizer"
+    );
+    let events: Vec<String> = Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        events.iter().any(|r| r == "Promoted"),
+        "{events:?}\n{}",
+        logs()
+    );
+    let log = controller.log();
+    assert!(
+        !log.contains("403") && !log.to_lowercase().contains("forbidden"),
+        "the controller was refused something it needs:\n{log}"
+    );
+
+    // ... and nothing more: the same token, refused.
+    let sa = client_from(&sa_kubeconfig).await?;
+    let secrets_admin: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    for name in ["prometheus-credentials", "unrelated"] {
+        secrets_admin
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "stringData": {"token": "s3cr3t"}
+                }))?,
+            )
+            .await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ns);
+    secrets
+        .get("prometheus-credentials")
+        .await
+        .context("the Secret named in metricAuth.secretNames is readable")?;
+    forbidden("get an unrelated Secret", secrets.get("unrelated").await);
+    forbidden("list Secrets", secrets.list(&ListParams::default()).await);
+    forbidden(
+        "get a Secret in another namespace",
+        Api::<Secret>::namespaced(sa.clone(), "kube-system")
+            .get("prometheus-credentials")
+            .await,
+    );
+    forbidden(
+        "delete a Deployment",
+        Api::<Deployment>::namespaced(sa.clone(), &ns)
+            .delete("iter8-analytics", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "create a ClusterRole",
+        Api::<ClusterRole>::all(sa.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": format!("{ns}-escalate")},
+                    "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+                }))?,
+            )
+            .await,
+    );
+    forbidden(
+        "create a Pod",
+        Api::<Pod>::namespaced(sa.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "shell"},
+                    "spec": {"containers": [{"name": "sh", "image": "busybox"}]}
+                }))?,
+            )
+            .await,
+    );
+    forbidden(
+        "delete an Experiment",
+        Api::<Experiment>::namespaced(sa.clone(), &ns)
+            .delete("sample-canary", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "list Experiments outside the watched namespace",
+        Api::<Experiment>::namespaced(sa.clone(), "default")
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "create a Metric",
+        Api::<Metric>::namespaced(sa.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                    "metadata": {"name": "injected"},
+                    "spec": {"type": "counter", "prometheus": {"query": "vector(1)"}}
+                }))?,
+            )
+            .await,
+    );
+    forbidden(
+        "read another Lease",
+        Api::<Lease>::namespaced(sa.clone(), &ns)
+            .get("someone-else")
+            .await,
+    );
+    forbidden(
+        "list ConfigMaps",
+        Api::<ConfigMap>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+    );
+
+    // SIGTERM: the controller stops cleanly and gives the Lease up for a standby.
+    let exit = controller.terminate()?;
+    assert!(
+        exit.success(),
+        "controller exit {exit:?}\n{}",
+        controller.log()
+    );
+    let lease = leases.get("iter8-controller").await?;
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
+
+    // helm upgrade changes the install in place; helm uninstall removes it.
+    helm_ok(&[
+        "upgrade",
+        "iter8",
+        chart.to_str().context("chart")?,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        &ns,
+        "--reuse-values",
+        "--set",
+        "controller.replicas=2",
+    ])?;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let upgraded = deployments.get("iter8-controller").await?;
+    assert_eq!(upgraded.spec.replicas, Some(2));
+    helm_ok(&[
+        "uninstall",
+        "iter8",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        &ns,
+    ])?;
+    assert!(deployments.get_opt("iter8-controller").await?.is_none());
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    assert!(
+        cluster_roles
+            .get_opt(&format!("iter8-controller-{ns}"))
+            .await?
+            .is_none()
+    );
+    drop(analytics);
+    env.cleanup().await
+}
