@@ -354,6 +354,16 @@ pub struct Strategy {
     /// Seed of the Monte-Carlo stream; by default it is derived from the request itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// The error rate of the anytime-valid tests of `safe`: the chance of promoting a version
+    /// that is not better, or of removing one that meets its criteria, however often the
+    /// experiment is assessed.
+    #[serde(default = "default_alpha")]
+    #[schemars(range(min = 0.0001, max = 0.5))]
+    pub alpha: f64,
+    /// Failed interval checks after which `fixed_thresholds` rolls back.
+    #[serde(default = "default_max_failed_checks")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_failed_checks: u32,
 }
 
 fn default_max_candidate_weight() -> u32 {
@@ -371,6 +381,12 @@ fn default_winner_probability() -> f64 {
 fn default_draws() -> u32 {
     10_000
 }
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_max_failed_checks() -> u32 {
+    5
+}
 
 impl Default for Strategy {
     fn default() -> Self {
@@ -383,6 +399,8 @@ impl Default for Strategy {
             split: None,
             draws: default_draws(),
             seed: None,
+            alpha: default_alpha(),
+            max_failed_checks: default_max_failed_checks(),
         }
     }
 }
@@ -391,8 +409,11 @@ impl Default for Strategy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
-    /// Posterior routing to the single best version (iter8's `progressive`).
+    /// Top-two allocation on P(best feasible version) with caps and floors, anytime-valid
+    /// guards that remove violating versions, and promotion confirmed by a sequential test.
     #[default]
+    Safe,
+    /// Posterior routing to the single best version (iter8's `progressive`).
     Progressive,
     /// Posterior routing to the two best versions (iter8's `top_2`).
     #[serde(rename = "top_2")]
@@ -405,28 +426,40 @@ pub enum Algorithm {
     EpsilonTGreedy,
     /// The split given in `strategy.split`, unchanged.
     FixedSplit,
+    /// Flagger/Argo Rollouts: per-interval threshold checks on point values, a step ramp,
+    /// promotion at the maximum weight, rollback after `maxFailedChecks` failed checks.
+    FixedThresholds,
+    /// Kayenta: Mann-Whitney tests with Hodges-Lehmann intervals on per-interval values,
+    /// scored at the end of each half of the `minIterations` canary lifetime.
+    MannWhitney,
 }
 
 impl Algorithm {
     /// Every algorithm, for listings and tests.
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 9] = [
+        Algorithm::Safe,
         Algorithm::Progressive,
         Algorithm::Top2,
         Algorithm::Uniform,
         Algorithm::CheckAndIncrement,
         Algorithm::EpsilonTGreedy,
         Algorithm::FixedSplit,
+        Algorithm::FixedThresholds,
+        Algorithm::MannWhitney,
     ];
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {
         match self {
+            Algorithm::Safe => "safe",
             Algorithm::Progressive => "progressive",
             Algorithm::Top2 => "top_2",
             Algorithm::Uniform => "uniform",
             Algorithm::CheckAndIncrement => "check_and_increment",
             Algorithm::EpsilonTGreedy => "epsilon_t_greedy",
             Algorithm::FixedSplit => "fixed_split",
+            Algorithm::FixedThresholds => "fixed_thresholds",
+            Algorithm::MannWhitney => "mann_whitney",
         }
     }
 }

@@ -340,6 +340,18 @@ impl AssessmentRequest {
                 ),
             ));
         }
+        if !(s.alpha >= 1e-4 && s.alpha <= 0.5) {
+            return Err(InvalidRequest::new(
+                "strategy.alpha",
+                format!("must be between 0.0001 and 0.5, got {}", s.alpha),
+            ));
+        }
+        if !(1..=1000).contains(&s.max_failed_checks) {
+            return Err(InvalidRequest::new(
+                "strategy.maxFailedChecks",
+                format!("must be between 1 and 1000, got {}", s.max_failed_checks),
+            ));
+        }
         match (s.algorithm, &s.split) {
             (Algorithm::FixedSplit, None) => {
                 return Err(InvalidRequest::new(
@@ -376,7 +388,7 @@ impl AssessmentRequest {
         }
         if matches!(
             s.algorithm,
-            Algorithm::CheckAndIncrement | Algorithm::EpsilonTGreedy
+            Algorithm::CheckAndIncrement | Algorithm::EpsilonTGreedy | Algorithm::FixedThresholds
         ) && self.versions.len() != 2
         {
             return Err(InvalidRequest::new(

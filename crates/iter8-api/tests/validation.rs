@@ -149,6 +149,23 @@ fn strategy_limits_are_checked() {
 }
 
 #[test]
+fn alpha_must_be_a_small_error_rate() {
+    for alpha in [0.0, 0.6, -0.1] {
+        let e = refusal(|b| b["strategy"] = json!({"alpha": alpha}));
+        assert_eq!(e.field, "strategy.alpha");
+    }
+    let e = refusal(|b| b["strategy"] = json!({"maxFailedChecks": 0}));
+    assert_eq!(e.field, "strategy.maxFailedChecks");
+}
+
+#[test]
+fn safe_is_the_default_algorithm_with_alpha_five_percent() {
+    let s = iter8_api::Strategy::default();
+    assert_eq!(s.algorithm, iter8_api::Algorithm::Safe);
+    assert_eq!(s.alpha, 0.05);
+}
+
+#[test]
 fn duplicate_version_names_are_refused() {
     let e = refusal(|b| b["versions"][1]["name"] = json!("a"));
     assert_eq!(e.field, "versions[1].name");

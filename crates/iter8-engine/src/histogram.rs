@@ -198,6 +198,30 @@ impl QuantilePosterior {
     }
 }
 
+/// The quantile `q` of cumulative buckets as Prometheus' `histogram_quantile` computes it;
+/// `None` without observations or finite bounds.
+pub fn observed_quantile_of(histogram: &HistogramObservation, q: f64) -> Option<f64> {
+    let total = histogram.buckets.last()?.count;
+    if !(total > 0.0) {
+        return None;
+    }
+    let first = histogram.buckets.first()?.le.value();
+    let mut edges = vec![if first > 0.0 { 0.0 } else { first }];
+    let mut counts = Vec::with_capacity(histogram.buckets.len());
+    let mut previous = 0.0;
+    for b in &histogram.buckets {
+        counts.push((b.count - previous).max(0.0));
+        previous = b.count;
+        if b.le.value().is_finite() {
+            edges.push(b.le.value());
+        }
+    }
+    if edges.len() < 2 {
+        return None;
+    }
+    Some(observed_quantile(&edges, &counts, total, q).0)
+}
+
 /// `histogram_quantile`: linear interpolation inside the bucket holding rank `q * total`.
 fn observed_quantile(edges: &[f64], counts: &[f64], total: f64, q: f64) -> (f64, bool) {
     let rank = q * total;

@@ -10,9 +10,13 @@
 
 mod decision;
 mod draws;
+mod guards;
 mod histogram;
 mod model;
 mod posterior;
+mod quality;
+mod sequential;
+mod series;
 mod split;
 mod strategy;
 

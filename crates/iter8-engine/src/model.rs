@@ -316,7 +316,11 @@ fn size(o: &Observation) -> f64 {
 
 /// Standard error of a mean from its per-iteration batch means (a cluster-robust estimate),
 /// with `batches - 1` degrees of freedom; `None` with fewer than two usable batches.
-fn batch_means_error(version: &Version, metric: &str, now: &MeanObservation) -> Option<(f64, f64)> {
+pub fn batch_means_error(
+    version: &Version,
+    metric: &str,
+    now: &MeanObservation,
+) -> Option<(f64, f64)> {
     let mut points: Vec<(f64, f64)> = version
         .history
         .iter()

@@ -216,6 +216,11 @@ impl RatePosterior {
 }
 
 impl MeanPosterior {
+    /// The standard error of the mean.
+    pub fn std_error(&self) -> f64 {
+        self.scale
+    }
+
     /// A Student-t posterior for a mean of `count` values with standard error `std_error`.
     pub fn new(mean: f64, std_error: f64, dof: f64, count: f64) -> Option<Self> {
         if !(mean.is_finite() && std_error.is_finite() && std_error >= 0.0 && dof >= 1.0) {

@@ -53,7 +53,7 @@ fn slo() -> Value {
 #[test]
 fn canary_meeting_the_criteria_is_promoted_with_all_traffic() {
     let response = assess(json!({
-        "kind": "canary", "iteration": 3,
+        "kind": "canary", "iteration": 3, "strategy": {"algorithm": "progressive"},
         "versions": [version("stable", 80, 5.0, 0.0, 10.0), version("next", 20, 4.0, 0.0, 10.0)],
         "ratios": ratios(), "criteria": {"objectives": slo()}
     }));
@@ -69,7 +69,7 @@ fn canary_meeting_the_criteria_is_promoted_with_all_traffic() {
 #[test]
 fn canary_breaking_an_objective_is_rolled_back_naming_the_criterion() {
     let response = assess(json!({
-        "kind": "canary", "iteration": 1, "minIterations": 5,
+        "kind": "canary", "iteration": 1, "strategy": {"algorithm": "progressive"}, "minIterations": 5,
         "versions": [version("stable", 90, 5.0, 0.0, 10.0), version("next", 10, 60.0, 0.0, 10.0)],
         "ratios": ratios(), "criteria": {"objectives": slo()}
     }));
@@ -86,7 +86,7 @@ fn canary_breaking_an_objective_is_rolled_back_naming_the_criterion() {
 fn abn_promotes_the_best_feasible_version_not_the_best_reward() {
     // "fast" converts best but breaks the p95 objective (80 of 1000 above 500 ms).
     let response = assess(json!({
-        "kind": "abn", "iteration": 4,
+        "kind": "abn", "iteration": 4, "strategy": {"algorithm": "progressive"},
         "versions": [version("v1", 40, 5.0, 100.0, 10.0),
                      version("v2", 20, 5.0, 150.0, 10.0),
                      version("v3", 20, 5.0, 120.0, 10.0),
@@ -109,7 +109,7 @@ fn abn_promotes_the_best_feasible_version_not_the_best_reward() {
 #[test]
 fn baseline_that_wins_an_ab_test_means_rollback() {
     let response = assess(json!({
-        "kind": "ab", "iteration": 2,
+        "kind": "ab", "iteration": 2, "strategy": {"algorithm": "progressive"},
         "versions": [version("a", 50, 5.0, 200.0, 10.0), version("b", 50, 5.0, 100.0, 10.0)],
         "ratios": ratios(),
         "criteria": {"rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
@@ -125,7 +125,7 @@ fn baseline_that_wins_an_ab_test_means_rollback() {
 fn performance_test_passes_or_fails_on_its_slo() {
     let run = |errors: f64| {
         assess(json!({
-            "kind": "performanceTest", "iteration": 1,
+            "kind": "performanceTest", "iteration": 1, "strategy": {"algorithm": "progressive"},
             "versions": [version("svc", 100, errors, 0.0, 10.0)],
             "ratios": ratios(), "criteria": {"objectives": slo()}
         }))
@@ -141,7 +141,7 @@ fn performance_test_passes_or_fails_on_its_slo() {
 #[test]
 fn undecided_experiment_at_its_last_iteration_is_inconclusive_on_the_baseline() {
     let response = assess(json!({
-        "kind": "ab", "iteration": 10, "maxIterations": 10,
+        "kind": "ab", "iteration": 10, "strategy": {"algorithm": "progressive"}, "maxIterations": 10,
         "versions": [version("a", 50, 5.0, 100.0, 10.0), version("b", 50, 5.0, 101.0, 10.0)],
         "ratios": ratios(),
         "criteria": {"rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
@@ -156,7 +156,7 @@ fn a_counter_that_went_backwards_blocks_promotion_with_a_warning() {
     let mut next = version("next", 20, 4.0, 0.0, 10.0);
     next["history"] = json!([{"iteration": 2, "metrics": {"requests": {"counter": 5000.0}}}]);
     let response = assess(json!({
-        "kind": "canary", "iteration": 3,
+        "kind": "canary", "iteration": 3, "strategy": {"algorithm": "progressive"},
         "versions": [version("stable", 80, 5.0, 0.0, 10.0), next],
         "ratios": ratios(), "criteria": {"objectives": slo()}
     }));
@@ -173,7 +173,7 @@ fn a_counter_that_went_backwards_blocks_promotion_with_a_warning() {
 #[test]
 fn a_version_without_data_cannot_meet_its_criteria() {
     let response = assess(json!({
-        "kind": "canary", "iteration": 1, "minIterations": 3,
+        "kind": "canary", "iteration": 1, "strategy": {"algorithm": "progressive"}, "minIterations": 3,
         "versions": [version("stable", 100, 5.0, 0.0, 10.0),
                      {"name": "next", "weight": 0, "metrics": {}}],
         "ratios": ratios(), "criteria": {"objectives": slo()}
@@ -193,7 +193,7 @@ fn a_version_without_data_cannot_meet_its_criteria() {
 #[test]
 fn rate_estimates_carry_the_beta_credible_interval_and_tail_probability() {
     let response = assess(json!({
-        "kind": "performanceTest", "iteration": 1,
+        "kind": "performanceTest", "iteration": 1, "strategy": {"algorithm": "progressive"},
         "versions": [version("svc", 100, 7.0, 0.0, 10.0)],
         "ratios": ratios(),
         "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]}
@@ -214,7 +214,7 @@ fn rate_estimates_carry_the_beta_credible_interval_and_tail_probability() {
 #[test]
 fn the_same_request_gives_the_same_bytes() {
     let request = json!({
-        "kind": "abn", "iteration": 2, "minIterations": 4,
+        "kind": "abn", "iteration": 2, "strategy": {"algorithm": "progressive"}, "minIterations": 4,
         "versions": [version("v1", 40, 5.0, 100.0, 10.0),
                      version("v2", 30, 6.0, 110.0, 20.0),
                      version("v3", 30, 4.0, 105.0, 30.0)],
@@ -227,7 +227,7 @@ fn the_same_request_gives_the_same_bytes() {
     assert_eq!(first, second);
     // A different seed gives different draws, which shows the seed is what makes it stable.
     let mut reseeded = request;
-    reseeded["strategy"] = json!({"seed": 42});
+    reseeded["strategy"] = json!({"algorithm": "progressive", "seed": 42});
     let third = assess(reseeded);
     assert_eq!(third.seed, 42);
     assert_ne!(serde_json::to_vec(&third).expect("serializes"), first);

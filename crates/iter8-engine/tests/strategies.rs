@@ -176,7 +176,9 @@ fn every_split_sums_to_100() {
     for algorithm in iter8_api::Algorithm::ALL {
         let two = matches!(
             algorithm,
-            iter8_api::Algorithm::CheckAndIncrement | iter8_api::Algorithm::EpsilonTGreedy
+            iter8_api::Algorithm::CheckAndIncrement
+                | iter8_api::Algorithm::EpsilonTGreedy
+                | iter8_api::Algorithm::FixedThresholds
         );
         let mut versions = vec![
             version("a", 60, 900.0, 4.0, 90.0),

@@ -4,7 +4,10 @@
 mod check_and_increment;
 mod epsilon_t_greedy;
 mod fixed_split;
+mod fixed_thresholds;
+mod mann_whitney;
 mod posterior_routing;
+mod safe;
 
 use iter8_api::{Algorithm, AssessmentRequest};
 
@@ -42,12 +45,15 @@ pub trait Strategy: Sync {
 /// The strategy behind an algorithm name.
 pub fn for_algorithm(algorithm: Algorithm) -> &'static dyn Strategy {
     match algorithm {
+        Algorithm::Safe => &safe::Safe,
         Algorithm::Progressive => &posterior_routing::PROGRESSIVE,
         Algorithm::Top2 => &posterior_routing::TOP_2,
         Algorithm::Uniform => &posterior_routing::UNIFORM,
         Algorithm::CheckAndIncrement => &check_and_increment::CheckAndIncrement,
         Algorithm::EpsilonTGreedy => &epsilon_t_greedy::EpsilonTGreedy,
         Algorithm::FixedSplit => &fixed_split::FixedSplit,
+        Algorithm::FixedThresholds => &fixed_thresholds::FixedThresholds,
+        Algorithm::MannWhitney => &mann_whitney::MannWhitney,
     }
 }
 

@@ -1,0 +1,125 @@
+//! `fixed_thresholds`: Flagger and Argo Rollouts semantics, for users who migrate and for
+//! comparison.
+//!
+//! Every interval, the candidate's point values *of that interval alone* (differences of the
+//! history snapshots) are checked against the criteria. While the latest check passes the
+//! candidate gains `maxCandidateWeightIncrement` points, up to `maxCandidateWeight`; a
+//! passing check at the maximum weight promotes it. After `maxFailedChecks` failed interval
+//! checks in total, it is rolled back. An interval in which the candidate had traffic but no
+//! data counts as a failed check, as in Flagger. There is no error control: every interval
+//! is a test.
+
+use iter8_api::{Action, Decision};
+
+use super::{Context, Strategy};
+use crate::decision::Verdict;
+use crate::model::Check;
+use crate::series::{Interval, intervals};
+
+/// Per-interval threshold checks with a step ramp.
+pub struct FixedThresholds;
+
+impl Strategy for FixedThresholds {
+    fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
+        let s = &ctx.request.strategy;
+        let current = ctx.current_weights()[1];
+        let checks = interval_checks(ctx);
+        let next = match checks.last() {
+            Some(&(_, false)) => current,
+            _ => (current + s.max_candidate_weight_increment).min(s.max_candidate_weight),
+        }
+        .min(100);
+        vec![100 - next, next]
+    }
+
+    fn decide(&self, ctx: &Context<'_>) -> Verdict {
+        let req = ctx.request;
+        let s = &req.strategy;
+        let names: Vec<&str> = req.versions.iter().map(|v| v.name.as_str()).collect();
+        let checks = interval_checks(ctx);
+        let failed = checks.iter().filter(|(_, ok)| !ok).count();
+        let latest = checks.last().copied();
+        let at_max = req.versions[1].weight >= s.max_candidate_weight;
+        let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
+        let (action, version, reason) = if failed >= s.max_failed_checks as usize {
+            (
+                Action::Rollback,
+                None,
+                format!(
+                    "{} failed {failed} interval checks (limit {}); traffic goes back to {}",
+                    names[1], s.max_failed_checks, names[0]
+                ),
+            )
+        } else if matches!(latest, Some((i, true)) if i == req.iteration)
+            && at_max
+            && req.iteration >= req.min_iterations
+            && ctx.model.promotion_blocked.is_none()
+        {
+            (
+                Action::Promote,
+                Some(names[1].to_string()),
+                format!(
+                    "{} passed its interval check at the maximum weight {} ({failed} failed \
+                     checks)",
+                    names[1], s.max_candidate_weight
+                ),
+            )
+        } else {
+            let why = format!(
+                "{} is at weight {} with {failed} failed interval checks",
+                names[1], req.versions[1].weight
+            );
+            if last {
+                (
+                    Action::Inconclusive,
+                    None,
+                    format!("the last iteration ended before promotion: {why}"),
+                )
+            } else {
+                (Action::Continue, None, why)
+            }
+        };
+        Verdict {
+            decision: Decision {
+                action,
+                version,
+                reason,
+            },
+            winner: None,
+        }
+    }
+}
+
+/// For each interval in which the candidate had traffic: its iteration and whether every
+/// criterion held on that interval's point values.
+fn interval_checks(ctx: &Context<'_>) -> Vec<(u32, bool)> {
+    let model = ctx.model;
+    let per_target: Vec<(Vec<Interval>, Vec<Interval>)> = model
+        .targets
+        .iter()
+        .map(|t| (intervals(ctx.request, 1, t), intervals(ctx.request, 0, t)))
+        .collect();
+    let Some((first, _)) = per_target.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .filter(|&i| first[i].weight.is_none_or(|w| w > 0))
+        .map(|i| {
+            let ok = model.criteria.iter().all(|c| {
+                let (cand, base) = &per_target[c.check.target()];
+                let value = cand[i].value;
+                let baseline = base
+                    .iter()
+                    .find(|b| b.iteration == cand[i].iteration)
+                    .and_then(|b| b.value);
+                match (value, baseline, c.check) {
+                    (None, _, _) => false,
+                    (Some(x), _, Check::Absolute { .. }) => c.check.holds(x, f64::NAN, false),
+                    (Some(x), Some(b), Check::Relative { .. }) => c.check.holds(x, b, false),
+                    (Some(_), None, Check::Relative { .. }) => false,
+                }
+            });
+            (first[i].iteration, ok)
+        })
+        .collect()
+}

@@ -1,0 +1,334 @@
+//! `safe`, the default: safe top-two allocation with anytime-valid guards.
+//!
+//! * **Allocation.** Each live version gets its top-two share: half the probability of being
+//!   the best feasible version plus half the probability of being the runner-up, from the
+//!   joint draws (top-two Thompson sampling with beta = 1/2, which keeps sampling the
+//!   challenger that plain Thompson sampling starves). Then limits: a candidate is capped at
+//!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations and P(meets all
+//!   criteria) >= [`ENOUGH_FEASIBLE`]; no candidate exceeds `maxCandidateWeight`; the
+//!   baseline keeps [`BASELINE_FLOOR`] and every live version [`EXPLORATION_FLOOR`].
+//!   `maxCandidateWeightIncrement` does not apply: the evidence-based cap replaces it.
+//! * **Removal.** A version shown by an anytime-valid test to break a criterion gets no
+//!   more traffic. Its cumulative data then stops changing, so the test keeps rejecting on
+//!   every later request: removal is for good, although the service keeps no state.
+//! * **Promotion** needs all of: P(best feasible) and P(meets all criteria) at least
+//!   `winnerProbability`; every criterion shown met by its confidence sequence; the reward
+//!   shown better than the baseline's by the mSPRT at `alpha`; no earlier than
+//!   `minIterations`; and clean data (no counter reset, sample-ratio mismatch or stale data).
+//! * **Rollback** only when every candidate is shown to break a criterion or shown worse than
+//!   the baseline. Otherwise the experiment continues, and ends inconclusive on the baseline
+//!   at `maxIterations`.
+
+use iter8_api::{Action, Decision, Winner};
+
+use super::{Context, Strategy};
+use crate::decision::Verdict;
+use crate::guards::{Guards, Status};
+use crate::quality;
+use crate::sequential::Side;
+use crate::split::to_percentages;
+
+/// Safe top-two allocation with anytime-valid guards.
+pub struct Safe;
+
+/// The most traffic a candidate gets before it has proved itself.
+pub const NEW_CANDIDATE_CAP: f64 = 0.10;
+/// Observations a candidate needs (on every criterion's metric) to leave the cap.
+pub const ENOUGH_SAMPLES: f64 = 1_000.0;
+/// P(meets all criteria) a candidate needs to leave the cap.
+pub const ENOUGH_FEASIBLE: f64 = 0.8;
+/// The baseline's least share while the experiment runs.
+pub const BASELINE_FLOOR: f64 = 0.10;
+/// Every live version's least share.
+pub const EXPLORATION_FLOOR: f64 = 0.02;
+
+impl Strategy for Safe {
+    fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
+        let req = ctx.request;
+        let guards = Guards::new(req, ctx.model, req.strategy.alpha);
+        let n = req.versions.len();
+        let max_candidate = f64::from(req.strategy.max_candidate_weight) / 100.0;
+        let mut lower = vec![0.0; n];
+        let mut upper = vec![0.0; n];
+        let mut shares = ctx.draws.top_share[1].clone();
+        for v in 0..n {
+            if v == 0 {
+                lower[v] = BASELINE_FLOOR;
+                upper[v] = 1.0;
+            } else if guards.broken(v) {
+                shares[v] = 0.0;
+            } else {
+                let proven = samples(ctx, v) >= ENOUGH_SAMPLES
+                    && ctx.draws.all_criteria[v] >= ENOUGH_FEASIBLE;
+                lower[v] = EXPLORATION_FLOOR.min(max_candidate);
+                upper[v] = if proven {
+                    max_candidate
+                } else {
+                    NEW_CANDIDATE_CAP.min(max_candidate)
+                };
+            }
+        }
+        to_percentages(&water_fill(&shares, &lower, &upper))
+    }
+
+    fn limited(&self) -> bool {
+        false
+    }
+
+    fn decide(&self, ctx: &Context<'_>) -> Verdict {
+        let req = ctx.request;
+        let alpha = req.strategy.alpha;
+        let threshold = req.strategy.winner_probability;
+        let guards = Guards::new(req, ctx.model, alpha);
+        let names: Vec<&str> = req.versions.iter().map(|v| v.name.as_str()).collect();
+        let n = names.len();
+        let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
+        let too_early = req.iteration < req.min_iterations;
+        let data_problem = ctx
+            .model
+            .promotion_blocked
+            .clone()
+            .or_else(|| quality::problem(req));
+
+        let best = argmax(&ctx.draws.win);
+        let p_best = ctx.draws.win[best];
+        let winner = (p_best >= threshold).then(|| Winner {
+            version: names[best].to_string(),
+            probability: p_best,
+        });
+        let verdict = |action, version: Option<String>, reason: String| Verdict {
+            decision: Decision {
+                action,
+                version,
+                reason,
+            },
+            winner: winner.clone(),
+        };
+
+        // A version shown to break a criterion, or (candidates) shown worse than the baseline.
+        let out: Vec<Option<String>> = (0..n)
+            .map(|v| {
+                if guards.broken(v) {
+                    Some(format!(
+                        "{} breaks {}",
+                        names[v],
+                        broken_list(ctx, &guards, v)
+                    ))
+                } else if guards.reward[v] == Side::Below {
+                    Some(format!(
+                        "{} is worse than the baseline {}",
+                        names[v], names[0]
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let candidates = usize::from(n > 1)..n;
+        if candidates.clone().all(|v| out[v].is_some()) {
+            let details: Vec<&str> = candidates.filter_map(|v| out[v].as_deref()).collect();
+            let reason = if n == 1 {
+                format!(
+                    "{} (anytime-valid test at alpha {alpha})",
+                    details.join("; ")
+                )
+            } else {
+                format!(
+                    "every candidate is out (anytime-valid tests at alpha {alpha}): {}; traffic \
+                     goes back to the baseline {}",
+                    details.join("; "),
+                    names[0]
+                )
+            };
+            return verdict(Action::Rollback, None, reason);
+        }
+
+        // The candidate to promote: the best feasible version (the only one, in a
+        // performance test), and its gates.
+        let pick = if n == 1 { 0 } else { best };
+        let p_feasible = ctx.draws.all_criteria[pick];
+        let mut missing = Vec::new();
+        if n > 1 && pick == 0 {
+            missing.push(format!(
+                "the baseline {} leads (P(best) {p_best:.3}), and no candidate is shown worse \
+                 or broken yet",
+                names[0]
+            ));
+        }
+        if n > 1 && p_best < threshold {
+            missing.push(format!("P(best) {p_best:.3} < {threshold}"));
+        }
+        if p_feasible < threshold {
+            missing.push(format!(
+                "P(meets all criteria) {p_feasible:.3} < {threshold}"
+            ));
+        }
+        let open = open_list(ctx, &guards, pick);
+        if !open.is_empty() {
+            missing.push(format!("not yet shown met: {open}"));
+        }
+        if n > 1 && pick > 0 && ctx.model.reward.is_some() && guards.reward[pick] != Side::Above {
+            missing.push(format!(
+                "not yet shown better than the baseline (mSPRT at alpha {alpha})"
+            ));
+        }
+        if too_early {
+            missing.push(format!(
+                "no version is promoted before iteration {}",
+                req.min_iterations
+            ));
+        }
+        if let Some(why) = &data_problem {
+            missing.push(why.clone());
+        }
+        let removed: Vec<&str> = (1..n).filter_map(|v| out[v].as_deref()).collect();
+        let removed = if removed.is_empty() {
+            String::new()
+        } else {
+            format!("; out: {}", removed.join("; "))
+        };
+        if missing.is_empty() {
+            let reason = format!(
+                "{} is the best version meeting all criteria with probability {p_best:.3}; \
+                 every criterion is shown met{} by anytime-valid tests at alpha {alpha}{removed}",
+                names[pick],
+                if n > 1 && ctx.model.reward.is_some() {
+                    " and it is shown better than the baseline"
+                } else {
+                    ""
+                }
+            );
+            return verdict(Action::Promote, Some(names[pick].to_string()), reason);
+        }
+        let why = format!("{} leads; {}{removed}", names[pick], missing.join("; "));
+        if last {
+            verdict(
+                Action::Inconclusive,
+                None,
+                format!("the last iteration ended without a confirmed answer: {why}"),
+            )
+        } else {
+            verdict(Action::Continue, None, why)
+        }
+    }
+}
+
+/// The fewest observations behind any metric the version's criteria read.
+fn samples(ctx: &Context<'_>, v: usize) -> f64 {
+    let model = ctx.model;
+    let mut targets: Vec<usize> = model.criteria.iter().map(|c| c.check.target()).collect();
+    if let Some((t, _)) = model.reward {
+        targets.push(t);
+    }
+    targets
+        .iter()
+        .map(|&t| {
+            model.posteriors[v][t]
+                .as_ref()
+                .map_or(0.0, |p| p.sample_size())
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn broken_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
+    list(ctx, guards, v, Status::Broken)
+}
+
+fn open_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
+    list(ctx, guards, v, Status::Open)
+}
+
+fn list(ctx: &Context<'_>, guards: &Guards, v: usize, status: Status) -> String {
+    ctx.model
+        .criteria
+        .iter()
+        .zip(&guards.criteria[v])
+        .filter(|(_, s)| **s == status)
+        .map(|(c, _)| c.description.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Shares proportional to `weights`, within `[lower, upper]` per version, summing to 1:
+/// versions that hit a bound are fixed there and the rest is spread over the others.
+pub fn water_fill(weights: &[f64], lower: &[f64], upper: &[f64]) -> Vec<f64> {
+    let n = weights.len();
+    let mut fixed: Vec<Option<f64>> = vec![None; n];
+    let mut out = vec![0.0; n];
+    for _ in 0..=n {
+        let free: Vec<usize> = (0..n).filter(|&v| fixed[v].is_none()).collect();
+        let remaining = 1.0 - fixed.iter().flatten().sum::<f64>();
+        let mass: f64 = free.iter().map(|&v| weights[v].max(0.0)).sum();
+        for &v in &free {
+            out[v] = if mass > 0.0 {
+                remaining * weights[v].max(0.0) / mass
+            } else {
+                remaining / free.len() as f64
+            };
+        }
+        for v in 0..n {
+            if let Some(x) = fixed[v] {
+                out[v] = x;
+            }
+        }
+        let over: Vec<usize> = free
+            .iter()
+            .copied()
+            .filter(|&v| out[v] > upper[v])
+            .collect();
+        let under: Vec<usize> = free
+            .iter()
+            .copied()
+            .filter(|&v| out[v] < lower[v])
+            .collect();
+        if over.is_empty() && under.is_empty() {
+            break;
+        }
+        // Fix the side that is further off first; the other may resolve itself.
+        let excess: f64 = over.iter().map(|&v| out[v] - upper[v]).sum();
+        let deficit: f64 = under.iter().map(|&v| lower[v] - out[v]).sum();
+        if excess >= deficit {
+            for v in over {
+                fixed[v] = Some(upper[v]);
+            }
+        } else {
+            for v in under {
+                fixed[v] = Some(lower[v]);
+            }
+        }
+        if fixed.iter().all(Option::is_some) {
+            for v in 0..n {
+                out[v] = fixed[v].unwrap_or(0.0);
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// The index of the largest value; the earliest on ties.
+fn argmax(xs: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn water_fill_caps_new_candidates_and_keeps_floors() {
+        let out = water_fill(&[0.1, 0.9], &[0.1, 0.02], &[1.0, 0.1]);
+        assert!((out[0] - 0.9).abs() < 1e-12 && (out[1] - 0.1).abs() < 1e-12);
+        let out = water_fill(&[0.0, 0.5, 0.5], &[0.1, 0.02, 0.02], &[1.0, 1.0, 1.0]);
+        assert!((out[0] - 0.1).abs() < 1e-12 && (out[1] - 0.45).abs() < 1e-12);
+        let out = water_fill(&[0.5, 0.5, 0.0], &[0.1, 0.02, 0.0], &[1.0, 1.0, 0.0]);
+        assert_eq!(out[2], 0.0);
+        assert!((out.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+}
