@@ -587,6 +587,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                         instance: Some(identity.into()),
                     },
                 ),
+                gate: None,
             });
             let election = iter8_controller::leader::LeaderElection::new(
                 client,
@@ -670,4 +671,95 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
         .collect();
     assert!(late.iter().any(|i| i == standby), "{late:?}");
     env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeating_it()
+-> Result<()> {
+    use iter8_controller::{Stage, StageGate};
+    for stage in [
+        Stage::MetricsCollected,
+        Stage::AnalyticsAnswered,
+        Stage::DecisionRecorded,
+        Stage::TrafficApplied,
+    ] {
+        let env = TestEnv::new(&format!("crash-{stage:?}")).await?;
+        install_crds(&env.client).await?;
+        let ns = env.namespace.name().to_string();
+        create_metrics(&env.client, &ns).await?;
+        create_http_route(&env.client, &ns, "reviews").await?;
+        let metrics = ScriptedMetrics::default();
+        metrics.set("v1", 400.0, 3.0, 0.0);
+        metrics.set("v2", 400.0, 3.0, 0.0);
+        let analytics = start_analytics().await?;
+        let gate = Arc::new(StageGate {
+            stage,
+            from_iteration: 2,
+            reached: tokio::sync::Notify::new(),
+        });
+        let url = format!("http://{analytics}");
+        let (crashing, _) = start_controller_with(
+            &env.client,
+            &ns,
+            &url,
+            metrics.clone(),
+            Duration::from_secs(5),
+            Some(gate.clone()),
+        )
+        .await?;
+        let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+        api.create(&PostParams::default(), &canary("crash", "reviews", 200)?)
+            .await?;
+        tokio::time::timeout(Duration::from_secs(30), gate.reached.notified())
+            .await
+            .with_context(|| format!("{stage:?} was never reached"))?;
+        crashing.abort();
+        let _ = crashing.await;
+        let at_crash = api.get("crash").await?.status.expect("status");
+        assert_eq!(at_crash.completed_iterations, 1, "{stage:?}");
+        let pending = at_crash.pending.clone();
+        match stage {
+            Stage::MetricsCollected | Stage::AnalyticsAnswered => {
+                assert!(pending.is_none(), "{stage:?}: nothing recorded yet")
+            }
+            Stage::DecisionRecorded | Stage::TrafficApplied => {
+                assert_eq!(pending.as_ref().map(|p| p.iteration), Some(2), "{stage:?}")
+            }
+        }
+
+        let (restarted, _) = start_controller(&env.client, &ns, analytics, metrics).await?;
+        let after = wait_for_iterations(&api, "crash", 4).await?;
+        let status = after.status.expect("status");
+        let history: Vec<u32> = status.history.iter().map(|r| r.iteration).collect();
+        assert_eq!(
+            history[..4],
+            [1, 2, 3, 4],
+            "{stage:?}: each iteration once, in order"
+        );
+        if let Some(p) = pending {
+            // The decision recorded before the crash is the one applied: not decided again.
+            assert_eq!(status.history[1].weights, p.weights, "{stage:?}");
+        }
+        let route: Vec<u64> = route_weights(&env.client, &ns, "reviews")
+            .await?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        let recorded: Vec<u64> = api
+            .get("crash")
+            .await?
+            .status
+            .expect("status")
+            .weights
+            .iter()
+            .map(|w| u64::from(w.weight))
+            .collect();
+        assert_eq!(
+            route, recorded,
+            "{stage:?}: the router carries the recorded split"
+        );
+        restarted.abort();
+        env.cleanup().await?;
+    }
+    Ok(())
 }

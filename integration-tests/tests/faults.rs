@@ -199,6 +199,7 @@ async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
         &format!("http://{analytics}"),
         metrics.clone(),
         Duration::from_secs(1),
+        None,
     )
     .await?;
     let h = Harness {

@@ -22,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 
-pub use reconcile::{Context, Error, FINALIZER, Settings};
+pub use reconcile::{Context, Error, FINALIZER, Settings, Stage, StageGate};
 
 use crate::router::{RouteTarget, RouterKind};
 

@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         },
         telemetry: telemetry.clone(),
         recorder,
+        gate: None,
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

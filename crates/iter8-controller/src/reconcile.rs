@@ -53,6 +53,46 @@ pub struct Context<M> {
     pub telemetry: Telemetry,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
+    /// Holds reconciles at a stage of an iteration; `None` outside tests.
+    pub gate: Option<Arc<StageGate>>,
+}
+
+/// The points of an iteration a [`StageGate`] can hold it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Metrics collected; nothing written yet.
+    MetricsCollected,
+    /// The analytics answered; nothing written yet.
+    AnalyticsAnswered,
+    /// The decision is recorded as pending; the router is not changed yet.
+    DecisionRecorded,
+    /// The router carries the new split; the iteration is not recorded as completed yet.
+    TrafficApplied,
+}
+
+/// A test seam: every reconcile that reaches `stage` (from iteration `from_iteration` on)
+/// stops there for good, after notifying `reached`. Aborting the controller then is a crash at
+/// exactly that point.
+#[derive(Debug)]
+pub struct StageGate {
+    /// Where to hold.
+    pub stage: Stage,
+    /// The first iteration held.
+    pub from_iteration: u32,
+    /// Notified when a reconcile is held.
+    pub reached: tokio::sync::Notify,
+}
+
+impl StageGate {
+    async fn pass(gate: Option<&Arc<StageGate>>, stage: Stage, iteration: u32) {
+        if let Some(g) = gate
+            && g.stage == stage
+            && iteration >= g.from_iteration
+        {
+            g.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Controller-wide settings.
@@ -250,7 +290,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             status.paused_at_generation = None;
         }
 
-        let observations = match self.collect(&status).await {
+        let collected = self.collect(&status).await;
+        StageGate::pass(self.ctx.gate.as_ref(), Stage::MetricsCollected, iteration).await;
+        let observations = match collected {
             Ok(collected) => collected,
             Err(reason) => {
                 return self
@@ -293,7 +335,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .analytics
             .as_ref()
             .map_or(self.ctx.settings.analytics_url.as_str(), |a| a.url.as_str());
-        let response = match self.ctx.analytics.assess(url, &request).await {
+        let answer = self.ctx.analytics.assess(url, &request).await;
+        StageGate::pass(self.ctx.gate.as_ref(), Stage::AnalyticsAnswered, iteration).await;
+        let response = match answer {
             Ok(r) => r,
             Err(e) => {
                 let reason = match &e {
@@ -352,6 +396,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let pending = status.pending.clone();
         // The decision is durable before the router changes.
         let recorded = self.write(status).await?;
+        StageGate::pass(self.ctx.gate.as_ref(), Stage::DecisionRecorded, iteration).await;
         let status = recorded.status.clone().unwrap_or_default();
         let outcome = match pending {
             Some(p) => self.finish_with(&recorded, status, p).await,
@@ -390,6 +435,12 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed_on(exp, status, e).await;
         }
+        StageGate::pass(
+            self.ctx.gate.as_ref(),
+            Stage::TrafficApplied,
+            pending.iteration,
+        )
+        .await;
         conditions::set(
             &mut status.conditions,
             TRAFFIC_APPLIED,

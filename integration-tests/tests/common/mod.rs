@@ -12,7 +12,7 @@ use iter8_api::Observation;
 use iter8_controller::analytics::AnalyticsClient;
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
-use iter8_controller::{Context, Settings};
+use iter8_controller::{Context, Settings, StageGate};
 use iter8_crd::{Experiment, Metric, Phase};
 use iter8_integration_tests::{TestEnv, crds};
 use iter8_metrics::{MetricsBackend, MetricsError, Query};
@@ -103,6 +103,7 @@ pub async fn start_controller(
         &format!("http://{analytics}"),
         metrics,
         Duration::from_secs(5),
+        None,
     )
     .await
 }
@@ -114,6 +115,7 @@ pub async fn start_controller_with(
     analytics_url: &str,
     metrics: ScriptedMetrics,
     analytics_timeout: Duration,
+    gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
     let telemetry = Telemetry::new()?;
     let ctx = Arc::new(Context {
@@ -133,6 +135,7 @@ pub async fn start_controller_with(
                 instance: Some("integration-test".into()),
             },
         ),
+        gate,
     });
     let namespace = namespace.to_string();
     let handle = tokio::spawn(async move {
