@@ -3,7 +3,7 @@
 # control plane, runs every crate's tests against it, and always tears it
 # down. Exits with cargo's status.
 #
-#   bash integration-tests/run.sh                      # cargo test --workspace
+#   bash integration-tests/run.sh                      # cargo test --workspace --no-fail-fast
 #   bash integration-tests/run.sh -p iter8-integration-tests -- --nocapture
 #                                                      # cargo test <these arguments>
 set -euo pipefail
@@ -25,6 +25,7 @@ status=0
 if (($#)); then
   cargo test "$@" || status=$?
 else
-  cargo test --workspace || status=$?
+  # --no-fail-fast: one failing test binary must not hide the results of the others.
+  cargo test --workspace --no-fail-fast || status=$?
 fi
 exit "$status"
