@@ -42,7 +42,7 @@ pub struct Guards {
 
 /// The mixture scale of the mSPRT, as a fraction of the baseline's value: effects of about
 /// this size are detected fastest.
-const EFFECT_SCALE: f64 = 0.05;
+const EFFECT_SCALE: f64 = 0.1;
 
 /// Batch means needed before a mean without a sum of squares is tested.
 const MIN_BATCHES: f64 = 5.0;
@@ -205,7 +205,7 @@ fn quantile_vs_limit(buckets: &[iter8_api::Bucket], q: f64, limit: f64, alpha: f
         return LimitSide::Above;
     }
     // Shown at or below: at the largest bound at or below the limit.
-    if let Some(b) = finite().filter(|b| b.le.value() <= limit).last()
+    if let Some(b) = finite().rfind(|b| b.le.value() <= limit)
         && exceed(b) == Side::Below
     {
         return LimitSide::Below;

@@ -202,7 +202,7 @@ impl QuantilePosterior {
 /// `None` without observations or finite bounds.
 pub fn observed_quantile_of(histogram: &HistogramObservation, q: f64) -> Option<f64> {
     let total = histogram.buckets.last()?.count;
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let first = histogram.buckets.first()?.le.value();

@@ -38,7 +38,7 @@ pub fn rate_log_evidence(events: f64, trials: f64, p0: f64, a: f64, b: f64) -> f
 /// `{p : evidence(p) < ln(1/alpha)}` is an interval, so the rate is shown above (below) the
 /// limit exactly when the observed rate is above (below) it and the limit is excluded.
 pub fn rate_vs_limit(events: f64, trials: f64, limit: f64, alpha: f64) -> Side {
-    if !(trials > 0.0) || !(limit > 0.0 && limit < 1.0) {
+    if trials.is_nan() || trials <= 0.0 || limit.is_nan() || limit <= 0.0 || limit >= 1.0 {
         return Side::Unknown;
     }
     let strength = 1.0 / limit.min(1.0 - limit);
@@ -60,7 +60,7 @@ pub const MEAN_CS_TUNED_AT: f64 = 5_000.0;
 /// `sd * sqrt(2 (n r + 1) / (n^2 r) * ln(sqrt(n r + 1) / alpha))`, with `r` = rho squared
 /// tuned to [`MEAN_CS_TUNED_AT`].
 pub fn mean_cs_half_width(sd: f64, n: f64, alpha: f64) -> f64 {
-    if !(n > 0.0) {
+    if n.is_nan() || n <= 0.0 {
         return f64::INFINITY;
     }
     let l = -2.0 * alpha.ln();

@@ -43,11 +43,10 @@ impl Strategy for MannWhitney {
         let status = judge(ctx);
         let mut out = vec![0; n];
         let mut candidates = 0;
-        for v in 1..n {
-            if status.live[v] {
-                let w = step.min(100 - candidates);
-                out[v] = w;
-                candidates += w;
+        for (w, live) in out.iter_mut().zip(&status.live).skip(1) {
+            if *live {
+                *w = step.min(100 - candidates);
+                candidates += *w;
             }
         }
         out[0] = 100 - candidates;
@@ -217,8 +216,9 @@ fn score(ctx: &Context<'_>, v: usize, from: u32, to: u32) -> f64 {
             continue;
         };
         let ratio = mean(&experiment) / mean(&control);
-        let high = lo > TOLERANCE * estimate.abs() && !(ratio < 1.0);
-        let low = hi < -TOLERANCE * estimate.abs() && !(ratio > 1.0);
+        // A NaN ratio (a zero control mean) does not veto the interval.
+        let high = lo > TOLERANCE * estimate.abs() && (ratio.is_nan() || ratio >= 1.0);
+        let low = hi < -TOLERANCE * estimate.abs() && (ratio.is_nan() || ratio <= 1.0);
         if (high && up_bad) || (low && down_bad) {
             failed += 1;
         }

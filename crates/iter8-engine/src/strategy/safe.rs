@@ -37,6 +37,8 @@ pub const NEW_CANDIDATE_CAP: f64 = 0.10;
 pub const ENOUGH_SAMPLES: f64 = 1_000.0;
 /// P(meets all criteria) a candidate needs to leave the cap.
 pub const ENOUGH_FEASIBLE: f64 = 0.8;
+/// Observations a candidate needs before it can be suspended on posterior evidence alone.
+pub const MIN_SAMPLES_TO_SUSPEND: f64 = 200.0;
 /// The baseline's least share while the experiment runs.
 pub const BASELINE_FLOOR: f64 = 0.10;
 /// Every live version's least share.
@@ -55,7 +57,7 @@ impl Strategy for Safe {
             if v == 0 {
                 lower[v] = BASELINE_FLOOR;
                 upper[v] = 1.0;
-            } else if guards.broken(v) {
+            } else if guards.broken(v) || likely_failing(ctx, v) {
                 shares[v] = 0.0;
             } else {
                 let proven = samples(ctx, v) >= ENOUGH_SAMPLES
@@ -113,6 +115,13 @@ impl Strategy for Safe {
                         "{} breaks {}",
                         names[v],
                         broken_list(ctx, &guards, v)
+                    ))
+                } else if likely_failing(ctx, v) {
+                    Some(format!(
+                        "{} fails its criteria with probability {:.3} (weakest: {})",
+                        names[v],
+                        1.0 - ctx.draws.all_criteria[v],
+                        ctx.weakest_criterion(v)
                     ))
                 } else if guards.reward[v] == Side::Below {
                     Some(format!(
@@ -211,6 +220,17 @@ impl Strategy for Safe {
             verdict(Action::Continue, None, why)
         }
     }
+}
+
+/// Whether a candidate with data fails its criteria with posterior probability at least
+/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it gets no
+/// more traffic. Rolling back needs less proof than
+/// promoting, because the baseline is the version known to be safe.
+fn likely_failing(ctx: &Context<'_>, v: usize) -> bool {
+    v > 0
+        && samples(ctx, v) >= MIN_SAMPLES_TO_SUSPEND
+        && ctx.draws.all_criteria[v] <= 1.0 - ctx.request.strategy.winner_probability
+        && ctx.model.has_data_for_criteria(v)
 }
 
 /// The fewest observations behind any metric the version's criteria read.
