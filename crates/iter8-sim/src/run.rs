@@ -1,0 +1,327 @@
+//! One simulated experiment: the simulator routes traffic and draws outcomes from the truth,
+//! and asks the engine, through its public request and response types, what to do next.
+
+use std::collections::BTreeMap;
+
+use iter8_api::{
+    Action, Algorithm, AssessmentRequest, Bucket, BucketBound, Criteria, ExperimentKind,
+    HistogramObservation, InfinityLiteral, MeanObservation, Objective, Observation, Quantile,
+    RatioMetric, Reward, Snapshot, Strategy, Version,
+};
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Binomial, Distribution};
+use rand_pcg::Pcg64Mcg;
+
+use crate::scenario::{BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, Scenario};
+
+/// A strategy as the benchmark configures it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Monte-Carlo draws per request.
+    pub draws: u32,
+    /// `minIterations` (the canary lifetime of `mann_whitney`).
+    pub min_iterations: u32,
+    /// `maxCandidateWeight` (the maximum weight of `fixed_thresholds`).
+    pub max_candidate_weight: u32,
+}
+
+impl Policy {
+    /// The benchmark's settings for an algorithm: engine defaults, except the Flagger-like
+    /// maximum weight of 50 % for `fixed_thresholds` and the 24-interval (two runs of 12)
+    /// lifetime of `mann_whitney`.
+    pub fn for_algorithm(algorithm: Algorithm, draws: u32) -> Policy {
+        Policy {
+            algorithm,
+            draws,
+            min_iterations: if algorithm == Algorithm::MannWhitney {
+                24
+            } else {
+                1
+            },
+            max_candidate_weight: if algorithm == Algorithm::FixedThresholds {
+                50
+            } else {
+                100
+            },
+        }
+    }
+
+    /// Whether the algorithm can run a scenario with this many versions.
+    pub fn supports(&self, versions: usize) -> bool {
+        versions == 2
+            || !matches!(
+                self.algorithm,
+                Algorithm::CheckAndIncrement
+                    | Algorithm::EpsilonTGreedy
+                    | Algorithm::FixedThresholds
+            )
+    }
+}
+
+/// What happened in one experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The promoted version, if any.
+    pub promoted: Option<usize>,
+    /// The iteration of the promotion or rollback; `None` when undecided at the horizon.
+    pub decided_at: Option<u32>,
+    /// Requests served by versions that broke an objective at the time, over the horizon.
+    pub bad_requests: f64,
+    /// Conversions lost against always serving the right version, over the horizon.
+    pub lost_conversions: f64,
+    /// The decision reason of the last response.
+    pub reason: String,
+}
+
+/// Cumulative observations of one version.
+#[derive(Debug, Clone, Default)]
+struct Cumulative {
+    requests: f64,
+    errors: f64,
+    conversions: f64,
+    latency_sum: f64,
+    /// Count of latencies in each bucket (not cumulative); the last is `+Inf`.
+    buckets: Vec<f64>,
+}
+
+impl Cumulative {
+    fn metrics(&self) -> BTreeMap<String, Observation> {
+        let mut running = 0.0;
+        let mut buckets: Vec<Bucket> = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, &c)| {
+                running += c;
+                Bucket {
+                    le: BucketBound::Finite(le),
+                    count: running,
+                }
+            })
+            .collect();
+        buckets.push(Bucket {
+            le: BucketBound::Infinite(InfinityLiteral::PlusInf),
+            count: self.requests,
+        });
+        BTreeMap::from([
+            ("requests".to_string(), Observation::Counter(self.requests)),
+            ("errors".to_string(), Observation::Counter(self.errors)),
+            (
+                "conversions".to_string(),
+                Observation::Counter(self.conversions),
+            ),
+            (
+                "latency".to_string(),
+                Observation::Histogram(HistogramObservation {
+                    buckets,
+                    sum: Some(self.latency_sum),
+                }),
+            ),
+            (
+                "latency-mean".to_string(),
+                Observation::Mean(MeanObservation {
+                    sum: self.latency_sum,
+                    count: self.requests,
+                    sum_of_squares: None,
+                }),
+            ),
+        ])
+    }
+}
+
+/// The split of the first iteration: 10 % per candidate, the rest on the baseline.
+pub fn initial_split(versions: usize) -> Vec<u32> {
+    let candidates = (versions as u32 - 1) * 10;
+    std::iter::once(100 - candidates)
+        .chain(std::iter::repeat_n(10, versions - 1))
+        .collect()
+}
+
+/// Runs one experiment with a seeded generator.
+pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let n = scenario.versions.len();
+    let samplers: Vec<_> = scenario
+        .versions
+        .iter()
+        .map(|t| t.latency.sampler())
+        .collect();
+    let reference = scenario.versions[scenario.reference()].conversion;
+    let mut totals = vec![
+        Cumulative {
+            buckets: vec![0.0; BUCKETS.len() + 1],
+            ..Cumulative::default()
+        };
+        n
+    ];
+    let mut history: Vec<Vec<Snapshot>> = vec![Vec::new(); n];
+    let mut split = initial_split(n);
+    let mut outcome = Outcome {
+        promoted: None,
+        decided_at: None,
+        bad_requests: 0.0,
+        lost_conversions: 0.0,
+        reason: String::new(),
+    };
+    for iteration in 1..=scenario.horizon {
+        // Route this interval's requests by the split, and draw what they do.
+        let mut remaining = scenario.requests;
+        let mut weight_left: u32 = split.iter().sum();
+        for v in 0..n {
+            let share = if weight_left == 0 {
+                0.0
+            } else {
+                f64::from(split[v]) / f64::from(weight_left)
+            };
+            let k = binomial(&mut rng, remaining, share);
+            remaining -= k;
+            weight_left -= split[v];
+            let truth = &scenario.versions[v];
+            let t = &mut totals[v];
+            let kf = k as f64;
+            t.requests += kf;
+            t.errors += binomial(&mut rng, k, truth.errors_at(iteration)) as f64;
+            t.conversions += binomial(&mut rng, k, truth.conversion) as f64;
+            for _ in 0..k {
+                let x = samplers[v].sample(&mut rng);
+                t.latency_sum += x;
+                let b = BUCKETS.partition_point(|&le| le < x);
+                t.buckets[b] += 1.0;
+            }
+            if !truth.feasible_at(iteration) {
+                outcome.bad_requests += kf;
+            }
+            outcome.lost_conversions += kf * (reference - truth.conversion);
+        }
+
+        let request = request(
+            scenario, policy, iteration, &split, &totals, &history, &mut rng,
+        );
+        let response = match iter8_engine::assess(&request) {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.reason = format!("invalid request: {e:?}");
+                return outcome;
+            }
+        };
+        for v in 0..n {
+            history[v].push(Snapshot {
+                iteration,
+                weight: Some(split[v]),
+                metrics: request.versions[v].metrics.clone(),
+            });
+        }
+        outcome.reason = response.decision.reason.clone();
+        let chosen = match response.decision.action {
+            Action::Continue => {
+                split = response.split.iter().map(|w| w.weight).collect();
+                continue;
+            }
+            Action::Promote => {
+                let name = response.decision.version.as_deref();
+                let v = request
+                    .versions
+                    .iter()
+                    .position(|x| Some(x.name.as_str()) == name)
+                    .unwrap_or(0);
+                outcome.promoted = Some(v);
+                outcome.decided_at = Some(iteration);
+                v
+            }
+            Action::Rollback => {
+                outcome.decided_at = Some(iteration);
+                0
+            }
+            Action::Inconclusive => break,
+        };
+        // The rest of the horizon runs on the chosen version: charge its consequences.
+        let truth = &scenario.versions[chosen];
+        let requests = scenario.requests as f64;
+        for later in iteration + 1..=scenario.horizon {
+            if !truth.feasible_at(later) {
+                outcome.bad_requests += requests;
+            }
+            outcome.lost_conversions += requests * (reference - truth.conversion);
+        }
+        break;
+    }
+    outcome
+}
+
+fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    Binomial::new(n, p).map_or(0, |b| b.sample(rng))
+}
+
+fn request(
+    scenario: &Scenario,
+    policy: &Policy,
+    iteration: u32,
+    split: &[u32],
+    totals: &[Cumulative],
+    history: &[Vec<Snapshot>],
+    rng: &mut Pcg64Mcg,
+) -> AssessmentRequest {
+    let versions = (0..split.len())
+        .map(|v| Version {
+            name: format!("v{v}"),
+            weight: split[v],
+            metrics: totals[v].metrics(),
+            history: history[v].clone(),
+        })
+        .collect();
+    let objective = |metric: &str, quantile: Option<f64>, upper: f64| Objective {
+        metric: metric.to_string(),
+        quantile: quantile.and_then(|q| Quantile::try_from(q).ok()),
+        upper_limit: Some(upper),
+        lower_limit: None,
+    };
+    let ratio = |name: &str, numerator: &str| RatioMetric {
+        name: name.to_string(),
+        numerator: numerator.to_string(),
+        denominator: "requests".to_string(),
+    };
+    AssessmentRequest {
+        kind: if split.len() > 2 {
+            ExperimentKind::ABn
+        } else {
+            ExperimentKind::AB
+        },
+        iteration,
+        min_iterations: policy.min_iterations,
+        max_iterations: Some(scenario.horizon),
+        versions,
+        ratios: vec![
+            ratio("error-rate", "errors"),
+            ratio("conversion-rate", "conversions"),
+        ],
+        criteria: Criteria {
+            objectives: vec![
+                objective("error-rate", None, MAX_ERROR_RATE),
+                objective("latency-mean", None, MAX_MEAN_LATENCY),
+                objective("latency", Some(0.95), MAX_P95_LATENCY),
+            ],
+            relative_objectives: Vec::new(),
+            rewards: vec![Reward {
+                metric: "conversion-rate".to_string(),
+                quantile: None,
+                preferred_direction: iter8_api::Direction::Higher,
+            }],
+        },
+        strategy: Strategy {
+            algorithm: policy.algorithm,
+            max_candidate_weight: policy.max_candidate_weight,
+            draws: policy.draws,
+            // A seed per request from the run's stream: reproducible without hashing the
+            // request.
+            seed: Some(rng.random::<u64>()),
+            ..Strategy::default()
+        },
+    }
+}
