@@ -1,0 +1,255 @@
+//! The default `safe` strategy and the comparison judges (`fixed_thresholds`, `mann_whitney`),
+//! through the public request/response types.
+
+use iter8_api::{Action, Algorithm, AssessmentRequest, AssessmentResponse};
+use serde_json::{Value, json};
+
+fn assess(request: Value) -> AssessmentResponse {
+    let request: AssessmentRequest = serde_json::from_value(request).expect("request decodes");
+    iter8_engine::assess(&request).expect("request is valid")
+}
+
+fn split(response: &AssessmentResponse) -> Vec<u32> {
+    response.split.iter().map(|w| w.weight).collect()
+}
+
+fn counters(requests: f64, errors: f64, conversions: f64) -> Value {
+    json!({
+        "requests": {"counter": requests},
+        "errors": {"counter": errors},
+        "conversions": {"counter": conversions}
+    })
+}
+
+/// A version observed over `intervals` equal intervals, each with the given per-interval
+/// requests, errors and conversions; the history holds every interval but the last.
+fn version(name: &str, weight: u32, intervals: u32, per: (f64, f64, f64)) -> Value {
+    let at = |k: u32| {
+        counters(
+            per.0 * f64::from(k),
+            per.1 * f64::from(k),
+            per.2 * f64::from(k),
+        )
+    };
+    let history: Vec<Value> = (1..intervals)
+        .map(|k| json!({"iteration": k, "weight": weight, "metrics": at(k)}))
+        .collect();
+    json!({"name": name, "weight": weight, "metrics": at(intervals), "history": history})
+}
+
+fn ratios() -> Value {
+    json!([
+        {"name": "error-rate", "numerator": "errors", "denominator": "requests"},
+        {"name": "conversion-rate", "numerator": "conversions", "denominator": "requests"}
+    ])
+}
+
+fn criteria() -> Value {
+    json!({
+        "objectives": [{"metric": "error-rate", "upperLimit": 0.01}],
+        "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]
+    })
+}
+
+fn ab(iteration: u32, a: Value, b: Value, strategy: Value) -> Value {
+    json!({
+        "kind": "ab", "iteration": iteration, "maxIterations": 48,
+        "versions": [a, b], "ratios": ratios(), "criteria": criteria(), "strategy": strategy
+    })
+}
+
+#[test]
+fn safe_is_the_default_and_caps_a_new_candidate_at_ten_percent() {
+    let response = assess(ab(
+        1,
+        version("a", 90, 1, (3600.0, 18.0, 180.0)),
+        version("b", 10, 1, (400.0, 2.0, 30.0)),
+        json!({}),
+    ));
+    assert_eq!(response.algorithm, Algorithm::Safe);
+    assert_eq!(response.decision.action, Action::Continue);
+    assert_eq!(split(&response), vec![90, 10]);
+}
+
+#[test]
+fn safe_rolls_back_a_candidate_shown_to_break_an_objective() {
+    let response = assess(ab(
+        3,
+        version("a", 90, 3, (3600.0, 18.0, 180.0)),
+        version("b", 10, 3, (400.0, 16.0, 30.0)),
+        json!({}),
+    ));
+    assert_eq!(response.decision.action, Action::Rollback);
+    assert!(
+        response
+            .decision
+            .reason
+            .contains("b breaks error-rate <= 0.01"),
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(split(&response), vec![100, 0]);
+}
+
+#[test]
+fn safe_does_not_promote_on_the_posterior_alone() {
+    // 5.0 % vs 5.45 % in 20,000 requests each: P(best) is high, but the mSPRT has not yet
+    // confirmed that the candidate beats the baseline.
+    let response = assess(ab(
+        10,
+        version("a", 50, 10, (2000.0, 10.0, 100.0)),
+        version("b", 50, 10, (2000.0, 10.0, 109.0)),
+        json!({}),
+    ));
+    assert!(response.versions[1].win_probability > 0.95);
+    assert_eq!(response.decision.action, Action::Continue);
+    assert!(
+        response
+            .decision
+            .reason
+            .contains("not yet shown better than the baseline"),
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn safe_promotes_when_the_posterior_and_the_sequential_tests_agree() {
+    let response = assess(ab(
+        10,
+        version("a", 50, 10, (2000.0, 10.0, 100.0)),
+        version("b", 50, 10, (2000.0, 10.0, 130.0)),
+        json!({}),
+    ));
+    assert_eq!(response.decision.action, Action::Promote);
+    assert_eq!(response.decision.version.as_deref(), Some("b"));
+    assert!(
+        response.decision.reason.contains("anytime-valid"),
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn safe_does_not_promote_on_a_sample_ratio_mismatch() {
+    // The split says 50/50 but the latest interval gave the candidate a third of the traffic.
+    let mut b = version("b", 50, 10, (2000.0, 10.0, 130.0));
+    b["metrics"] = counters(19_000.0, 95.0, 1240.0);
+    b["history"][8]["metrics"] = counters(18_000.0, 90.0, 1170.0);
+    let mut a = version("a", 50, 10, (2000.0, 10.0, 100.0));
+    a["metrics"] = counters(20_000.0, 100.0, 1000.0);
+    let response = assess(ab(10, a, b, json!({})));
+    assert_eq!(response.decision.action, Action::Continue);
+    assert!(
+        response.decision.reason.contains("sample-ratio mismatch"),
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn safe_does_not_promote_on_stale_data() {
+    let mut b = version("b", 50, 10, (2000.0, 10.0, 130.0));
+    b["history"][8]["metrics"] = b["metrics"].clone();
+    let response = assess(ab(
+        10,
+        version("a", 50, 10, (2000.0, 10.0, 100.0)),
+        b,
+        json!({}),
+    ));
+    assert_eq!(response.decision.action, Action::Continue);
+    assert!(
+        response.decision.reason.contains("stale"),
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn fixed_thresholds_steps_while_interval_checks_pass_and_promotes_at_the_maximum() {
+    let strategy = json!({"algorithm": "fixed_thresholds", "maxCandidateWeight": 50,
+                          "maxCandidateWeightIncrement": 10});
+    let step = assess(ab(
+        2,
+        version("a", 80, 2, (3200.0, 16.0, 160.0)),
+        version("b", 20, 2, (800.0, 4.0, 40.0)),
+        strategy.clone(),
+    ));
+    assert_eq!(step.decision.action, Action::Continue);
+    assert_eq!(split(&step), vec![70, 30]);
+    let promote = assess(ab(
+        5,
+        version("a", 50, 5, (2000.0, 10.0, 100.0)),
+        version("b", 50, 5, (2000.0, 10.0, 100.0)),
+        strategy,
+    ));
+    assert_eq!(promote.decision.action, Action::Promote);
+}
+
+#[test]
+fn fixed_thresholds_rolls_back_after_max_failed_checks() {
+    // 2 % errors in every interval: five failed checks with the default limit.
+    let response = assess(ab(
+        5,
+        version("a", 80, 5, (3200.0, 16.0, 160.0)),
+        version("b", 20, 5, (800.0, 16.0, 40.0)),
+        json!({"algorithm": "fixed_thresholds"}),
+    ));
+    assert_eq!(response.decision.action, Action::Rollback);
+    assert!(
+        response
+            .decision
+            .reason
+            .contains("failed 5 interval checks")
+    );
+}
+
+/// Per-interval counters that vary a little, so the Mann-Whitney test has spread to work on.
+fn noisy_version(name: &str, weight: u32, intervals: u32, errors: f64, conversions: f64) -> Value {
+    let mut cumulative = (0.0, 0.0, 0.0);
+    let mut history = Vec::new();
+    for k in 1..=intervals {
+        let wobble = f64::from(k % 5) - 2.0;
+        cumulative.0 += 400.0;
+        cumulative.1 += errors + wobble.abs();
+        cumulative.2 += conversions + wobble;
+        if k < intervals {
+            history.push(json!({"iteration": k, "weight": weight,
+                                "metrics": counters(cumulative.0, cumulative.1, cumulative.2)}));
+        }
+    }
+    json!({"name": name, "weight": weight,
+           "metrics": counters(cumulative.0, cumulative.1, cumulative.2), "history": history})
+}
+
+#[test]
+fn mann_whitney_promotes_a_candidate_that_is_not_worse_after_its_lifetime() {
+    let response = assess(json!({
+        "kind": "ab", "iteration": 24, "minIterations": 24,
+        "versions": [noisy_version("a", 90, 24, 2.0, 20.0), noisy_version("b", 10, 24, 2.0, 22.0)],
+        "ratios": ratios(), "criteria": criteria(),
+        "strategy": {"algorithm": "mann_whitney"}
+    }));
+    assert_eq!(
+        response.decision.action,
+        Action::Promote,
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn mann_whitney_removes_a_candidate_whose_errors_shift_up_in_the_first_run() {
+    let response = assess(json!({
+        "kind": "ab", "iteration": 12, "minIterations": 24,
+        "versions": [noisy_version("a", 90, 12, 2.0, 20.0), noisy_version("b", 10, 12, 12.0, 20.0)],
+        "ratios": ratios(), "criteria": criteria(),
+        "strategy": {"algorithm": "mann_whitney"}
+    }));
+    assert_eq!(
+        response.decision.action,
+        Action::Rollback,
+        "{}",
+        response.decision.reason
+    );
+}
