@@ -355,8 +355,7 @@ pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// The error rate of the anytime-valid tests of `safe`: the chance of promoting a version
-    /// that is not better, or of removing one that meets its criteria, however often the
-    /// experiment is assessed.
+    /// that is not better than the baseline, however often the experiment is assessed.
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.0001, max = 0.5))]
     pub alpha: f64,
