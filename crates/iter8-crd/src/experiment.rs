@@ -120,6 +120,10 @@ pub struct ExperimentSpec {
     /// A person's instruction that overrides the analytics: pause, resume or terminate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual_override: Option<ManualOverride>,
+    /// The load generator of local mode (`iter8 run`), which sends traffic to each version's
+    /// `url`; the controller ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
 }
 
 /// One version of the service under test.
@@ -138,6 +142,88 @@ pub struct VersionSpec {
     /// The version's URL, for local mode (the CLI sends its load there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// Local mode's load generator: how the `iter8` CLI sends requests to the versions' URLs.
+/// Used by `iter8 run` only; the controller ignores it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSpec {
+    /// Requests in flight at once, over all versions (default 8).
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub concurrency: u32,
+    /// Requests per second over all versions; as fast as the versions answer when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Requests per iteration: an iteration ends once this many are answered, instead of
+    /// after `duration.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_iteration: Option<u64>,
+    /// The HTTP method (default `GET`).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Headers sent with every request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The request body, sent as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Per-request timeout, e.g. `2s` or `500ms` (default `5s`); a timeout counts as an error.
+    #[serde(default = "default_request_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+    /// What makes a response a conversion; no conversions are counted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<ConversionSpec>,
+    /// Upper bounds of the `latency` histogram's buckets, in milliseconds, increasing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_buckets_ms: Option<Vec<f64>>,
+    /// Seed of the generator that routes requests by weight.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_concurrency() -> u32 {
+    8
+}
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_request_timeout() -> String {
+    "5s".into()
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            rate: None,
+            requests_per_iteration: None,
+            method: default_method(),
+            headers: BTreeMap::new(),
+            body: None,
+            timeout: default_request_timeout(),
+            conversion: None,
+            latency_buckets_ms: None,
+            seed: 0,
+        }
+    }
+}
+
+/// How local mode recognises a conversion in a successful response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversionSpec {
+    /// A response header whose presence (with a value other than `0` or `false`) is a
+    /// conversion, e.g. `x-conversion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A top-level field of a JSON response body that is `true` (or a non-zero number) for a
+    /// conversion, e.g. `conversion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_field: Option<String>,
 }
 
 /// A router backend: a Service (Gateway API backendRef, or Istio destination host).
