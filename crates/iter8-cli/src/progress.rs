@@ -1,0 +1,156 @@
+//! The live progress display: on a terminal, a status line redrawn while an iteration runs
+//! and a table after each; otherwise one plain log line per iteration.
+
+use std::io::{IsTerminal, Write};
+
+use crate::record::IterationRecord;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A terminal: redrawn status line and tables.
+    Terminal,
+    /// Plain log lines (stdout is a file or a pipe).
+    Plain,
+    /// Nothing.
+    Quiet,
+}
+
+/// Writes progress to stdout.
+#[derive(Debug)]
+pub struct Progress {
+    mode: Mode,
+    live: bool,
+}
+
+impl Progress {
+    /// Terminal mode when stdout is a terminal, plain otherwise.
+    pub fn detect() -> Self {
+        Self::new(if std::io::stdout().is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        })
+    }
+
+    /// Progress in the given mode.
+    pub fn new(mode: Mode) -> Self {
+        Self { mode, live: false }
+    }
+
+    /// A one-off message (start, end).
+    pub fn say(&mut self, line: &str) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        self.clear_live();
+        println!("{line}");
+    }
+
+    /// The status line while iteration `iteration` runs.
+    pub fn tick(&mut self, iteration: u32, max: u32, completed: u64, elapsed_s: f64) {
+        if self.mode != Mode::Terminal {
+            return;
+        }
+        let rate = if elapsed_s > 0.0 {
+            completed as f64 / elapsed_s
+        } else {
+            0.0
+        };
+        print!(
+            "\r\x1b[2K  iteration {iteration}/{max} running: {completed} requests, {rate:.0} req/s, {elapsed_s:.1}s"
+        );
+        // A failed flush of the status line is not worth stopping the run for.
+        let _ = std::io::stdout().flush();
+        self.live = true;
+    }
+
+    /// The result of an iteration.
+    pub fn iteration(&mut self, names: &[&str], record: &IterationRecord, max: u32) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => println!("{}", plain_line(names, record)),
+            Mode::Terminal => {
+                self.clear_live();
+                println!("{}", table(names, record, max));
+            }
+        }
+    }
+
+    fn clear_live(&mut self) {
+        if self.live {
+            print!("\r\x1b[2K");
+            self.live = false;
+        }
+    }
+}
+
+/// One log line: iteration, weights, requests, errors, decision.
+pub fn plain_line(names: &[&str], r: &IterationRecord) -> String {
+    let weights = iter8_crd_summary(names, &r.weights);
+    let requests: u64 = r.load.iter().map(|l| l.requests).sum();
+    let errors: u64 = r.load.iter().map(|l| l.errors).sum();
+    let winner = r
+        .response
+        .winner
+        .as_ref()
+        .map(|w| format!(" winner={}({:.3})", w.version, w.probability))
+        .unwrap_or_default();
+    format!(
+        "iteration={} elapsed={:.1}s weights={weights} requests={requests} errors={errors} decision={}{winner}",
+        r.iteration,
+        r.elapsed_ms as f64 / 1000.0,
+        r.response.decision
+    )
+}
+
+fn iter8_crd_summary(names: &[&str], weights: &[u32]) -> String {
+    names
+        .iter()
+        .zip(weights)
+        .map(|(n, w)| format!("{n}={w}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A small table of the iteration: per version weight, load numbers and win probability.
+pub fn table(names: &[&str], r: &IterationRecord, max: u32) -> String {
+    let mut out = format!(
+        "iteration {}/{max} at {:.1}s: {}\n",
+        r.iteration,
+        r.elapsed_ms as f64 / 1000.0,
+        r.response.decision
+    );
+    out.push_str(&format!(
+        "  {:<14} {:>6} {:>9} {:>7} {:>8} {:>8} {:>7} {:>7}\n",
+        "version", "weight", "requests", "errors", "mean ms", "p95 ms", "conv", "P(win)"
+    ));
+    for (i, name) in names.iter().enumerate() {
+        let load = r.load.get(i);
+        let pct = |n: u64| {
+            load.filter(|l| l.requests > 0).map_or_else(
+                || "-".into(),
+                |l| format!("{:.1}%", 100.0 * n as f64 / l.requests as f64),
+            )
+        };
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+        let win = r
+            .response
+            .versions
+            .get(i)
+            .map_or_else(|| "-".into(), |v| format!("{:.3}", v.win_probability));
+        out.push_str(&format!(
+            "  {:<14} {:>5}% {:>9} {:>7} {:>8} {:>8} {:>7} {:>7}\n",
+            name,
+            r.weights.get(i).copied().unwrap_or(0),
+            load.map_or(0, |l| l.requests),
+            pct(load.map_or(0, |l| l.errors)),
+            ms(load.and_then(|l| l.mean_latency_ms)),
+            ms(load.and_then(|l| l.p95_latency_ms)),
+            pct(load.map_or(0, |l| l.conversions)),
+            win,
+        ));
+    }
+    out.pop();
+    out
+}
