@@ -8,6 +8,7 @@
 //! keeps its evidence for as long as the data does not change.
 
 use statrs::function::beta::ln_beta;
+use statrs::function::erf::erfc;
 
 /// Where a quantity stands against a limit, as far as an anytime-valid test can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,15 +93,33 @@ pub fn msprt_log_evidence(delta: f64, variance: f64, tau2: f64) -> f64 {
     0.5 * (variance / s).ln() + tau2 * delta * delta / (2.0 * variance * s)
 }
 
-/// Tests a difference against zero with the mSPRT: shown above or below zero once the
-/// mixture statistic crosses `1/alpha`.
+/// The log of the one-sided mSPRT statistic for "the difference is above zero": the mixture
+/// over the half-normal N(0, `tau2`) restricted to positive effects. It equals twice the
+/// two-sided statistic times the posterior probability of a positive effect,
+/// `2 Lambda Phi(m / s)` with `m = tau2 delta / (V + tau2)` and `s^2 = V tau2 / (V + tau2)`,
+/// and is a supermartingale whenever the true difference is at most zero.
+pub fn msprt_one_sided_log_evidence(delta: f64, variance: f64, tau2: f64) -> f64 {
+    if !(variance > 0.0 && tau2 > 0.0) {
+        return 0.0;
+    }
+    let s = variance + tau2;
+    let m = tau2 * delta / s;
+    let sd = (variance * tau2 / s).sqrt();
+    let positive = 0.5 * erfc(-m / sd / std::f64::consts::SQRT_2);
+    std::f64::consts::LN_2 + msprt_log_evidence(delta, variance, tau2) + positive.max(1e-300).ln()
+}
+
+/// Tests a difference against zero with two one-sided mSPRTs, each at level `alpha`: shown
+/// above zero once the statistic for positive effects crosses `1/alpha`, below zero once the
+/// statistic for negative effects does.
 pub fn difference_vs_zero(delta: f64, variance: f64, tau2: f64, alpha: f64) -> Side {
-    if msprt_log_evidence(delta, variance, tau2) < (1.0 / alpha).ln() {
-        Side::Unknown
-    } else if delta > 0.0 {
+    let bound = (1.0 / alpha).ln();
+    if msprt_one_sided_log_evidence(delta, variance, tau2) >= bound {
         Side::Above
-    } else {
+    } else if msprt_one_sided_log_evidence(-delta, variance, tau2) >= bound {
         Side::Below
+    } else {
+        Side::Unknown
     }
 }
 
@@ -178,6 +197,19 @@ mod tests {
         assert_abs_diff_eq!(
             msprt_log_evidence(2.0, 1.0, 1.0),
             0.5 * 0.5f64.ln() + 1.0,
+            epsilon = 1e-12
+        );
+        // A clearly positive effect: nearly all the posterior mass is positive, so the
+        // one-sided statistic is twice the two-sided one.
+        assert_abs_diff_eq!(
+            msprt_one_sided_log_evidence(0.01, 1e-6, 1e-5),
+            std::f64::consts::LN_2 + msprt_log_evidence(0.01, 1e-6, 1e-5),
+            epsilon = 1e-9
+        );
+        // No effect: half the mass is positive, so it equals the two-sided statistic.
+        assert_abs_diff_eq!(
+            msprt_one_sided_log_evidence(0.0, 1e-6, 1e-5),
+            msprt_log_evidence(0.0, 1e-6, 1e-5),
             epsilon = 1e-12
         );
         assert_eq!(difference_vs_zero(0.01, 1e-6, 1e-5, 0.05), Side::Above);

@@ -5,19 +5,25 @@
 //!   joint draws (top-two Thompson sampling with beta = 1/2, which keeps sampling the
 //!   challenger that plain Thompson sampling starves). Then limits: a candidate is capped at
 //!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations and P(meets all
-//!   criteria) >= [`ENOUGH_FEASIBLE`]; no candidate exceeds `maxCandidateWeight`; the
+//!   criteria) >= [`ENOUGH_FEASIBLE`], and below that probability the cap shrinks in
+//!   proportion (down to the exploration floor); no candidate exceeds `maxCandidateWeight`; the
 //!   baseline keeps [`BASELINE_FLOOR`] and every live version [`EXPLORATION_FLOOR`].
 //!   `maxCandidateWeightIncrement` does not apply: the evidence-based cap replaces it.
 //! * **Removal.** A version shown by an anytime-valid test to break a criterion gets no
 //!   more traffic. Its cumulative data then stops changing, so the test keeps rejecting on
 //!   every later request: removal is for good, although the service keeps no state.
+//! * **Suspension.** A candidate that fails its criteria with posterior probability at least
+//!   `winnerProbability` (on at least [`MIN_SAMPLES_TO_SUSPEND`] observations) also gets no
+//!   more traffic. This needs no proof: stopping a doubtful version errs on the safe side.
 //! * **Promotion** needs all of: P(best feasible) and P(meets all criteria) at least
 //!   `winnerProbability`; every criterion shown met by its confidence sequence; the reward
-//!   shown better than the baseline's by the mSPRT at `alpha`; no earlier than
+//!   shown better than the baseline's by the one-sided mSPRT at `alpha`; no earlier than
 //!   `minIterations`; and clean data (no counter reset, sample-ratio mismatch or stale data).
-//! * **Rollback** only when every candidate is shown to break a criterion or shown worse than
-//!   the baseline. Otherwise the experiment continues, and ends inconclusive on the baseline
-//!   at `maxIterations`.
+//!   Because promotion needs the anytime-valid confirmation, assessing every iteration keeps
+//!   the chance of promoting a candidate that is not better at or below `alpha`.
+//! * **Rollback** when every candidate is removed, suspended, or shown worse than the
+//!   baseline by the mSPRT. Otherwise the experiment continues, and ends inconclusive on the
+//!   baseline at `maxIterations`.
 
 use iter8_api::{Action, Decision, Winner};
 
@@ -60,13 +66,15 @@ impl Strategy for Safe {
             } else if guards.broken(v) || likely_failing(ctx, v) {
                 shares[v] = 0.0;
             } else {
-                let proven = samples(ctx, v) >= ENOUGH_SAMPLES
-                    && ctx.draws.all_criteria[v] >= ENOUGH_FEASIBLE;
+                let feasible = ctx.draws.all_criteria[v];
+                let proven = samples(ctx, v) >= ENOUGH_SAMPLES && feasible >= ENOUGH_FEASIBLE;
                 lower[v] = EXPLORATION_FLOOR.min(max_candidate);
                 upper[v] = if proven {
                     max_candidate
                 } else {
-                    NEW_CANDIDATE_CAP.min(max_candidate)
+                    // A doubtful candidate gets less than a promising one.
+                    let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
+                    (NEW_CANDIDATE_CAP * doubt).clamp(lower[v], max_candidate)
                 };
             }
         }
@@ -112,20 +120,20 @@ impl Strategy for Safe {
             .map(|v| {
                 if guards.broken(v) {
                     Some(format!(
-                        "{} breaks {}",
+                        "{} breaks {} (anytime-valid test at alpha {alpha})",
                         names[v],
                         broken_list(ctx, &guards, v)
                     ))
                 } else if likely_failing(ctx, v) {
                     Some(format!(
-                        "{} fails its criteria with probability {:.3} (weakest: {})",
+                        "{} fails its criteria with posterior probability {:.3} (weakest: {})",
                         names[v],
                         1.0 - ctx.draws.all_criteria[v],
                         ctx.weakest_criterion(v)
                     ))
                 } else if guards.reward[v] == Side::Below {
                     Some(format!(
-                        "{} is worse than the baseline {}",
+                        "{} is worse than the baseline {} (mSPRT at alpha {alpha})",
                         names[v], names[0]
                     ))
                 } else {
@@ -137,14 +145,10 @@ impl Strategy for Safe {
         if candidates.clone().all(|v| out[v].is_some()) {
             let details: Vec<&str> = candidates.filter_map(|v| out[v].as_deref()).collect();
             let reason = if n == 1 {
-                format!(
-                    "{} (anytime-valid test at alpha {alpha})",
-                    details.join("; ")
-                )
+                details.join("; ")
             } else {
                 format!(
-                    "every candidate is out (anytime-valid tests at alpha {alpha}): {}; traffic \
-                     goes back to the baseline {}",
+                    "every candidate is out: {}; traffic goes back to the baseline {}",
                     details.join("; "),
                     names[0]
                 )
@@ -209,7 +213,11 @@ impl Strategy for Safe {
             );
             return verdict(Action::Promote, Some(names[pick].to_string()), reason);
         }
-        let why = format!("{} leads; {}{removed}", names[pick], missing.join("; "));
+        let why = if n > 1 && pick == 0 {
+            format!("{}{removed}", missing.join("; "))
+        } else {
+            format!("{} leads; {}{removed}", names[pick], missing.join("; "))
+        };
         if last {
             verdict(
                 Action::Inconclusive,
@@ -224,8 +232,8 @@ impl Strategy for Safe {
 
 /// Whether a candidate with data fails its criteria with posterior probability at least
 /// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it gets no
-/// more traffic. Rolling back needs less proof than
-/// promoting, because the baseline is the version known to be safe.
+/// more traffic. Rolling back needs less proof than promoting, because the baseline is the
+/// version known to be safe.
 fn likely_failing(ctx: &Context<'_>, v: usize) -> bool {
     v > 0
         && samples(ctx, v) >= MIN_SAMPLES_TO_SUSPEND
