@@ -29,6 +29,9 @@ struct Args {
     /// Strategies to run (comma separated wire names); the compared set by default.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
+    /// Print every iteration of this many replicates per cell instead of the table.
+    #[arg(long)]
+    trace: Option<usize>,
 }
 
 /// The strategies the benchmark compares by default.
@@ -61,6 +64,21 @@ fn main() {
         })
         .map(|(i, &a)| (i, Policy::for_algorithm(a, args.draws)))
         .collect();
+    if let Some(count) = args.trace {
+        for (si, s) in &scenarios {
+            for (pi, p) in &policies {
+                for r in 0..count {
+                    let seed = iter8_sim::report::replicate_seed(args.seed, *si, *pi, r);
+                    let o = iter8_sim::run::simulate_traced(s, p, seed, true);
+                    println!("{} {} replicate {r}:", s.id, p.algorithm.name());
+                    for line in o.trace {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        return;
+    }
     let started = Instant::now();
     let summaries = run_all(
         &scenarios,

@@ -73,6 +73,8 @@ pub struct Outcome {
     pub lost_conversions: f64,
     /// The decision reason of the last response.
     pub reason: String,
+    /// Per iteration, the split in force and the engine's answer (only when traced).
+    pub trace: Vec<String>,
 }
 
 /// Cumulative observations of one version.
@@ -140,6 +142,11 @@ pub fn initial_split(versions: usize) -> Vec<u32> {
 
 /// Runs one experiment with a seeded generator.
 pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
+    simulate_traced(scenario, policy, seed, false)
+}
+
+/// Runs one experiment, recording every iteration's split and answer when `trace` is set.
+pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: bool) -> Outcome {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let n = scenario.versions.len();
     let samplers: Vec<_> = scenario
@@ -163,6 +170,7 @@ pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
         bad_requests: 0.0,
         lost_conversions: 0.0,
         reason: String::new(),
+        trace: Vec::new(),
     };
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
@@ -213,6 +221,12 @@ pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
             });
         }
         outcome.reason = response.decision.reason.clone();
+        if trace {
+            outcome.trace.push(format!(
+                "{iteration:>2} {split:?} -> {}: {}",
+                response.decision, response.decision.reason
+            ));
+        }
         let chosen = match response.decision.action {
             Action::Continue => {
                 split = response.split.iter().map(|w| w.weight).collect();
