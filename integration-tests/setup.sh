@@ -10,7 +10,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 # Debian packages the tests need. Add to this list (e.g. prometheus).
-APT_PACKAGES=(prometheus)
+APT_PACKAGES=(prometheus chromium)
 
 install_apt_packages() {
   local missing=() p

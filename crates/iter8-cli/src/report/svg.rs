@@ -23,13 +23,16 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 36.0;
 
+/// A point of a line chart: `(x, value, optional (lower, upper) interval)`.
+pub type Point = (f64, f64, Option<(f64, f64)>);
+
 /// One line of a line chart: a value (and optionally an interval) per x.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// The legend label.
     pub label: String,
-    /// Points `(x, value, interval)`; missing values are skipped.
-    pub points: Vec<(f64, f64, Option<(f64, f64)>)>,
+    /// The points; non-finite values are skipped.
+    pub points: Vec<Point>,
 }
 
 /// Escapes text for HTML and SVG.

@@ -1,0 +1,91 @@
+//! The `iter8` binary: errors name the file, line and field; `assess` prints a table and the
+//! decision; `report` renders a saved run.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn iter8(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iter8"))
+        .args(args)
+        .output()
+        .expect("the iter8 binary runs")
+}
+
+fn example_request() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/assessment-request.json")
+}
+
+#[test]
+fn a_version_without_url_fails_with_the_line_and_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("exp.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: iter8.tools/v3alpha1\nkind: Experiment\nspec:\n  kind: canary\n  versions:\n  - name: v1\n    url: http://127.0.0.1:1/\n  - name: v2\n",
+    )
+    .expect("write file");
+    let out = iter8(&["run", "-f", file.to_str().expect("utf-8 path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exp.yaml:8: spec.versions[1].url: version \"v2\" has no url"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_field_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("exp.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: iter8.tools/v3alpha1\nkind: Experiment\nspec:\n  versions:\n  - name: v1\n    url: http://127.0.0.1:1/\n",
+    )
+    .expect("write file");
+    let out = iter8(&["run", "-f", file.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exp.yaml:4: spec: missing field `kind`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn assess_prints_the_versions_and_the_decision() {
+    let example = example_request();
+    let out = iter8(&["assess", "-f", example.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for v in ["reviews-v1", "reviews-v2", "reviews-v3", "P(win)"] {
+        assert!(stdout.contains(v), "{v} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("decision: promote reviews-v2"), "{stdout}");
+
+    let out = iter8(&[
+        "assess",
+        "-f",
+        example.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["decision"]["version"], "reviews-v2");
+}
+
+#[test]
+fn assess_names_the_field_of_a_malformed_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("req.json");
+    std::fs::write(
+        &file,
+        r#"{"kind": "abn", "iteration": "two", "versions": []}"#,
+    )
+    .expect("write file");
+    let out = iter8(&["assess", "-f", file.to_str().expect("utf-8 path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("iteration"), "{stderr}");
+}
