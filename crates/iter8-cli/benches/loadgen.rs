@@ -1,2 +1,163 @@
-//! Placeholder.
-fn main() {}
+//! The load generator against wrk on the same loopback target: a trivial axum handler.
+//!
+//! ```sh
+//! cargo bench -p iter8-cli --bench loadgen -- [--seconds 5] [--runs 5] [--connections 64]
+//! ```
+//!
+//! The target runs on one Tokio worker thread; the generator runs on one worker thread and
+//! wrk (when it is on PATH) with one thread (`-t1`), each with the same number of
+//! connections. Prints every run and the medians, and checks that the generator's latency
+//! histogram accounts for every answer.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iter8_cli::load::{Conversion, LoadConfig, LoadGenerator};
+use iter8_cli::stats::DEFAULT_BUCKETS_MS;
+
+struct Options {
+    seconds: u64,
+    runs: usize,
+    connections: u32,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        seconds: 5,
+        runs: 5,
+        connections: 64,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Some(v) = value("--seconds") {
+        o.seconds = v;
+    }
+    if let Some(v) = value("--runs") {
+        o.runs = v as usize;
+    }
+    if let Some(v) = value("--connections") {
+        o.connections = v as u32;
+    }
+    o
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+fn main() {
+    let o = options();
+    // The target: "ok" on every path, on its own single-threaded runtime.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("target runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            addr_tx
+                .send(listener.local_addr().expect("address"))
+                .expect("send address");
+            let app = axum::Router::new().fallback(|| async { "ok" });
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    let addr = addr_rx.recv().expect("target address");
+    let url = format!("http://{addr}/");
+    println!(
+        "target {url}; {} runs of {} s, {} connections",
+        o.runs, o.seconds, o.connections
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("generator runtime");
+    let mut ours = Vec::new();
+    for run in 1..=o.runs {
+        let config = LoadConfig {
+            urls: vec![url.parse().expect("url")],
+            concurrency: o.connections,
+            rate: None,
+            method: hyper::Method::GET,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            timeout: Duration::from_secs(5),
+            conversion: Conversion::default(),
+            buckets_ms: DEFAULT_BUCKETS_MS.to_vec(),
+            seed: 1,
+            counted: false,
+        };
+        let (rps, stats) = rt.block_on(async {
+            let generator = LoadGenerator::start(config, &[100]).expect("start");
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(o.seconds)).await;
+            let stats = generator.snapshot();
+            let elapsed = started.elapsed().as_secs_f64();
+            generator.stop().await;
+            (stats[0].answered() as f64 / elapsed, stats[0].clone())
+        });
+        assert_eq!(stats.errors, 0, "errors against a trivial handler");
+        assert_eq!(
+            stats.bucket_counts.iter().sum::<u64>(),
+            stats.requests,
+            "every answer is in the latency histogram"
+        );
+        println!(
+            "iter8 run {run}: {rps:.0} req/s, mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+            stats.mean_latency_ms().unwrap_or(f64::NAN),
+            stats.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
+            stats.latency_quantile_ms(0.99).unwrap_or(f64::NAN)
+        );
+        ours.push(rps);
+    }
+    let ours = median(ours);
+    println!("iter8 load generator median: {ours:.0} req/s");
+
+    let mut theirs = Vec::new();
+    for run in 1..=o.runs {
+        let out = Command::new("wrk")
+            .args([
+                "-t1",
+                &format!("-c{}", o.connections),
+                &format!("-d{}s", o.seconds),
+                &url,
+            ])
+            .output();
+        let Ok(out) = out else {
+            println!("wrk is not installed (Debian package wrk): no comparison");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        match rps {
+            Some(rps) => {
+                println!("wrk run {run}: {rps:.0} req/s");
+                theirs.push(rps);
+            }
+            None => println!("wrk run {run}: no rate in its output:\n{text}"),
+        }
+    }
+    let theirs = median(theirs);
+    println!("wrk median: {theirs:.0} req/s");
+    println!("iter8 / wrk: {:.0} %", 100.0 * ours / theirs);
+}

@@ -89,3 +89,12 @@ fn assess_names_the_field_of_a_malformed_request() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("iteration"), "{stderr}");
 }
+
+#[test]
+fn the_documented_example_experiment_is_valid() {
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/local-canary.yaml");
+    let experiment = iter8_cli::spec::load_file(&file).expect("the example parses");
+    assert_eq!(experiment.name, "checkout-canary");
+    assert_eq!(experiment.load.requests_per_iteration, Some(1000));
+}
