@@ -77,7 +77,41 @@ async fn the_demo_names_the_winner_and_its_report_renders_in_chromium() {
     assert!(line.starts_with("winner: v2 "), "{line}");
     assert!(outcome.json.exists() && outcome.html.exists());
 
+    // `iter8 report` renders the saved run again, as text and as the same HTML page.
+    let report = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_iter8"))
+            .arg("report")
+            .arg("-f")
+            .arg(&outcome.json)
+            .args(args)
+            .output()
+            .expect("iter8 report runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = report(&[]);
+    assert!(text.contains("decision: promote v2"), "{text}");
+    assert!(text.contains("\nwinner: v2 "), "{text}");
+    let again = dir.path().join("again.html");
+    report(&[
+        "--format",
+        "html",
+        "-o",
+        again.to_str().expect("utf-8 path"),
+    ]);
+    let rendered = std::fs::read_to_string(&again).expect("report written");
     let html = std::fs::read_to_string(&outcome.html).expect("report written");
+    // Floats come back from JSON up to their last digit: compare the structure.
+    assert_eq!(
+        rendered.matches("<svg id=").count(),
+        html.matches("<svg id=").count(),
+        "the saved run renders the same charts"
+    );
+    assert!(rendered.contains("promote v2"));
     for external in ["http://", "https://", "<script src", "@import", "url("] {
         let outside_svg_namespace = html.replace("http://www.w3.org/2000/svg", "");
         assert!(
