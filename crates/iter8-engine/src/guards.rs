@@ -6,8 +6,10 @@
 //! * Quantile limits use the exceedance count at a bucket bound: "p95 <= T" is exactly
 //!   "P(value > T) <= 5 %" when `T` is a bound. When it is not, the nearest bound above `T`
 //!   can show a violation and the nearest bound below can show compliance.
-//! * Means use the asymptotic confidence sequence, once their spread is estimated (a sum of
-//!   squares, or at least five batch means from the history).
+//! * Means use the asymptotic confidence sequence. Their spread comes from the sum of squares
+//!   or from at least five batch means in the history; with less, the standard deviation is
+//!   taken to be at least the mean (a coefficient of variation of 1 or more, conservative for
+//!   typical latencies; the model warns when it has to assume the spread).
 //! * Limits relative to the baseline, and the reward against the baseline, use the mSPRT.
 //!
 //! All statistics are cumulative, so once a version is shown to break a criterion and loses
@@ -166,9 +168,14 @@ fn absolute(
             quantile_vs_limit(&h.buckets, q.fraction(), limit, alpha)
         }
         (Some(Observation::Mean(m)), _) => match &model.posteriors[v][t] {
-            Some(Posterior::Mean(p)) if spread_is_estimated(version, target, m) => {
-                let sd = p.std_error() * m.count.sqrt();
-                from_side(mean_vs_limit(m.sum / m.count, sd, m.count, limit, alpha))
+            Some(Posterior::Mean(p)) => {
+                let mean = m.sum / m.count;
+                let mut sd = p.std_error() * m.count.sqrt();
+                if !spread_is_estimated(version, target, m) {
+                    // Too little history to trust an estimate: a spread at least the mean.
+                    sd = sd.max(mean.abs());
+                }
+                from_side(mean_vs_limit(mean, sd, m.count, limit, alpha))
             }
             _ => LimitSide::Unknown,
         },

@@ -253,3 +253,26 @@ fn mann_whitney_removes_a_candidate_whose_errors_shift_up_in_the_first_run() {
         response.decision.reason
     );
 }
+
+#[test]
+fn safe_passes_a_performance_test_whose_mean_has_no_spread_data_on_a_conservative_spread() {
+    // No sum of squares and no history: the spread is taken as at least the mean.
+    let run = |mean: f64| {
+        assess(json!({
+            "kind": "performanceTest", "iteration": 1,
+            "versions": [{"name": "svc", "weight": 100, "metrics": {
+                "latency": {"mean": {"sum": mean * 10_000.0, "count": 10_000.0}}}}],
+            "criteria": {"objectives": [{"metric": "latency", "upperLimit": 500}]}
+        }))
+    };
+    let pass = run(200.0);
+    assert_eq!(
+        pass.decision.action,
+        Action::Promote,
+        "{}",
+        pass.decision.reason
+    );
+    assert!(pass.decision.reason.contains("meets all criteria"));
+    // 495 against 500 is within the confidence sequence's half-width (about 15 here).
+    assert_eq!(run(495.0).decision.action, Action::Continue);
+}

@@ -201,16 +201,19 @@ impl Strategy for Safe {
             format!("; out: {}", removed.join("; "))
         };
         if missing.is_empty() {
-            let reason = format!(
-                "{} is the best version meeting all criteria with probability {p_best:.3}; \
-                 every criterion is shown met{} by anytime-valid tests at alpha {alpha}{removed}",
-                names[pick],
-                if n > 1 && ctx.model.reward.is_some() {
-                    " and it is shown better than the baseline"
-                } else {
-                    ""
-                }
-            );
+            let claim = match ctx.model.reward {
+                Some((t, _)) if n > 1 => format!(
+                    "{} is the best version meeting all criteria with probability {p_best:.3}; \
+                     every criterion is shown met and it is shown to beat the baseline on {}",
+                    names[pick], ctx.model.targets[t]
+                ),
+                _ => format!(
+                    "{} meets all criteria with probability {p_feasible:.3}; every criterion is \
+                     shown met",
+                    names[pick]
+                ),
+            };
+            let reason = format!("{claim} (anytime-valid tests at alpha {alpha}){removed}");
             return verdict(Action::Promote, Some(names[pick].to_string()), reason);
         }
         let why = if n > 1 && pick == 0 {
