@@ -281,7 +281,11 @@ async fn worker(shared: Arc<Shared>, index: u32, concurrency: u32) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pick(draw);
         let Some(version) = version else {
-            // No version has traffic: nothing to send until the split changes.
+            // No version has traffic: nothing to send until the split changes; the request
+            // handed out goes back for later.
+            if shared.config.counted {
+                shared.permits.add_permits(1);
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
