@@ -57,6 +57,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs benches without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("loadgen bench: skipped (run it with cargo bench)");
+        return;
+    }
     let o = options();
     // The target: "ok" on every path, on its own single-threaded runtime.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -89,75 +94,101 @@ fn main() {
         .enable_all()
         .build()
         .expect("generator runtime");
-    let mut ours = Vec::new();
+    let wrk = Command::new("wrk").arg("--version").output().is_ok();
+    if !wrk {
+        println!("wrk is not installed (Debian package wrk): no comparison");
+    }
+    // Runs alternate, so that load from elsewhere on the machine falls on both alike.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for run in 1..=o.runs {
-        let config = LoadConfig {
-            urls: vec![url.parse().expect("url")],
-            concurrency: o.connections,
-            rate: None,
-            method: hyper::Method::GET,
-            headers: Vec::new(),
-            body: Bytes::new(),
-            timeout: Duration::from_secs(5),
-            conversion: Conversion::default(),
-            buckets_ms: DEFAULT_BUCKETS_MS.to_vec(),
-            seed: 1,
-            counted: false,
-        };
-        let (rps, stats) = rt.block_on(async {
-            let generator = LoadGenerator::start(config, &[100]).expect("start");
-            let started = Instant::now();
-            tokio::time::sleep(Duration::from_secs(o.seconds)).await;
-            let stats = generator.snapshot();
-            let elapsed = started.elapsed().as_secs_f64();
-            generator.stop().await;
-            (stats[0].answered() as f64 / elapsed, stats[0].clone())
-        });
-        assert_eq!(stats.errors, 0, "errors against a trivial handler");
-        assert_eq!(
-            stats.bucket_counts.iter().sum::<u64>(),
-            stats.requests,
-            "every answer is in the latency histogram"
-        );
-        println!(
-            "iter8 run {run}: {rps:.0} req/s, mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
-            stats.mean_latency_ms().unwrap_or(f64::NAN),
-            stats.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
-            stats.latency_quantile_ms(0.99).unwrap_or(f64::NAN)
-        );
-        ours.push(rps);
+        ours.push(run_ours(&rt, &url, &o, run));
+        if wrk && let Some(rps) = run_wrk(&url, &o, run) {
+            theirs.push(rps);
+        }
     }
     let ours = median(ours);
     println!("iter8 load generator median: {ours:.0} req/s");
-
-    let mut theirs = Vec::new();
-    for run in 1..=o.runs {
-        let out = Command::new("wrk")
-            .args([
-                "-t1",
-                &format!("-c{}", o.connections),
-                &format!("-d{}s", o.seconds),
-                &url,
-            ])
-            .output();
-        let Ok(out) = out else {
-            println!("wrk is not installed (Debian package wrk): no comparison");
-            return;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rps = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Requests/sec:"))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        match rps {
-            Some(rps) => {
-                println!("wrk run {run}: {rps:.0} req/s");
-                theirs.push(rps);
-            }
-            None => println!("wrk run {run}: no rate in its output:\n{text}"),
-        }
+    if theirs.is_empty() {
+        return;
     }
     let theirs = median(theirs);
     println!("wrk median: {theirs:.0} req/s");
     println!("iter8 / wrk: {:.0} %", 100.0 * ours / theirs);
+}
+
+/// One run of the load generator; prints it and returns its answers per second.
+fn run_ours(rt: &tokio::runtime::Runtime, url: &str, o: &Options, run: usize) -> f64 {
+    let config = LoadConfig {
+        urls: vec![url.parse().expect("url")],
+        concurrency: o.connections,
+        rate: None,
+        method: hyper::Method::GET,
+        headers: Vec::new(),
+        body: Bytes::new(),
+        timeout: Duration::from_secs(5),
+        conversion: Conversion::default(),
+        // 0.1 ms steps up to 5 ms, so that sub-millisecond quantiles compare with wrk's.
+        buckets_ms: (1..50)
+            .map(|i| f64::from(i) / 10.0)
+            .chain(DEFAULT_BUCKETS_MS.iter().copied().filter(|&b| b >= 5.0))
+            .collect(),
+        seed: 1,
+        counted: false,
+    };
+    let (rps, stats) = rt.block_on(async {
+        let generator = LoadGenerator::start(config, &[100]).expect("start");
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(o.seconds)).await;
+        let stats = generator.snapshot();
+        let elapsed = started.elapsed().as_secs_f64();
+        generator.stop().await;
+        (stats[0].answered() as f64 / elapsed, stats[0].clone())
+    });
+    assert_eq!(stats.errors, 0, "errors against a trivial handler");
+    assert_eq!(
+        stats.bucket_counts.iter().sum::<u64>(),
+        stats.requests,
+        "every answer is in the latency histogram"
+    );
+    println!(
+        "iter8 run {run}: {rps:.0} req/s, mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+        stats.mean_latency_ms().unwrap_or(f64::NAN),
+        stats.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
+        stats.latency_quantile_ms(0.99).unwrap_or(f64::NAN)
+    );
+    rps
+}
+
+/// One run of wrk; prints it and returns its requests per second.
+fn run_wrk(url: &str, o: &Options, run: usize) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "--latency",
+            &format!("-c{}", o.connections),
+            &format!("-d{}s", o.seconds),
+            url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    let percentile = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .map_or("?", str::trim)
+            .to_string()
+    };
+    match rps {
+        Some(rps) => println!(
+            "wrk   run {run}: {rps:.0} req/s, p50 {}, p99 {}",
+            percentile("50%"),
+            percentile("99%")
+        ),
+        None => println!("wrk   run {run}: no rate in its output:\n{text}"),
+    }
+    rps
 }
