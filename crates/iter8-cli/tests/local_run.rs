@@ -55,7 +55,7 @@ spec:
       upperLimit: 0.05
     - metric: latency
       quantile: 0.95
-      upperLimit: 50
+      upperLimit: 250
   strategy:
     maxCandidateWeightIncrement: 30
   duration:
