@@ -165,3 +165,60 @@ async fn a_candidate_that_meets_every_objective_is_promoted() {
         "baseline mean latency {mean} ms"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_test_iterates_by_interval_at_the_given_rate() {
+    let (url, stop) = sample("v1", 1.0, 0.0, 3).await;
+    let text = format!(
+        "\
+apiVersion: iter8.tools/v3alpha1
+kind: Experiment
+metadata:
+  name: perf
+spec:
+  kind: performanceTest
+  versions:
+  - name: v1
+    url: {url}
+  criteria:
+    objectives:
+    - metric: mean-latency
+      upperLimit: 500
+  duration:
+    interval: 500ms
+    minIterations: 2
+    maxIterations: 3
+  load:
+    concurrency: 4
+    rate: 200
+"
+    );
+    let experiment = spec::parse("perf.yaml", &text, "perf").expect("valid experiment");
+    let run = local::run(
+        &experiment,
+        &Analytics::new(None).expect("in-process analytics"),
+        &mut Progress::new(Mode::Quiet),
+    )
+    .await
+    .expect("the run completes");
+    let _ = stop.send(());
+    let first = &run.iterations[0];
+    assert!(
+        first.elapsed_ms >= 500,
+        "the first iteration took {} ms",
+        first.elapsed_ms
+    );
+    // 200 requests/s for half a second: about 100.
+    let sent = first.load[0].requests;
+    assert!(
+        (50..=150).contains(&sent),
+        "{sent} requests in the first iteration"
+    );
+    assert!(run.iterations.len() >= 2, "minIterations is 2");
+    assert_eq!(
+        run.outcome.decision.action,
+        Action::Promote,
+        "{:?}",
+        run.outcome.decision
+    );
+}
