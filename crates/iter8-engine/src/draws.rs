@@ -38,7 +38,6 @@ pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let mut tally = Tally::new(model);
     let mut block = vec![f64::NAN; versions * targets * BLOCK];
-    let mut values = vec![f64::NAN; versions * targets];
     let mut done = 0;
     while done < draws as usize {
         let size = BLOCK.min(draws as usize - done);
@@ -51,12 +50,7 @@ pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
                 }
             }
         }
-        for d in 0..size {
-            for (i, value) in values.iter_mut().enumerate() {
-                *value = block[i * BLOCK + d];
-            }
-            tally.add(model, &values);
-        }
+        tally.add_block(model, &block, size);
         done += size;
     }
     tally.summary(model, draws)
@@ -64,8 +58,10 @@ pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
 
 /// Counts of what held, over the draws so far.
 struct Tally {
-    feasible: Vec<bool>,
-    utility: Vec<f64>,
+    /// Per version, whether each draw of the block met every criterion.
+    feasible: Vec<Vec<bool>>,
+    /// Per version, each draw's utility (larger is better).
+    utility: Vec<Vec<f64>>,
     all: Vec<u64>,
     per_criterion: Vec<Vec<u64>>,
     win: Vec<u64>,
@@ -77,8 +73,8 @@ impl Tally {
     fn new(model: &Model) -> Self {
         let versions = model.posteriors.len();
         Self {
-            feasible: vec![false; versions],
-            utility: vec![0.0; versions],
+            feasible: vec![vec![false; BLOCK]; versions],
+            utility: vec![vec![0.0; BLOCK]; versions],
             all: vec![0; versions],
             per_criterion: vec![vec![0; model.criteria.len()]; versions],
             win: vec![0; versions],
@@ -87,50 +83,64 @@ impl Tally {
         }
     }
 
-    /// Counts one joint draw; `values[version * targets + target]`.
-    fn add(&mut self, model: &Model, values: &[f64]) {
+    /// Counts the first `size` joint draws of a block, whose column for (version, target)
+    /// starts at `(version * targets + target) * BLOCK`. Criteria are evaluated a column at
+    /// a time, so each check runs as a tight loop; only the ranking goes draw by draw.
+    fn add_block(&mut self, model: &Model, block: &[f64], size: usize) {
         let targets = model.targets.len();
-        for v in 0..self.feasible.len() {
-            let row = &values[v * targets..][..targets];
-            let mut ok = true;
+        let column = |v: usize, t: usize| &block[(v * targets + t) * BLOCK..][..size];
+        let versions = self.feasible.len();
+        for v in 0..versions {
+            let feasible = &mut self.feasible[v][..size];
+            feasible.fill(true);
             for (c, criterion) in model.criteria.iter().enumerate() {
                 let t = criterion.check.target();
-                let holds = criterion.check.holds(row[t], values[t], v == 0);
-                if holds {
-                    self.per_criterion[v][c] += 1;
+                let (values, baseline) = (column(v, t), column(0, t));
+                let mut held = 0u64;
+                for ((ok, &x), &b) in feasible.iter_mut().zip(values).zip(baseline) {
+                    let holds = criterion.check.holds(x, b, v == 0);
+                    held += u64::from(holds);
+                    *ok &= holds;
                 }
-                ok &= holds;
+                self.per_criterion[v][c] += held;
             }
-            self.feasible[v] = ok;
-            if ok {
-                self.all[v] += 1;
-            }
-            self.utility[v] = match model.reward {
-                Some((t, direction)) => oriented(row[t], direction),
+            self.all[v] += feasible.iter().map(|&ok| u64::from(ok)).sum::<u64>();
+            let utility = &mut self.utility[v][..size];
+            match model.reward {
+                Some((t, direction)) => {
+                    for (u, &x) in utility.iter_mut().zip(column(v, t)) {
+                        *u = oriented(x, direction);
+                    }
+                    if v > 0 {
+                        self.beats[v] += column(v, t)
+                            .iter()
+                            .zip(column(0, t))
+                            .map(|(&x, &b)| {
+                                u64::from(oriented(x, direction) > oriented(b, direction))
+                            })
+                            .sum::<u64>();
+                    }
+                }
                 // Without a reward a candidate is preferred to the baseline (a canary), and
                 // a later candidate to an earlier one.
-                None => v as f64,
-            };
-            if v > 0
-                && let Some((t, direction)) = model.reward
-                && oriented(row[t], direction) > oriented(values[t], direction)
-            {
-                self.beats[v] += 1;
+                None => utility.fill(v as f64),
             }
         }
-        match best_two(&self.feasible, &self.utility) {
-            (Some(best), second) => {
-                self.win[best] += 1;
-                self.top[0][best] += 1;
-                self.top[1][best] += 1;
-                if let Some(s) = second {
-                    self.top[1][s] += 1;
+        for d in 0..size {
+            match best_two(versions, |v| self.feasible[v][d], |v| self.utility[v][d]) {
+                (Some(best), second) => {
+                    self.win[best] += 1;
+                    self.top[0][best] += 1;
+                    self.top[1][best] += 1;
+                    if let Some(s) = second {
+                        self.top[1][s] += 1;
+                    }
                 }
-            }
-            // No version is feasible: the baseline keeps the place.
-            (None, _) => {
-                self.top[0][0] += 1;
-                self.top[1][0] += 1;
+                // No version is feasible: the baseline keeps the place.
+                (None, _) => {
+                    self.top[0][0] += 1;
+                    self.top[1][0] += 1;
+                }
             }
         }
     }
@@ -180,13 +190,17 @@ fn oriented(value: f64, direction: iter8_api::Direction) -> f64 {
 }
 
 /// The best and second-best feasible versions by utility; ties go to the earlier version.
-fn best_two(feasible: &[bool], utility: &[f64]) -> (Option<usize>, Option<usize>) {
+fn best_two(
+    versions: usize,
+    feasible: impl Fn(usize) -> bool,
+    utility: impl Fn(usize) -> f64,
+) -> (Option<usize>, Option<usize>) {
     let mut first: Option<usize> = None;
     let mut second: Option<usize> = None;
-    for v in (0..feasible.len()).filter(|&v| feasible[v]) {
+    for v in (0..versions).filter(|&v| feasible(v)) {
         match first {
-            Some(f) if utility[v] <= utility[f] => match second {
-                Some(s) if utility[v] <= utility[s] => {}
+            Some(f) if utility(v) <= utility(f) => match second {
+                Some(s) if utility(v) <= utility(s) => {}
                 _ => second = Some(v),
             },
             _ => {
@@ -204,10 +218,14 @@ mod tests {
 
     #[test]
     fn best_two_ranks_feasible_versions_only() {
-        let feasible = [true, false, true, true];
-        let utility = [1.0, 9.0, 3.0, 2.0];
-        assert_eq!(best_two(&feasible, &utility), (Some(2), Some(3)));
-        assert_eq!(best_two(&[false, false], &[1.0, 2.0]), (None, None));
-        assert_eq!(best_two(&[true, true], &[1.0, 1.0]), (Some(0), Some(1)));
+        let rank = |feasible: &[bool], utility: &[f64]| {
+            best_two(feasible.len(), |v| feasible[v], |v| utility[v])
+        };
+        assert_eq!(
+            rank(&[true, false, true, true], &[1.0, 9.0, 3.0, 2.0]),
+            (Some(2), Some(3))
+        );
+        assert_eq!(rank(&[false, false], &[1.0, 2.0]), (None, None));
+        assert_eq!(rank(&[true, true], &[1.0, 1.0]), (Some(0), Some(1)));
     }
 }
