@@ -122,30 +122,7 @@ impl SpecExt for ExperimentSpec {
 
 /// Parses a duration such as `30s`, `5m`, `1h30m` or `250ms` (the CRD's pattern).
 pub fn parse_interval(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else {
-            return None;
-        };
-        total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
-        rest = &rest[len..];
-    }
-    Some(total)
+    iter8_crd::parse_duration(text)
 }
 
 /// A Kubernetes timestamp as a `SystemTime`.
@@ -337,14 +314,5 @@ mod tests {
         let mut status = running(5, 1150);
         status.phase = Phase::Completed;
         assert_eq!(plan(&spec(), &status, Some(1), now(5000)), Step::Idle);
-    }
-
-    #[test]
-    fn intervals_parse_like_the_crd_pattern() {
-        assert_eq!(parse_interval("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_interval("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_interval("5x"), None);
-        assert_eq!(parse_interval(""), None);
     }
 }

@@ -2,9 +2,11 @@
 //! `api/crds/` and the Helm chart's `crds/` (a test keeps both in step with these types).
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod experiment;
 pub mod metric;
 
+pub use duration::parse_duration;
 pub use experiment::*;
 pub use metric::*;
 
