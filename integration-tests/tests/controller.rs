@@ -45,13 +45,7 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
         status.completed_iterations >= 2,
         "no promotion before minIterations"
     );
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 0),
-            ("reviews-v2".to_string(), 100)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [0, 100]);
     let completed = status
         .conditions
         .iter()
@@ -101,13 +95,7 @@ async fn canary_breaking_its_slo_ends_with_traffic_back_on_the_baseline() -> Res
     let exp = wait_for_phase(&h.experiments(), "bad", Phase::Completed).await?;
     let status = exp.status.expect("status");
     assert_eq!(status.decision.expect("decision").action, Action::Rollback);
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 100),
-            ("reviews-v2".to_string(), 0)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
     let completed = status
         .conditions
         .iter()
@@ -226,13 +214,8 @@ async fn performance_test_ends_with_a_verdict_and_touches_no_traffic() -> Result
 #[tokio::test]
 async fn pause_resume_and_terminate_with_a_manual_split_act_as_documented() -> Result<()> {
     let h = Harness::new("overrides").await?;
-    create_http_route(&h.env.client, h.ns(), "reviews").await?;
     // Too little data to decide either way: the experiment keeps iterating.
-    h.metrics.set("v1", 400.0, 3.0, 0.0);
-    h.metrics.set("v2", 400.0, 3.0, 0.0);
-    let api = h.experiments();
-    api.create(&PostParams::default(), &canary("manual", "reviews", 200)?)
-        .await?;
+    let api = h.undecided_canary("manual").await?;
     wait_for_iterations(&api, "manual", 1).await?;
 
     merge_spec(
@@ -242,13 +225,7 @@ async fn pause_resume_and_terminate_with_a_manual_split_act_as_documented() -> R
     )
     .await?;
     let paused = wait_for_phase(&api, "manual", Phase::Paused).await?;
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 70),
-            ("reviews-v2".to_string(), 30)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [70, 30]);
     let held = paused.status.expect("status").completed_iterations;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = api.get("manual").await?.status.expect("status");
@@ -273,13 +250,7 @@ async fn pause_resume_and_terminate_with_a_manual_split_act_as_documented() -> R
     )
     .await?;
     let ended = wait_for_phase(&api, "manual", Phase::Aborted).await?;
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 90),
-            ("reviews-v2".to_string(), 10)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [90, 10]);
     let completed = ended
         .status
         .expect("status")
@@ -294,12 +265,7 @@ async fn pause_resume_and_terminate_with_a_manual_split_act_as_documented() -> R
 #[tokio::test]
 async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
     let mut h = Harness::new("restart").await?;
-    create_http_route(&h.env.client, h.ns(), "reviews").await?;
-    h.metrics.set("v1", 400.0, 3.0, 0.0);
-    h.metrics.set("v2", 400.0, 3.0, 0.0);
-    let api = h.experiments();
-    api.create(&PostParams::default(), &canary("restart", "reviews", 200)?)
-        .await?;
+    let api = h.undecided_canary("restart").await?;
     let before = wait_for_iterations(&api, "restart", 2).await?;
     h.controller.abort();
     let _ = (&mut h.controller).await;
@@ -339,12 +305,7 @@ async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
 #[tokio::test]
 async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     let h = Harness::new("drift").await?;
-    create_http_route(&h.env.client, h.ns(), "reviews").await?;
-    h.metrics.set("v1", 400.0, 3.0, 0.0);
-    h.metrics.set("v2", 400.0, 3.0, 0.0);
-    let api = h.experiments();
-    api.create(&PostParams::default(), &canary("drift", "reviews", 200)?)
-        .await?;
+    let api = h.undecided_canary("drift").await?;
     wait_for_iterations(&api, "drift", 1).await?;
     // Pause so the split stays put, then edit the route as a person would.
     merge_spec(
@@ -370,13 +331,8 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
         "the route to be restored",
         Duration::from_secs(30),
         async || {
-            let w = route_weights(&h.env.client, h.ns(), "reviews").await?;
-            Ok((w
-                == vec![
-                    ("reviews-v1".to_string(), 80),
-                    ("reviews-v2".to_string(), 20),
-                ])
-            .then_some(()))
+            let w = reviews_split(&h.env.client, h.ns()).await?;
+            Ok((w == [80, 20]).then_some(()))
         },
     )
     .await?;
@@ -397,12 +353,7 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
 #[tokio::test]
 async fn deleting_a_running_experiment_puts_traffic_back_on_the_baseline() -> Result<()> {
     let h = Harness::new("delete").await?;
-    create_http_route(&h.env.client, h.ns(), "reviews").await?;
-    h.metrics.set("v1", 400.0, 3.0, 0.0);
-    h.metrics.set("v2", 400.0, 3.0, 0.0);
-    let api = h.experiments();
-    api.create(&PostParams::default(), &canary("gone", "reviews", 200)?)
-        .await?;
+    let api = h.undecided_canary("gone").await?;
     merge_spec(
         &api,
         "gone",
@@ -417,13 +368,7 @@ async fn deleting_a_running_experiment_puts_traffic_back_on_the_baseline() -> Re
         async || Ok(api.get_opt("gone").await?.is_none().then_some(())),
     )
     .await?;
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 100),
-            ("reviews-v2".to_string(), 0)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
     h.finish().await
 }
 

@@ -72,12 +72,7 @@ async fn break_analytics_mid_run(
     limit: u32,
     action: &str,
 ) -> Result<Vec<(String, u64)>> {
-    create_http_route(&h.env.client, h.ns(), "reviews").await?;
-    h.metrics.set("v1", 400.0, 3.0, 0.0);
-    h.metrics.set("v2", 400.0, 3.0, 0.0);
-    let api = h.experiments();
-    api.create(&PostParams::default(), &canary(name, "reviews", 200)?)
-        .await?;
+    let api = h.undecided_canary(name).await?;
     wait_for_iterations(&api, name, 1).await?;
     merge_spec(
         &api,
@@ -123,13 +118,7 @@ async fn assert_held_then_rolled_back(h: &Harness, name: &str, reason: &str) -> 
         status.decision.as_ref().map(|d| d.action),
         Some(Action::Promote)
     );
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 100),
-            ("reviews-v2".to_string(), 0)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
     let completed = status
         .conditions
         .iter()
@@ -237,11 +226,8 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
     assert_eq!(status.phase, Phase::Paused);
     let held_at = status.completed_iterations;
     assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 60),
-            ("reviews-v2".to_string(), 40)
-        ],
+        reviews_split(&h.env.client, h.ns()).await?,
+        [60, 40],
         "the split is held while paused"
     );
     // Pointing the experiment back at a working analytics service resumes it.
@@ -283,13 +269,7 @@ async fn metrics_backend_down_holds_and_never_promotes() -> Result<()> {
     let status = held.status.expect("status");
     assert_eq!(status.completed_iterations, 0);
     assert!(status.decision.is_none());
-    assert_eq!(
-        route_weights(&h.env.client, h.ns(), "reviews").await?,
-        vec![
-            ("reviews-v1".to_string(), 100),
-            ("reviews-v2".to_string(), 0)
-        ]
-    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
     // The backend comes back: the experiment goes on and promotes on real data.
     h.metrics.set_down(false);
     let done = wait_for_phase(&api, "blind", Phase::Completed).await?;

@@ -366,3 +366,39 @@ impl Harness {
         self.env.cleanup().await
     }
 }
+
+/// The weights of the reviews-v1 and reviews-v2 backends of HTTPRoute `reviews`.
+pub async fn reviews_split(client: &Client, ns: &str) -> Result<[u64; 2]> {
+    let weights = route_weights(client, ns, "reviews").await?;
+    let of = |name: &str| {
+        weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, w)| *w)
+    };
+    Ok([of("reviews-v1"), of("reviews-v2")])
+}
+
+/// The reason of condition `type_`, if the experiment has it.
+pub fn condition_reason(exp: &Experiment, type_: &str) -> Option<String> {
+    exp.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+impl Harness {
+    /// Creates HTTPRoute `reviews` and a canary `name` on it whose data is too thin to
+    /// decide either way, so it keeps iterating (up to 200 iterations).
+    pub async fn undecided_canary(&self, name: &str) -> Result<Api<Experiment>> {
+        create_http_route(&self.env.client, self.ns(), "reviews").await?;
+        self.metrics.set("v1", 400.0, 3.0, 0.0);
+        self.metrics.set("v2", 400.0, 3.0, 0.0);
+        let api = self.experiments();
+        api.create(&PostParams::default(), &canary(name, "reviews", 200)?)
+            .await?;
+        Ok(api)
+    }
+}
