@@ -96,12 +96,27 @@ impl Tally {
             for (c, criterion) in model.criteria.iter().enumerate() {
                 let t = criterion.check.target();
                 let (values, baseline) = (column(v, t), column(0, t));
-                let mut held = 0u64;
-                for ((ok, &x), &b) in feasible.iter_mut().zip(values).zip(baseline) {
-                    let holds = criterion.check.holds(x, b, v == 0);
-                    held += u64::from(holds);
-                    *ok &= holds;
-                }
+                // One loop per kind of check, so the match is not redone for every draw.
+                let held = match criterion.check {
+                    Check::Absolute { lower, upper, .. } => {
+                        let (lo, hi) = (
+                            lower.unwrap_or(f64::NEG_INFINITY),
+                            upper.unwrap_or(f64::INFINITY),
+                        );
+                        // NaN (no data) fails both comparisons, as `Check::holds` says.
+                        count_into(feasible, values.iter().map(|&x| x >= lo && x <= hi))
+                    }
+                    Check::Relative { .. } if v == 0 => {
+                        count_into(feasible, values.iter().map(|_| true))
+                    }
+                    Check::Relative { .. } => count_into(
+                        feasible,
+                        values
+                            .iter()
+                            .zip(baseline)
+                            .map(|(&x, &b)| criterion.check.holds(x, b, false)),
+                    ),
+                };
                 self.per_criterion[v][c] += held;
             }
             self.all[v] += feasible.iter().map(|&ok| u64::from(ok)).sum::<u64>();
@@ -176,6 +191,16 @@ impl Tally {
             top_share: [share(&self.top[0]), share(&self.top[1])],
         }
     }
+}
+
+/// ANDs each outcome into `feasible` and counts the outcomes that held.
+fn count_into(feasible: &mut [bool], outcomes: impl Iterator<Item = bool>) -> u64 {
+    let mut held = 0;
+    for (ok, holds) in feasible.iter_mut().zip(outcomes) {
+        held += u64::from(holds);
+        *ok &= holds;
+    }
+    held
 }
 
 /// A reward oriented so that larger is better; a missing value ranks last.
