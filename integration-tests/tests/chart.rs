@@ -1129,13 +1129,22 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             .any(|f| f == iter8_controller::FINALIZER),
         "the controller set its finalizer"
     );
-    let events: Vec<String> = Api::<Event>::namespaced(admin.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    // Events are published after the status write that ends the experiment: wait for them.
+    let events_api = Api::<Event>::namespaced(admin.clone(), &ns);
+    let mut events: Vec<String> = Vec::new();
+    for _ in 0..30 {
+        events = events_api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if events.iter().any(|r| r == "Promoted") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(
         events.iter().any(|r| r == "Promoted"),
         "{events:?}\n{}",

@@ -56,14 +56,18 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
         ("True", "Promoted")
     );
     assert_eq!(status.weights_summary.as_deref(), Some("stable=0,next=100"));
-    let reasons: Vec<String> = events_for(&h.env.client, h.ns(), "good")
-        .await?
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    // Events are published after the status write that ends the experiment: wait for them.
+    let reasons: Vec<String> = wait_for("a Promoted event", Duration::from_secs(15), async || {
+        let reasons: Vec<String> = events_for(&h.env.client, h.ns(), "good")
+            .await?
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        Ok(reasons.iter().any(|r| r == "Promoted").then_some(reasons))
+    })
+    .await?;
     assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "Iteration"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
 
     // The controller's own /metrics saw the iterations and the promotion.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
