@@ -744,7 +744,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let generation = exp.meta().generation;
         let failures = status.consecutive_failures;
         let cause = status.message.clone().unwrap_or_default();
-        match exp.spec.failure_policy.action {
+        let (message, action) = match exp.spec.failure_policy.action {
             FailureAction::Rollback => {
                 let baseline = exp.spec.initial_weights_on_baseline();
                 match self.set_router(&baseline).await {
@@ -774,43 +774,31 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                     generation,
                     &now,
                 );
-                conditions::set(
-                    &mut status.conditions,
-                    READY,
-                    false,
-                    "TooManyFailures",
-                    &message,
-                    generation,
-                    &now,
-                );
-                status.message = Some(message.clone());
-                self.write_on(exp, status).await?;
-                self.event(EventType::Warning, "FailurePolicy", "Rollback", &message)
-                    .await;
-                Ok(Action::await_change())
+                (message, "Rollback")
             }
             FailureAction::Pause => {
+                status.phase = Phase::Paused;
+                status.paused_at_generation = generation;
                 let message = format!(
                     "{failures} failures in a row, the last: {cause}; failure policy: paused until the spec changes"
                 );
-                status.phase = Phase::Paused;
-                status.paused_at_generation = generation;
-                conditions::set(
-                    &mut status.conditions,
-                    READY,
-                    false,
-                    "TooManyFailures",
-                    &message,
-                    generation,
-                    &now,
-                );
-                status.message = Some(message.clone());
-                self.write_on(exp, status).await?;
-                self.event(EventType::Warning, "FailurePolicy", "Pause", &message)
-                    .await;
-                Ok(Action::await_change())
+                (message, "Pause")
             }
-        }
+        };
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            "TooManyFailures",
+            &message,
+            generation,
+            &now,
+        );
+        status.message = Some(message.clone());
+        self.write_on(exp, status).await?;
+        self.event(EventType::Warning, "FailurePolicy", action, &message)
+            .await;
+        Ok(Action::await_change())
     }
 
     async fn set_router(&self, weights: &[u32]) -> Result<(), RouterError> {
