@@ -7,10 +7,17 @@
 //!   "P(value > T) <= 5 %" when `T` is a bound. When it is not, the nearest bound above `T`
 //!   can show a violation and the nearest bound below can show compliance.
 //! * Means use the asymptotic confidence sequence. Their spread comes from the sum of squares
-//!   or from at least five batch means in the history; with less, the standard deviation is
-//!   taken to be at least the mean (a coefficient of variation of 1 or more, conservative for
-//!   typical latencies; the model warns when it has to assume the spread).
+//!   or from at least five batch means in the history; with less, a mean is never shown
+//!   either way. An assumed spread would make the "proof" only as good as the assumption,
+//!   and heavy-tailed latencies (whose variance may not even exist) break any assumed one.
 //! * Limits relative to the baseline, and the reward against the baseline, use the mSPRT.
+//! * The reward has one more chance, when the request says which iteration is the last: the
+//!   mSPRT runs at `alpha * (1 - FINAL_LOOK_SHARE)` and, at the last iteration only, a
+//!   fixed-horizon one-sided z-test at `alpha * FINAL_LOOK_SHARE` can also show the
+//!   candidate better. One test at one fixed time plus a test that is valid at all times
+//!   err together with probability at most their sum (a union bound), so the overall level
+//!   stays `alpha`; the z-test, which needs no anytime-valid margin, rescues the runs whose
+//!   lift is real but not yet proved by the mSPRT when the experiment runs out.
 //!
 //! All statistics are cumulative, so once a version is shown to break a criterion and loses
 //! its traffic, its data - and the verdict - stay as they are.
@@ -49,6 +56,9 @@ const EFFECT_SCALE: f64 = 0.1;
 /// Batch means needed before a mean without a sum of squares is tested.
 const MIN_BATCHES: f64 = 5.0;
 
+/// The share of `alpha` kept for the fixed-horizon test of the reward at the last iteration.
+pub const FINAL_LOOK_SHARE: f64 = 0.4;
+
 impl Guards {
     /// Runs every guard at level `alpha`.
     pub fn new(req: &AssessmentRequest, model: &Model, alpha: f64) -> Self {
@@ -62,10 +72,22 @@ impl Guards {
                     .collect()
             })
             .collect();
+        let planned = req.max_iterations.is_some();
+        let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
+        let sequential_alpha = if planned {
+            alpha * (1.0 - FINAL_LOOK_SHARE)
+        } else {
+            alpha
+        };
         let reward = (0..versions)
             .map(|v| match model.reward {
                 Some((t, direction)) if v > 0 => {
-                    compare(model, v, t, direction, 0.0, EFFECT_SCALE, alpha)
+                    match compare(model, v, t, direction, 0.0, EFFECT_SCALE, sequential_alpha) {
+                        Side::Unknown if last => {
+                            final_look(model, v, t, direction, alpha * FINAL_LOOK_SHARE)
+                        }
+                        side => side,
+                    }
                 }
                 _ => Side::Unknown,
             })
@@ -168,13 +190,9 @@ fn absolute(
             quantile_vs_limit(&h.buckets, q.fraction(), limit, alpha)
         }
         (Some(Observation::Mean(m)), _) => match &model.posteriors[v][t] {
-            Some(Posterior::Mean(p)) => {
+            Some(Posterior::Mean(p)) if spread_is_estimated(version, target, m) => {
                 let mean = m.sum / m.count;
-                let mut sd = p.std_error() * m.count.sqrt();
-                if !spread_is_estimated(version, target, m) {
-                    // Too little history to trust an estimate: a spread at least the mean.
-                    sd = sd.max(mean.abs());
-                }
+                let sd = p.std_error() * m.count.sqrt();
                 from_side(mean_vs_limit(mean, sd, m.count, limit, alpha))
             }
             _ => LimitSide::Unknown,
@@ -245,6 +263,31 @@ fn compare(
     let tau = scale * b.value().abs();
     let tau2 = if tau > 0.0 { tau * tau } else { variance };
     difference_vs_zero(delta, variance, tau2, alpha)
+}
+
+/// The fixed-horizon one-sided z-test of "the candidate's reward is better than the
+/// baseline's" at level `alpha`, for the last iteration only: `Above` or `Unknown`.
+fn final_look(model: &Model, v: usize, t: usize, direction: Direction, alpha: f64) -> Side {
+    let (Some(c), Some(b)) = (&model.posteriors[v][t], &model.posteriors[0][t]) else {
+        return Side::Unknown;
+    };
+    let delta = match direction {
+        Direction::Higher => c.value() - b.value(),
+        Direction::Lower => b.value() - c.value(),
+    };
+    let sd = (variance(c) + variance(b)).sqrt();
+    let z = normal_upper_quantile(alpha);
+    if sd.is_finite() && sd > 0.0 && delta / sd >= z {
+        Side::Above
+    } else {
+        Side::Unknown
+    }
+}
+
+/// The `z` with P(Z > z) = `alpha` for a standard normal `Z`.
+fn normal_upper_quantile(alpha: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    Normal::standard().inverse_cdf(1.0 - alpha)
 }
 
 /// The sampling variance of a posterior's point estimate.

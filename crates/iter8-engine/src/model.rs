@@ -27,6 +27,9 @@ pub struct Model {
     /// Set when the data is not trustworthy enough to promote anything (for example a
     /// counter went backwards); the text says why.
     pub promotion_blocked: Option<String>,
+    /// The (version, target) pairs whose mean has an assumed spread, not an estimated one:
+    /// their posteriors are guesses about the tails, not evidence.
+    pub assumed_spread: Vec<(usize, usize)>,
 }
 
 /// One criterion, compiled.
@@ -163,6 +166,7 @@ impl Model {
             reward,
             warnings: Vec::new(),
             promotion_blocked: None,
+            assumed_spread: Vec::new(),
         };
         for (vi, version) in req.versions.iter().enumerate() {
             model.check_history(vi, version);
@@ -184,6 +188,15 @@ impl Model {
         })
     }
 
+    /// Whether a criterion's verdict for a version rests on estimated spreads only (the
+    /// baseline's too, for relative criteria).
+    pub fn evidence_based(&self, version: usize, criterion: usize) -> bool {
+        let check = self.criteria[criterion].check;
+        let t = check.target();
+        let assumed = |v: usize| self.assumed_spread.contains(&(v, t));
+        !assumed(version) && (matches!(check, Check::Absolute { .. }) || !assumed(0))
+    }
+
     fn posterior(&mut self, req: &AssessmentRequest, vi: usize, ti: usize) -> Option<Posterior> {
         let version = &req.versions[vi];
         let target = self.targets[ti].clone();
@@ -201,7 +214,9 @@ impl Model {
             }
         } else {
             match (version.metrics.get(&target.metric), target.quantile) {
-                (Some(Observation::Mean(m)), _) => self.mean_posterior(vi, version, &target, m),
+                (Some(Observation::Mean(m)), _) => {
+                    self.mean_posterior((vi, ti), version, &target, m)
+                }
                 (Some(Observation::Histogram(h)), Some(q)) => {
                     let post = QuantilePosterior::new(h, q.fraction());
                     if let Some(p) = post.as_ref().filter(|p| p.beyond_last_bound()) {
@@ -245,7 +260,7 @@ impl Model {
     /// coefficient of variation of 1 (typical of latency), with a warning.
     fn mean_posterior(
         &mut self,
-        vi: usize,
+        (vi, ti): (usize, usize),
         version: &Version,
         target: &Target,
         m: &MeanObservation,
@@ -262,6 +277,7 @@ impl Model {
         } else if let Some(batch) = batch_means_error(version, &target.metric, m) {
             batch
         } else {
+            self.assumed_spread.push((vi, ti));
             self.warn(
                 &field,
                 format!(

@@ -115,10 +115,11 @@ fn safe_does_not_promote_on_the_posterior_alone() {
 
 #[test]
 fn safe_promotes_when_the_posterior_and_the_sequential_tests_agree() {
+    // Iteration 12 of 48: the bake time (a quarter of maxIterations) is over.
     let response = assess(ab(
-        10,
-        version("a", 50, 10, (2000.0, 10.0, 100.0)),
-        version("b", 50, 10, (2000.0, 10.0, 130.0)),
+        12,
+        version("a", 50, 12, (2000.0, 10.0, 100.0)),
+        version("b", 50, 12, (2000.0, 10.0, 130.0)),
         json!({}),
     ));
     assert_eq!(response.decision.action, Action::Promote);
@@ -255,24 +256,46 @@ fn mann_whitney_removes_a_candidate_whose_errors_shift_up_in_the_first_run() {
 }
 
 #[test]
-fn safe_passes_a_performance_test_whose_mean_has_no_spread_data_on_a_conservative_spread() {
-    // No sum of squares and no history: the spread is taken as at least the mean.
-    let run = |mean: f64| {
+fn safe_proves_a_mean_only_once_its_spread_is_estimated_from_history() {
+    // Per-interval batches of 2,000 requests with the given means, as a controller reports
+    // them: cumulative sum and count (no sum of squares), earlier iterations as history.
+    let run = |batches: &[f64]| {
+        let cumulative = |k: usize| {
+            let sum: f64 = batches[..k].iter().map(|m| m * 2_000.0).sum();
+            json!({"latency": {"mean": {"sum": sum, "count": 2_000.0 * k as f64}}})
+        };
+        let n = batches.len();
+        let history: Vec<Value> = (1..n)
+            .map(|k| json!({"iteration": k, "weight": 100, "metrics": cumulative(k)}))
+            .collect();
         assess(json!({
-            "kind": "performanceTest", "iteration": 1,
-            "versions": [{"name": "svc", "weight": 100, "metrics": {
-                "latency": {"mean": {"sum": mean * 10_000.0, "count": 10_000.0}}}}],
+            "kind": "performanceTest", "iteration": n,
+            "versions": [{"name": "svc", "weight": 100, "metrics": cumulative(n),
+                          "history": history}],
             "criteria": {"objectives": [{"metric": "latency", "upperLimit": 500}]}
         }))
     };
-    let pass = run(200.0);
+    // One interval, no spread: an assumed spread proves nothing, however good the mean.
+    let alone = run(&[200.0]);
+    assert_eq!(alone.decision.action, Action::Continue);
+    assert!(
+        alone
+            .decision
+            .reason
+            .contains("not yet shown met: latency <= 500"),
+        "{}",
+        alone.decision.reason
+    );
+    // Five batch means estimate the spread: now the mean is shown met.
+    let five = run(&[190.0, 210.0, 205.0, 195.0, 200.0]);
     assert_eq!(
-        pass.decision.action,
+        five.decision.action,
         Action::Promote,
         "{}",
-        pass.decision.reason
+        five.decision.reason
     );
-    assert!(pass.decision.reason.contains("meets all criteria"));
-    // 495 against 500 is within the confidence sequence's half-width (about 15 here).
-    assert_eq!(run(495.0).decision.action, Action::Continue);
+    assert!(five.decision.reason.contains("meets all criteria"));
+    // 495 against 500 with batches this noisy is within the confidence sequence.
+    let close = run(&[450.0, 540.0, 480.0, 520.0, 485.0]);
+    assert_eq!(close.decision.action, Action::Continue);
 }

@@ -18,7 +18,8 @@
 //! * **Promotion** needs all of: P(best feasible) and P(meets all criteria) at least
 //!   `winnerProbability`; every criterion shown met by its confidence sequence; the reward
 //!   shown better than the baseline's by the one-sided mSPRT at `alpha`; no earlier than
-//!   `minIterations`; and clean data (no counter reset, sample-ratio mismatch or stale data).
+//!   the bake time (a quarter of `maxIterations`, or `minIterations` if later); and clean
+//!   data (no counter reset, sample-ratio mismatch or stale data).
 //!   Because promotion needs the anytime-valid confirmation, assessing every iteration keeps
 //!   the chance of promoting a candidate that is not better at or below `alpha`.
 //! * **Rollback** when every candidate is removed, suspended, or shown worse than the
@@ -49,6 +50,11 @@ pub const MIN_SAMPLES_TO_SUSPEND: f64 = 200.0;
 pub const BASELINE_FLOOR: f64 = 0.10;
 /// Every live version's least share.
 pub const EXPLORATION_FLOOR: f64 = 0.02;
+/// The share of the planned iterations (`maxIterations`) a candidate bakes before it can be
+/// promoted, unless `minIterations` asks for longer. Some regressions only start after a
+/// while (a leak, a cache filling, a nightly job); every judge that waits catches them, and
+/// the ones that promote as soon as the numbers allow ship them.
+pub const BAKE_FRACTION: f64 = 0.25;
 
 impl Strategy for Safe {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
@@ -67,12 +73,16 @@ impl Strategy for Safe {
                 shares[v] = 0.0;
             } else {
                 let feasible = ctx.draws.all_criteria[v];
-                let proven = samples(ctx, v) >= ENOUGH_SAMPLES && feasible >= ENOUGH_FEASIBLE;
+                let seasoned = samples(ctx, v) >= ENOUGH_SAMPLES;
                 lower[v] = EXPLORATION_FLOOR.min(max_candidate);
-                upper[v] = if proven {
+                upper[v] = if seasoned && feasible >= ENOUGH_FEASIBLE {
                     max_candidate
+                } else if seasoned {
+                    // Enough data and still in doubt: the doubt is the data's spread, and
+                    // only more data settles it, so starving the candidate would not help.
+                    NEW_CANDIDATE_CAP.clamp(lower[v], max_candidate)
                 } else {
-                    // A doubtful candidate gets less than a promising one.
+                    // A new candidate in doubt gets less than a promising one.
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
                     (NEW_CANDIDATE_CAP * doubt).clamp(lower[v], max_candidate)
                 };
@@ -93,7 +103,8 @@ impl Strategy for Safe {
         let names: Vec<&str> = req.versions.iter().map(|v| v.name.as_str()).collect();
         let n = names.len();
         let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
-        let too_early = req.iteration < req.min_iterations;
+        let earliest = earliest_promotion(req);
+        let too_early = req.iteration < earliest;
         let data_problem = ctx
             .model
             .promotion_blocked
@@ -187,8 +198,7 @@ impl Strategy for Safe {
         }
         if too_early {
             missing.push(format!(
-                "no version is promoted before iteration {}",
-                req.min_iterations
+                "no version is promoted before iteration {earliest} (bake time)"
             ));
         }
         if let Some(why) = &data_problem {
@@ -233,15 +243,33 @@ impl Strategy for Safe {
     }
 }
 
+/// The first iteration at which a version may be promoted: `minIterations`, or the bake
+/// time ([`BAKE_FRACTION`] of `maxIterations`, rounded up) when that is later.
+fn earliest_promotion(req: &iter8_api::AssessmentRequest) -> u32 {
+    let bake = req
+        .max_iterations
+        .map_or(0, |m| (f64::from(m) * BAKE_FRACTION).ceil() as u32);
+    req.min_iterations.max(bake)
+}
+
 /// Whether a candidate with data fails its criteria with posterior probability at least
 /// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it gets no
 /// more traffic. Rolling back needs less proof than promoting, because the baseline is the
-/// version known to be safe.
+/// version known to be safe. But it needs evidence: a mean whose spread had to be assumed
+/// (no sum of squares, no history yet) says more about the assumption than about the
+/// version, and one heavy-tailed outlier would otherwise end a good candidate's experiment.
 fn likely_failing(ctx: &Context<'_>, v: usize) -> bool {
-    v > 0
-        && samples(ctx, v) >= MIN_SAMPLES_TO_SUSPEND
-        && ctx.draws.all_criteria[v] <= 1.0 - ctx.request.strategy.winner_probability
-        && ctx.model.has_data_for_criteria(v)
+    let fails = |p: f64| p <= 1.0 - ctx.request.strategy.winner_probability;
+    let model = ctx.model;
+    let criteria = 0..model.criteria.len();
+    let suspect = if criteria.clone().all(|c| model.evidence_based(v, c)) {
+        fails(ctx.draws.all_criteria[v])
+    } else {
+        criteria
+            .filter(|&c| model.evidence_based(v, c))
+            .any(|c| fails(ctx.criterion_probability(v, c)))
+    };
+    v > 0 && suspect && samples(ctx, v) >= MIN_SAMPLES_TO_SUSPEND && model.has_data_for_criteria(v)
 }
 
 /// The fewest observations behind any metric the version's criteria read.
