@@ -7,14 +7,17 @@
 //!   split: it is the weight the version has *now*, set after the previous assessment and in
 //!   force while the latest interval's data was collected. A chi-square test at
 //!   [`SRM_P_VALUE`] over the versions with positive weight flags a mismatch. Only the latest
-//!   interval is tested, so that one old glitch does not block the experiment for good.
+//!   interval is tested, so that one old glitch does not block the experiment for good, and
+//!   only when the split did not change between the two latest intervals: a router applies a
+//!   new split and a metrics system scrapes on their own clocks, so the first interval after
+//!   a change mixes both splits, and testing it would flag every ramp step.
 //! * **Stale data.** A version with positive weight whose traffic did not grow since the
 //!   latest snapshot has stale or missing data.
 
 use iter8_api::AssessmentRequest;
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use crate::series::latest_traffic;
+use crate::series::{latest_traffic, split_just_changed};
 
 /// The p-value below which a split mismatch is flagged (the industry's usual 0.001).
 pub const SRM_P_VALUE: f64 = 0.001;
@@ -45,7 +48,11 @@ pub fn problem(req: &AssessmentRequest) -> Option<String> {
         .collect();
     let total: f64 = observed.iter().map(|(n, _)| n).sum();
     let weights: f64 = observed.iter().map(|(_, w)| w).sum();
-    if latest.iter().any(Option::is_none) || observed.len() < 2 || total < SRM_MIN_REQUESTS {
+    if latest.iter().any(Option::is_none)
+        || observed.len() < 2
+        || total < SRM_MIN_REQUESTS
+        || split_just_changed(req)
+    {
         return None;
     }
     let p = srm_p_value(&observed, total, weights)?;
@@ -75,18 +82,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn request(a: f64, b: f64) -> AssessmentRequest {
-        let version = |name: &str, weight: u32, now: f64| {
+    /// Traffic `a` and `b` in the latest interval at an 80/20 split, which was `before` in
+    /// the interval before.
+    fn request_after(before: [u32; 2], a: f64, b: f64) -> AssessmentRequest {
+        let version = |name: &str, weight: u32, then: u32, now: f64| {
             json!({"name": name, "weight": weight,
                    "metrics": {"requests": {"counter": 1000.0 + now}},
-                   "history": [{"iteration": 1, "metrics": {"requests": {"counter": 1000.0}}}]})
+                   "history": [{"iteration": 1, "weight": then,
+                                "metrics": {"requests": {"counter": 1000.0}}}]})
         };
         serde_json::from_value(json!({
             "kind": "canary", "iteration": 2,
-            "versions": [version("a", 80, a), version("b", 20, b)],
+            "versions": [version("a", 80, before[0], a), version("b", 20, before[1], b)],
             "ratios": [{"name": "r", "numerator": "requests", "denominator": "requests"}]
         }))
         .expect("decodes")
+    }
+
+    fn request(a: f64, b: f64) -> AssessmentRequest {
+        request_after([80, 20], a, b)
+    }
+
+    #[test]
+    fn the_first_interval_after_a_split_change_is_not_tested_for_a_mismatch() {
+        assert_eq!(problem(&request_after([90, 10], 3500.0, 500.0)), None);
     }
 
     #[test]

@@ -91,6 +91,18 @@ pub fn latest_traffic(req: &AssessmentRequest, version: usize) -> Option<(f64, u
     Some((delta, now.weight.unwrap_or(0)))
 }
 
+/// Whether some version's weight in the latest interval differs from its weight in the
+/// interval before (unknown weights count as a change).
+pub fn split_just_changed(req: &AssessmentRequest) -> bool {
+    (0..req.versions.len()).any(|v| {
+        let points = points(req, v);
+        match points.as_slice() {
+            [.., before, now] => before.weight.is_none() || before.weight != now.weight,
+            _ => true,
+        }
+    })
+}
+
 fn interval_value(
     req: &AssessmentRequest,
     target: &Target,
