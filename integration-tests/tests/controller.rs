@@ -56,6 +56,22 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
         ("True", "Promoted")
     );
     assert_eq!(status.weights_summary.as_deref(), Some("stable=0,next=100"));
+    // Every iteration keeps what it observed and the split it observed it under: the next
+    // requests send them back to the analytics service as history.
+    for (k, record) in status.history.iter().enumerate() {
+        let observed = &record.observed;
+        assert_eq!(observed.observations.len(), 2, "record {k}: {record:?}");
+        assert!(
+            observed.observations[1].contains_key("requests"),
+            "{record:?}"
+        );
+        let served = if k == 0 {
+            vec![100, 0]
+        } else {
+            status.history[k - 1].weights.clone()
+        };
+        assert_eq!(observed.served_weights, served, "record {k}");
+    }
     // Events are published after the status write that ends the experiment: wait for them.
     let reasons: Vec<String> = wait_for("a Promoted event", Duration::from_secs(15), async || {
         let reasons: Vec<String> = events_for(&h.env.client, h.ns(), "good")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use iter8_api::{Action as Decided, Observation, VersionWeight};
 use iter8_crd::{
-    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric,
+    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric, Observed,
     PendingIteration, Phase, weights_summary,
 };
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
@@ -330,7 +330,16 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
 
         let current = current_weights(spec, &status);
-        let request = spec.assessment_request(iteration, &current, observations.by_version);
+        let observed = Observed {
+            observations: observations.by_version,
+            served_weights: current.clone(),
+        };
+        let mut request =
+            spec.assessment_request(iteration, &current, observed.observations.clone());
+        let history = status.snapshots(request.versions.len());
+        for (version, past) in request.versions.iter_mut().zip(history) {
+            version.history = past;
+        }
         let url = spec
             .analytics
             .as_ref()
@@ -392,6 +401,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             } else {
                 Phase::Running
             },
+            observed,
         });
         let pending = status.pending.clone();
         // The decision is durable before the router changes.
@@ -462,6 +472,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             weights: pending.weights.clone(),
             action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
             version: decision.as_ref().and_then(|d| d.version.clone()),
+            observed: pending.observed.clone(),
         });
         let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
         status.history.drain(..excess);

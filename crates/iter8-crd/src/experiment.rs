@@ -491,6 +491,25 @@ pub struct PendingIteration {
     pub weights: Vec<u32>,
     /// The phase the experiment enters once the split is applied.
     pub next_phase: Phase,
+    /// What the iteration observed, kept for its history record.
+    #[serde(flatten)]
+    pub observed: Observed,
+}
+
+/// The cumulative observations an iteration was assessed on, and the split that was in force
+/// while they accrued. Later iterations send them back to the analytics service as history:
+/// batch means estimate a mean's spread from them, and the weights let it check that each
+/// version got the traffic it was meant to (sample-ratio mismatch).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// Per version, in version order: metric name to its cumulative observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "observations_schema")]
+    pub observations: Vec<BTreeMap<String, iter8_api::Observation>>,
+    /// The split in force during the iteration, in version order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_weights: Vec<u32>,
 }
 
 /// One completed iteration.
@@ -508,6 +527,44 @@ pub struct IterationRecord {
     /// The version named by the decision, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What the iteration observed.
+    #[serde(flatten)]
+    pub observed: Observed,
+}
+
+/// Observations as the API server stores them: the wire type's schema is not structural (a
+/// bucket bound is a number or `"+Inf"`), and only the controller writes them, decoding
+/// them with the wire type.
+fn observations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true
+        }
+    })
+}
+
+impl ExperimentStatus {
+    /// The recorded iterations as per-version history for an assessment request, oldest
+    /// first. Records from before a change in the number of versions, or without
+    /// observations, are left out.
+    pub fn snapshots(&self, versions: usize) -> Vec<Vec<iter8_api::Snapshot>> {
+        let mut out = vec![Vec::new(); versions];
+        for record in &self.history {
+            if record.observed.observations.len() != versions {
+                continue;
+            }
+            for (v, metrics) in record.observed.observations.iter().enumerate() {
+                out[v].push(iter8_api::Snapshot {
+                    iteration: record.iteration,
+                    weight: record.observed.served_weights.get(v).copied(),
+                    metrics: metrics.clone(),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// The phases of an experiment.

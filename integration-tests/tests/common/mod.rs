@@ -29,13 +29,18 @@ use tokio::task::JoinHandle;
 // Fixtures
 
 /// Observations by version label and metric name; a test can change them while it runs.
+/// Like a real metrics backend's counters, they grow: `set` gives what one iteration adds,
+/// and the n-th query of a metric answers n times that (the controller queries each metric
+/// once per iteration), so the analytics service never sees stale data.
 #[derive(Clone, Default)]
 pub struct ScriptedMetrics {
     data: Arc<Mutex<HashMap<String, BTreeMap<String, Observation>>>>,
+    queries: Arc<Mutex<HashMap<(String, String), u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ScriptedMetrics {
+    /// What each iteration adds for `version`.
     pub fn set(&self, version: &str, requests: f64, errors: f64, conversions: f64) {
         let mut data = self.data.lock().expect("not poisoned");
         data.insert(
@@ -66,9 +71,21 @@ impl MetricsBackend for ScriptedMetrics {
         }
         let version = query.labels.get("version").cloned().unwrap_or_default();
         let data = self.data.lock().expect("not poisoned");
-        data.get(&version)
-            .and_then(|m| m.get(query.name))
-            .cloned()
+        let per_iteration = data.get(&version).and_then(|m| m.get(query.name));
+        let times = per_iteration.map(|_| {
+            let mut queries = self.queries.lock().expect("not poisoned");
+            let n = queries
+                .entry((version.clone(), query.name.to_string()))
+                .or_default();
+            *n += 1;
+            f64::from(*n)
+        });
+        per_iteration
+            .zip(times)
+            .map(|(o, times)| match o {
+                Observation::Counter(c) => Observation::Counter(c * times),
+                other => other.clone(),
+            })
             .ok_or_else(|| MetricsError::NoData {
                 metric: query.name.to_string(),
                 reason: format!("no series for version {version}"),
