@@ -39,8 +39,8 @@ const CONTROLLER_THREADS: &str = "iter8-ctl";
 async fn fifty_experiments_each_begin_every_iteration_well_within_its_interval() -> Result<()> {
     let load = Load {
         experiments: 50,
-        interval: Duration::from_secs(2),
-        iterations: 5,
+        interval: Duration::from_secs(5),
+        iterations: 4,
     };
     let measured = measure(&load).await?;
     println!("{}", measured.report(&load));

@@ -141,6 +141,9 @@ pub async fn reconcile<M: MetricsBackend>(
     let phase = (exp.meta().deletion_timestamp.is_none())
         .then(|| exp.status.as_ref().map(|s| s.phase).unwrap_or_default());
     ctx.telemetry.observe_phase(&key, phase);
+    // A copy without our finalizer gets it added, by a patch that replaces this version.
+    let adds_finalizer = phase.is_some() && !exp.finalizers().iter().any(|f| f == FINALIZER);
+    let version = exp.resource_version();
     let outcome = finalizer(&api, FINALIZER, exp, |event| async {
         match event {
             Finalizer::Apply(exp) => Reconciler::new(&ctx, &api, &exp, &ns).apply().await,
@@ -149,6 +152,9 @@ pub async fn reconcile<M: MetricsBackend>(
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    if adds_finalizer && outcome.is_ok() {
+        ctx.superseded.replaced(&key, version.as_deref());
+    }
     let label = if outcome.is_ok() { "ok" } else { "error" };
     ctx.telemetry.reconciles.with_label_values(&[label]).inc();
     outcome
