@@ -10,7 +10,8 @@
 #
 # Tune with ITER8_LOAD_SECONDS (per phase, default 60), ITER8_LOAD_MAX_IN_FLIGHT (64),
 # ITER8_LOAD_BELOW (connections below the limit, 32), ITER8_LOAD_ABOVE (8 x the limit) and
-# ITER8_LOAD_ROUNDS (1; each round is a fresh server running both phases). Needs wrk
+# ITER8_LOAD_ROUNDS (1; each round is a fresh server running both phases; 0 connections
+# skips a phase). Needs wrk
 # (Debian package `wrk`, installed by integration-tests/setup.sh), curl and python3.
 # Exits non-zero if any answer was neither 200 nor a shed 503, or /healthz failed.
 set -euo pipefail
@@ -82,7 +83,8 @@ cpu_ticks() {
 }
 
 run_phase() {
-  local name="$1" connections="$2" dir="$work/$1"
+  local name="$1" connections="$2" dir="$work/round$round-$1"
+  ((connections > 0)) || return 0
   mkdir -p "$dir"
   curl -s "$base/metrics" >"$dir/metrics.before"
   local cpu_before
@@ -142,7 +144,12 @@ print(f"   answers         200: {ok:,}  shed 503: {shed:,}  other: {sum(other.va
 print(f"   latency (wrk)   p50 {lat['p50']} ms  p99 {lat['p99']} ms  max {lat['max']} ms  (all answers)")
 print(f"   latency of 200s p50 {quantile(0.5)}  p99 {quantile(0.99)}  (server histogram)")
 print(f"   in flight       max {max(in_flight, default=0)} (limit {limit}; the gauge counts the scrape itself; sampled each second)")
+start = float(samples[0][0])
+by_10s = {}
+for s in samples:
+    by_10s[int((float(s[0]) - start) // 10)] = int(s[1]) / 1024  # the last sample of each 10 s
 print(f"   RSS MiB         min {min(rss):.1f}  max {max(rss):.1f}  first 10 % mean {sum(rss[:tenth]) / tenth:.1f}  last 10 % mean {sum(rss[-tenth:]) / tenth:.1f}  ({len(rss)} samples)")
+print(f"   RSS by 10 s     {' '.join(f'{v:.0f}' for _, v in sorted(by_10s.items()))}")
 print(f"   /healthz        {len(health) - health_bad}/{len(health)} answered 200, slowest {max(t for _, t in health) * 1e3:.1f} ms")
 print(f"   server CPU      {int(open(f'{d}/cpu_ticks').read()) / hz / seconds:.2f} cores")
 sys.exit(1 if other or health_bad else 0)
