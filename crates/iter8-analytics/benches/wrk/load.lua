@@ -2,12 +2,8 @@
 -- counts the answers by kind, so that shed requests (503 with Retry-After) are told apart
 -- from timeouts (503 without it) and from anything else.
 --   wrk -t1 -c256 -d60s --latency -s crates/iter8-analytics/benches/wrk/load.lua URL
-local path = os.getenv("ITER8_WRK_BODY") or "docs/examples/assessment-request.json"
-local file = assert(io.open(path, "rb"), "cannot open " .. path .. "; run wrk from the repository root")
-wrk.method = "POST"
-wrk.body = file:read("*a")
-file:close()
-wrk.headers["Content-Type"] = "application/json"
+-- The request itself is assess.lua's (its done() is replaced below).
+dofile("crates/iter8-analytics/benches/wrk/assess.lua")
 
 local threads = {}
 
