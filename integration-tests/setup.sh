@@ -9,8 +9,8 @@
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-# Debian packages the tests need. Add to this list (e.g. prometheus).
-APT_PACKAGES=(prometheus chromium)
+# Debian packages the tests and benches need (wrk: crates/iter8-analytics/benches/load.sh).
+APT_PACKAGES=(prometheus chromium wrk)
 
 install_apt_packages() {
   local missing=() p

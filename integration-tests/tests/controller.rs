@@ -553,6 +553,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     },
                 ),
                 gate: None,
+                superseded: Default::default(),
             });
             let election = iter8_controller::leader::LeaderElection::new(
                 client,

@@ -14,7 +14,7 @@ use axum::{BoxError, Router, middleware};
 use iter8_api::{AssessmentRequest, AssessmentResponse, InvalidRequest};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::Config;
@@ -104,7 +104,10 @@ impl App {
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                    .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                    .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                    // Errors worth an ERROR line are logged where they arise (ApiError); at the
+                    // default level every shed 503 would be one, a log flood under overload.
+                    .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
             )
             .layer(middleware::from_fn_with_state(
                 metrics.clone(),

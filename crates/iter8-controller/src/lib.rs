@@ -9,6 +9,7 @@ pub mod leader;
 pub mod plan;
 pub mod reconcile;
 pub mod router;
+pub mod superseded;
 pub mod telemetry;
 
 use std::future::Future;

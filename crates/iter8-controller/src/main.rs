@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         telemetry: telemetry.clone(),
         recorder,
         gate: None,
+        superseded: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

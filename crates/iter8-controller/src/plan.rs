@@ -91,19 +91,24 @@ pub fn plan(
             weights: spec.initial_weights(),
         };
     }
-    let interval = parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
-    let since = status
-        .last_iteration_time
-        .as_ref()
-        .or(status.start_time.as_ref())
-        .map(system_time);
-    let due = since.map_or(now, |t| t + interval);
+    let due = next_iteration_due(spec, status).unwrap_or(now);
     match due.duration_since(now) {
         Ok(wait) if !wait.is_zero() => Step::Wait(wait),
         _ => Step::Iterate {
             iteration: status.completed_iterations + 1,
         },
     }
+}
+
+/// When the next iteration is due: one interval after the last one, or after the start;
+/// `None` before the experiment starts.
+pub fn next_iteration_due(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<SystemTime> {
+    let interval = parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
+    let since = status
+        .last_iteration_time
+        .as_ref()
+        .or(status.start_time.as_ref())?;
+    Some(system_time(since) + interval)
 }
 
 /// Helpers on the spec that only the controller needs.

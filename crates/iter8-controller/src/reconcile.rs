@@ -32,6 +32,7 @@ use crate::conditions::{
 };
 use crate::plan::{self, SpecExt, Step, parse_interval, system_time};
 use crate::router::{KubeRouter, RouteTarget, RouterError};
+use crate::superseded::Superseded;
 use crate::telemetry::Telemetry;
 
 /// The finalizer that puts traffic back on the baseline when a running experiment is deleted.
@@ -55,6 +56,8 @@ pub struct Context<M> {
     pub recorder: Recorder,
     /// Holds reconciles at a stage of an iteration; `None` outside tests.
     pub gate: Option<Arc<StageGate>>,
+    /// The versions of Experiments our own writes replaced, to skip stale cached copies.
+    pub superseded: Superseded,
 }
 
 /// The points of an iteration a [`StageGate`] can hold it at.
@@ -126,9 +129,21 @@ pub async fn reconcile<M: MetricsBackend>(
     let ns = exp.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Experiment> = Api::namespaced(ctx.client.clone(), &ns);
     let key = format!("{ns}/{}", exp.name_any());
+    if ctx
+        .superseded
+        .is_stale(&key, exp.resource_version().as_deref())
+    {
+        // The cache still shows a copy we wrote over; the watch event of our write triggers
+        // a reconcile of the current one, and the requeue covers a lost event.
+        ctx.telemetry.reconciles.with_label_values(&["stale"]).inc();
+        return Ok(Action::requeue(ctx.settings.retry_after));
+    }
     let phase = (exp.meta().deletion_timestamp.is_none())
         .then(|| exp.status.as_ref().map(|s| s.phase).unwrap_or_default());
     ctx.telemetry.observe_phase(&key, phase);
+    // A copy without our finalizer gets it added, by a patch that replaces this version.
+    let adds_finalizer = phase.is_some() && !exp.finalizers().iter().any(|f| f == FINALIZER);
+    let version = exp.resource_version();
     let outcome = finalizer(&api, FINALIZER, exp, |event| async {
         match event {
             Finalizer::Apply(exp) => Reconciler::new(&ctx, &api, &exp, &ns).apply().await,
@@ -137,6 +152,9 @@ pub async fn reconcile<M: MetricsBackend>(
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    if adds_finalizer && outcome.is_ok() {
+        ctx.superseded.replaced(&key, version.as_deref());
+    }
     let label = if outcome.is_ok() { "ok" } else { "error" };
     ctx.telemetry.reconciles.with_label_values(&[label]).inc();
     outcome
@@ -188,9 +206,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 }
                 Ok(Action::await_change())
             }
-            Step::Wait(wait) => {
+            Step::Wait(_) => {
                 self.correct_drift(&status).await?;
-                Ok(Action::requeue(wait))
+                Ok(self.requeue_when_due(Some(&status)))
             }
             Step::Start { weights } => self.start(status, weights).await,
             Step::FinishPending(pending) => self.finish(status, pending).await,
@@ -269,7 +287,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             &now,
         );
         status.message = Some(format!("started with {}", self.summary(&weights)));
-        self.write(status).await?;
+        let written = self.write(status).await?;
         self.event(
             EventType::Normal,
             "Started",
@@ -277,7 +295,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             &format!("starting split {}", self.summary(&weights)),
         )
         .await;
-        Ok(Action::requeue(self.interval()))
+        Ok(self.requeue_when_due(written.status.as_ref()))
     }
 
     async fn iterate(&self, mut status: ExperimentStatus, iteration: u32) -> Result<Action, Error> {
@@ -285,6 +303,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let now = now();
         let generation = self.exp.meta().generation;
         let spec = &self.exp.spec;
+        self.observe_lateness(&status);
         if status.phase == Phase::Paused {
             status.phase = Phase::Running;
             status.paused_at_generation = None;
@@ -425,6 +444,23 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         outcome
     }
 
+    /// Records how late this attempt began. A paused experiment was not due (a person or the
+    /// failure policy held it), so its resumption is not counted as late.
+    fn observe_lateness(&self, status: &ExperimentStatus) {
+        if status.phase == Phase::Paused {
+            return;
+        }
+        let Some(due) = plan::next_iteration_due(&self.exp.spec, status) else {
+            return;
+        };
+        let late = SystemTime::now().duration_since(due).unwrap_or_default();
+        self.ctx
+            .telemetry
+            .iteration_lateness
+            .with_label_values(&[kind_label(self.exp.spec.kind)])
+            .observe(late.as_secs_f64());
+    }
+
     async fn finish(
         &self,
         status: ExperimentStatus,
@@ -527,6 +563,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         self.api
             .replace_status(&exp.name_any(), &PostParams::default(), &recorded)
             .await?;
+        self.ctx
+            .superseded
+            .replaced(&crate::key(exp), exp.resource_version().as_deref());
         self.event(
             EventType::Normal,
             "Iteration",
@@ -544,8 +583,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 .await;
             Ok(Action::await_change())
         } else {
-            Ok(Action::requeue(self.interval()))
+            Ok(self.requeue_when_due(recorded.status.as_ref()))
         }
+    }
+
+    /// Requeues for when the next iteration is due by `status`, however long this reconcile
+    /// took: a whole interval from its end would make each iteration late by the time the
+    /// previous one spent on API calls (seconds with 300 experiments; docs/performance.md).
+    fn requeue_when_due(&self, status: Option<&ExperimentStatus>) -> Action {
+        let due = status.and_then(|s| plan::next_iteration_due(&self.exp.spec, s));
+        Action::requeue(due.map_or(self.interval(), |due| {
+            due.duration_since(SystemTime::now()).unwrap_or_default()
+        }))
     }
 
     async fn terminate(
@@ -914,10 +963,14 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let mut updated = exp.clone();
         status.observed_generation = exp.meta().generation;
         updated.status = Some(status);
-        Ok(self
+        let written = self
             .api
             .replace_status(&exp.name_any(), &PostParams::default(), &updated)
-            .await?)
+            .await?;
+        self.ctx
+            .superseded
+            .replaced(&crate::key(exp), exp.resource_version().as_deref());
+        Ok(written)
     }
 
     fn record_weights(&self, status: &mut ExperimentStatus, weights: &[u32]) {

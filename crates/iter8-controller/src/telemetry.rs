@@ -20,12 +20,15 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Telemetry {
     registry: Registry,
-    /// Reconciles, by outcome (`ok`, `error`).
+    /// Reconciles, by outcome (`ok`, `error`, `stale`: skipped, the cache had an old copy).
     pub reconciles: IntCounterVec,
     /// Iterations run, by decision action.
     pub iterations: IntCounterVec,
     /// Seconds one iteration took (metrics, analytics, router, status).
     pub iteration_seconds: HistogramVec,
+    /// Seconds an iteration attempt began after it was due (the last iteration, or the
+    /// start, plus the interval): how well the controller keeps its schedule under load.
+    pub iteration_lateness: HistogramVec,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
     ready: Arc<AtomicBool>,
@@ -56,6 +59,17 @@ impl Telemetry {
             ]),
             &["kind"],
         )?;
+        let iteration_lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "iter8_controller_iteration_lateness_seconds",
+                "Time from when an iteration was due to when an attempt at it began",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+            &["kind"],
+        )?;
         let experiments = IntGaugeVec::new(
             Opts::new("iter8_controller_experiments", "Experiments by phase"),
             &["phase"],
@@ -63,12 +77,14 @@ impl Telemetry {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(iterations.clone()))?;
         registry.register(Box::new(iteration_seconds.clone()))?;
+        registry.register(Box::new(iteration_lateness.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
             registry,
             reconciles,
             iterations,
             iteration_seconds,
+            iteration_lateness,
             experiments,
             phases: Arc::default(),
             ready: Arc::default(),

@@ -134,8 +134,26 @@ pub async fn start_controller_with(
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
+    let ctx = controller_context(client, analytics_url, metrics, analytics_timeout, gate)?;
+    let telemetry = ctx.telemetry.clone();
+    let namespace = namespace.to_string();
+    let handle = tokio::spawn(async move {
+        iter8_controller::run(ctx, Some(&namespace), std::future::pending()).await;
+    });
+    Ok((handle, telemetry))
+}
+
+/// What an in-process controller runs with: test settings (one analytics retry, a 500 ms
+/// retry delay) and fresh telemetry.
+pub fn controller_context(
+    client: &Client,
+    analytics_url: &str,
+    metrics: ScriptedMetrics,
+    analytics_timeout: Duration,
+    gate: Option<Arc<StageGate>>,
+) -> Result<Arc<Context<ScriptedMetrics>>> {
     let telemetry = Telemetry::new()?;
-    let ctx = Arc::new(Context {
+    Ok(Arc::new(Context {
         client: client.clone(),
         router: KubeRouter::new(client.clone()),
         analytics: AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?,
@@ -153,12 +171,8 @@ pub async fn start_controller_with(
             },
         ),
         gate,
-    });
-    let namespace = namespace.to_string();
-    let handle = tokio::spawn(async move {
-        iter8_controller::run(ctx, Some(&namespace), std::future::pending()).await;
-    });
-    Ok((handle, telemetry))
+        superseded: Default::default(),
+    }))
 }
 
 pub async fn install_crds(client: &Client) -> Result<()> {
