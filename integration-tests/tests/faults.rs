@@ -176,28 +176,8 @@ async fn analytics_answering_garbage_never_moves_traffic() -> Result<()> {
 
 #[tokio::test]
 async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
-    let env = iter8_integration_tests::TestEnv::new("fault-analytics-slow").await?;
-    install_crds(&env.client).await?;
-    create_metrics(&env.client, env.namespace.name()).await?;
-    let metrics = ScriptedMetrics::default();
-    let analytics = start_analytics().await?;
     // A 1 s analytics timeout against a service that takes 5 s.
-    let (controller, telemetry) = start_controller_with(
-        &env.client,
-        env.namespace.name(),
-        &format!("http://{analytics}"),
-        metrics.clone(),
-        Duration::from_secs(1),
-        None,
-    )
-    .await?;
-    let h = Harness {
-        env,
-        metrics,
-        analytics,
-        controller,
-        telemetry,
-    };
+    let h = Harness::with_analytics_timeout("fault-analytics-slow", Duration::from_secs(1)).await?;
     let slow = start_broken_analytics(Broken::TooSlow).await?;
     break_analytics_mid_run(&h, "slow", slow, 2, "rollback").await?;
     assert_held_then_rolled_back(&h, "slow", "AnalyticsUnavailable").await?;

@@ -13,7 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use iter8_crd::Phase;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The controller's metrics.
@@ -26,6 +27,8 @@ pub struct Telemetry {
     pub iterations: IntCounterVec,
     /// Seconds one iteration took (metrics, analytics, router, status).
     pub iteration_seconds: HistogramVec,
+    /// Status writes that lost a race with another writer (409 Conflict).
+    pub status_conflicts: IntCounter,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
     ready: Arc<AtomicBool>,
@@ -56,6 +59,10 @@ impl Telemetry {
             ]),
             &["kind"],
         )?;
+        let status_conflicts = IntCounter::new(
+            "iter8_controller_status_conflicts_total",
+            "Status writes refused with 409 Conflict",
+        )?;
         let experiments = IntGaugeVec::new(
             Opts::new("iter8_controller_experiments", "Experiments by phase"),
             &["phase"],
@@ -63,12 +70,14 @@ impl Telemetry {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(iterations.clone()))?;
         registry.register(Box::new(iteration_seconds.clone()))?;
+        registry.register(Box::new(status_conflicts.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
             registry,
             reconciles,
             iterations,
             iteration_seconds,
+            status_conflicts,
             experiments,
             phases: Arc::default(),
             ready: Arc::default(),

@@ -89,6 +89,117 @@ pub async fn start_analytics() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The real analytics server behind a recording proxy: the iteration number of every
+/// assessment asked for, in order, so tests can prove that no iteration was assessed twice.
+#[derive(Clone)]
+pub struct AssessmentLog {
+    /// The proxy's address: give it to the controller as the analytics service.
+    pub addr: SocketAddr,
+    iterations: Arc<Mutex<Vec<u32>>>,
+}
+
+impl AssessmentLog {
+    /// A proxy on a free loopback port forwarding to the analytics server at `real`.
+    pub async fn start(real: SocketAddr) -> Result<Self> {
+        let iterations = Arc::new(Mutex::new(Vec::new()));
+        let log = iterations.clone();
+        let http = reqwest::Client::new();
+        let forward = move |body: axum::body::Bytes| {
+            let (http, log) = (http.clone(), log.clone());
+            async move {
+                let iteration = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["iteration"].as_u64())
+                    .and_then(|i| u32::try_from(i).ok());
+                if let Some(i) = iteration {
+                    log.lock().expect("not poisoned").push(i);
+                }
+                let answer = http
+                    .post(format!("http://{real}/v1/assessments"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(a) => {
+                        let status = axum::http::StatusCode::from_u16(a.status().as_u16())
+                            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                        let body = a.bytes().await.unwrap_or_default();
+                        (status, [("content-type", "application/json")], body)
+                    }
+                    Err(_) => (
+                        axum::http::StatusCode::BAD_GATEWAY,
+                        [("content-type", "application/json")],
+                        axum::body::Bytes::new(),
+                    ),
+                }
+            }
+        };
+        let app = axum::Router::new().route("/v1/assessments", axum::routing::post(forward));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { addr, iterations })
+    }
+
+    /// The iterations assessed so far, in the order asked.
+    pub fn iterations(&self) -> Vec<u32> {
+        self.iterations.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Proof that no iteration ran twice and none was skipped: the history lists consecutive
+/// iterations ending at `completedIterations`, one `Iteration` Event per iteration, and the
+/// analytics service assessed each iteration once, in order (`assessed` may include the
+/// assessment of one iteration that is still in progress).
+pub async fn assert_each_iteration_once(
+    client: &Client,
+    ns: &str,
+    exp: &Experiment,
+    assessed: &[u32],
+) -> Result<()> {
+    let name = exp.metadata.name.as_deref().unwrap_or_default();
+    let status = exp.status.as_ref().context("status")?;
+    let completed = status.completed_iterations;
+    let history: Vec<u32> = status.history.iter().map(|r| r.iteration).collect();
+    let first = completed + 1 - u32::try_from(history.len())?;
+    assert_eq!(
+        history,
+        (first..=completed).collect::<Vec<_>>(),
+        "{name}: the history lists each iteration once"
+    );
+    // Events are published after the status write they report: wait for the last ones. The
+    // recorder folds repeats of a reason into one Event with a series count.
+    let mut announced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while announced != completed && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        announced = events_for(client, ns, name)
+            .await?
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("Iteration"))
+            .map(|e| {
+                e.series
+                    .as_ref()
+                    .map_or(1, |s| u32::try_from(s.count).unwrap_or(0))
+            })
+            .sum();
+    }
+    assert_eq!(
+        announced, completed,
+        "{name}: one Iteration event per iteration"
+    );
+    let mut expected: Vec<u32> = (1..=completed).collect();
+    if assessed.len() > expected.len() {
+        expected.push(completed + 1);
+    }
+    assert_eq!(
+        assessed, expected,
+        "{name}: the analytics service assessed each iteration once"
+    );
+    Ok(())
+}
+
 /// A controller watching only the test's namespace, running until the handle is aborted
 /// (which is as abrupt as a crash: no code of the controller runs after it).
 pub async fn start_controller(
@@ -108,12 +219,12 @@ pub async fn start_controller(
     .await
 }
 
-/// A controller with a given default analytics URL and analytics timeout.
-pub async fn start_controller_with(
+/// A controller with a given default analytics URL, analytics timeout and metrics backend.
+pub async fn start_controller_with<M: MetricsBackend + 'static>(
     client: &Client,
     namespace: &str,
     analytics_url: &str,
-    metrics: ScriptedMetrics,
+    metrics: M,
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
@@ -325,29 +436,40 @@ pub async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Eve
 pub struct Harness {
     pub env: TestEnv,
     pub metrics: ScriptedMetrics,
+    /// The analytics service the controller uses (the recording proxy of `assessed`).
     pub analytics: SocketAddr,
+    /// Every assessment the controller asked `analytics` for.
+    pub assessed: AssessmentLog,
     pub controller: JoinHandle<()>,
     pub telemetry: Telemetry,
 }
 
 impl Harness {
     pub async fn new(test: &str) -> Result<Self> {
+        Self::with_analytics_timeout(test, Duration::from_secs(5)).await
+    }
+
+    /// A harness whose controller gives each analytics call `timeout`.
+    pub async fn with_analytics_timeout(test: &str, timeout: Duration) -> Result<Self> {
         let env = TestEnv::new(test).await?;
         install_crds(&env.client).await?;
         create_metrics(&env.client, env.namespace.name()).await?;
         let metrics = ScriptedMetrics::default();
-        let analytics = start_analytics().await?;
-        let (controller, telemetry) = start_controller(
+        let assessed = AssessmentLog::start(start_analytics().await?).await?;
+        let (controller, telemetry) = start_controller_with(
             &env.client,
             env.namespace.name(),
-            analytics,
+            &format!("http://{}", assessed.addr),
             metrics.clone(),
+            timeout,
+            None,
         )
         .await?;
         Ok(Self {
             env,
             metrics,
-            analytics,
+            analytics: assessed.addr,
+            assessed,
             controller,
             telemetry,
         })
