@@ -89,30 +89,26 @@ pub async fn start_analytics() -> Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The real analytics server behind a recording proxy: the iteration number of every
-/// assessment asked for, in order, so tests can prove that no iteration was assessed twice.
+/// The real analytics server behind a recording proxy: every assessment request, in order,
+/// so tests can prove that no iteration was assessed twice and see what data it was given.
 #[derive(Clone)]
 pub struct AssessmentLog {
     /// The proxy's address: give it to the controller as the analytics service.
     pub addr: SocketAddr,
-    iterations: Arc<Mutex<Vec<u32>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
 }
 
 impl AssessmentLog {
     /// A proxy on a free loopback port forwarding to the analytics server at `real`.
     pub async fn start(real: SocketAddr) -> Result<Self> {
-        let iterations = Arc::new(Mutex::new(Vec::new()));
-        let log = iterations.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
         let http = reqwest::Client::new();
         let forward = move |body: axum::body::Bytes| {
             let (http, log) = (http.clone(), log.clone());
             async move {
-                let iteration = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["iteration"].as_u64())
-                    .and_then(|i| u32::try_from(i).ok());
-                if let Some(i) = iteration {
-                    log.lock().expect("not poisoned").push(i);
+                if let Ok(request) = serde_json::from_slice::<Value>(&body) {
+                    log.lock().expect("not poisoned").push(request);
                 }
                 let answer = http
                     .post(format!("http://{real}/v1/assessments"))
@@ -139,12 +135,21 @@ impl AssessmentLog {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { addr, iterations })
+        Ok(Self { addr, requests })
     }
 
     /// The iterations assessed so far, in the order asked.
     pub fn iterations(&self) -> Vec<u32> {
-        self.iterations.lock().expect("not poisoned").clone()
+        self.requests()
+            .iter()
+            .filter_map(|r| r["iteration"].as_u64())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect()
+    }
+
+    /// The assessment requests so far, in the order asked.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().expect("not poisoned").clone()
     }
 }
 
@@ -392,6 +397,55 @@ pub async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> 
         },
     )
     .await
+}
+
+/// Waits for `name` to reach `phase` (as a failure policy ends it), checking on every poll
+/// until then that HTTPRoute `reviews` keeps the split it had at the call and that no
+/// iteration completes: the split is held while failing. A change of split is only accepted
+/// as the policy's own, written just before the phase. Returns the held split and the
+/// experiment in `phase`.
+pub async fn held_until_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+) -> Result<([u64; 2], Experiment)> {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), ns);
+    let held = reviews_split(client, ns).await?;
+    let at = api.get(name).await?;
+    let completed = at.status.as_ref().map_or(0, |s| s.completed_iterations);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let split = reviews_split(client, ns).await?;
+        let exp = api.get(name).await?;
+        let status = exp.status.clone().unwrap_or_default();
+        if status.phase == phase {
+            return Ok((held, exp));
+        }
+        assert_eq!(
+            status.completed_iterations, completed,
+            "{name}: no iteration completes while failing"
+        );
+        if split != held {
+            // Only the policy's own change, whose status write follows at once.
+            let ended = wait_for(
+                &format!(
+                    "{name}: {phase} right after the split changed from {held:?} to {split:?}"
+                ),
+                Duration::from_secs(2),
+                async || {
+                    let exp = api.get(name).await?;
+                    Ok((exp.status.as_ref().map(|s| s.phase) == Some(phase)).then_some(exp))
+                },
+            )
+            .await?;
+            return Ok((held, ended));
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} did not reach {phase} while held at {held:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub async fn wait_for_iterations(
