@@ -306,6 +306,22 @@ async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
     h.finish().await
 }
 
+/// Sets the weights of HTTPRoute `reviews` as a person would (a merge patch, not iter8's
+/// field manager).
+async fn edit_by_hand(routes: &Api<DynamicObject>, [v1, v2]: [u32; 2]) -> Result<()> {
+    routes
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"rules": [{
+                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": v1},
+                                {"name": "reviews-v2", "port": 9080, "weight": v2}]
+            }]}})),
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     let h = Harness::new("drift").await?;
@@ -321,16 +337,7 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     wait_for_phase(&api, "drift", Phase::Paused).await?;
     let routes: Api<DynamicObject> =
         Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
-    routes
-        .patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"rules": [{
-                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": 10},
-                                {"name": "reviews-v2", "port": 9080, "weight": 90}]
-            }]}})),
-        )
-        .await?;
+    edit_by_hand(&routes, [10, 90]).await?;
     wait_for(
         "the route to be restored",
         Duration::from_secs(30),
@@ -372,16 +379,7 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     )
     .await?;
     let at = running.status.expect("status").completed_iterations;
-    routes
-        .patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"rules": [{
-                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": 1},
-                                {"name": "reviews-v2", "port": 9080, "weight": 99}]
-            }]}})),
-        )
-        .await?;
+    edit_by_hand(&routes, [1, 99]).await?;
     wait_for(
         "a second TrafficDrift event",
         Duration::from_secs(30),

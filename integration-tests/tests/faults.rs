@@ -115,16 +115,6 @@ async fn break_analytics_mid_run(
     Ok(before)
 }
 
-/// Warning Events the experiment got, by reason.
-async fn warnings(h: &Harness, name: &str) -> Result<Vec<String>> {
-    Ok(events_for(&h.env.client, h.ns(), name)
-        .await?
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| e.reason)
-        .collect())
-}
-
 /// The three proofs for a failing analytics service: the split it had when the analytics
 /// broke is held (no iteration completes) until the failure policy rolls everything back to
 /// the baseline; nothing is promoted; each iteration ran once. And what the user sees:
@@ -153,7 +143,7 @@ async fn assert_held_then_rolled_back(
         condition_reason(&failed, "Completed").as_deref(),
         Some("FailurePolicy")
     );
-    let warned = warnings(h, name).await?;
+    let warned = warning_reasons(&h.env.client, h.ns(), name).await?;
     assert!(
         warned.iter().any(|w| w == reason),
         "a {reason} event: {warned:?}"
@@ -250,7 +240,7 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
         [60, 40],
         "the split is held while paused"
     );
-    let warned = warnings(&h, "pausing").await?;
+    let warned = warning_reasons(&h.env.client, h.ns(), "pausing").await?;
     assert!(
         warned.iter().any(|w| w == "AnalyticsUnavailable"),
         "{warned:?}"
@@ -308,7 +298,7 @@ async fn metrics_backend_down_holds_and_never_promotes() -> Result<()> {
     assert!(status.decision.is_none());
     assert!(h.assessed.iterations().is_empty());
     assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
-    let warned = warnings(&h, "blind").await?;
+    let warned = warning_reasons(&h.env.client, h.ns(), "blind").await?;
     assert!(
         warned.iter().any(|w| w == "BackendUnavailable"),
         "{warned:?}"
@@ -354,21 +344,8 @@ async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Resu
     )
     .await?;
     let failed = wait_for_phase(&api, "orphan", Phase::Failed).await?;
-    let status = failed.status.clone().expect("status");
-    assert_eq!(
-        status.completed_iterations,
-        reported.status.expect("status").completed_iterations,
-        "no iteration completes without a router"
-    );
-    assert_ne!(
-        status.decision.as_ref().map(|d| d.action),
-        Some(Action::Promote)
-    );
-    assert_eq!(
-        condition_reason(&failed, "Completed").as_deref(),
-        Some("FailurePolicy")
-    );
-    let warned = warnings(&h, "orphan").await?;
+    assert_ended_by_failure_policy(&failed, &reported);
+    let warned = warning_reasons(&h.env.client, h.ns(), "orphan").await?;
     assert!(warned.iter().any(|w| w == "RouterNotFound"), "{warned:?}");
     assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await?;

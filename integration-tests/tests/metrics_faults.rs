@@ -271,6 +271,16 @@ impl Rig {
         Ok(())
     }
 
+    /// Waits until the route gives the candidate some traffic.
+    async fn wait_for_candidate_traffic(&self) -> Result<()> {
+        wait_for(
+            "the candidate to get traffic",
+            Duration::from_secs(60),
+            async || Ok((reviews_split(&self.env.client, self.ns()).await?[1] > 0).then_some(())),
+        )
+        .await
+    }
+
     async fn finish(mut self) -> Result<()> {
         self.load.abort();
         self.controller.abort();
@@ -289,22 +299,32 @@ fn counters_sent(assessed: &AssessmentLog, index: usize, metric: &str) -> Vec<Op
         .collect()
 }
 
-/// Without data, the candidate keeps the share its first iteration gave it (until the end
-/// puts everything back on the baseline).
-fn assert_candidate_share_never_grew(status: &iter8_crd::ExperimentStatus) {
+/// Waits for `name` to complete and checks how an experiment without the candidate's data
+/// ends: `inconclusive`, all traffic back on the baseline, and the candidate never given
+/// more than the share its first iteration gave it.
+async fn ended_inconclusive_on_the_baseline(
+    rig: &Rig,
+    name: &str,
+    what: &str,
+) -> Result<Experiment> {
+    let done = wait_for_phase(&rig.experiments(), name, Phase::Completed).await?;
+    let status = done.status.clone().expect("status");
     let shares: Vec<u32> = status.history.iter().map(|r| r.weights[1]).collect();
+    eprintln!(
+        "{what}: ended {:?} after {} iterations, candidate shares {shares:?}",
+        status.decision.as_ref().map(|d| d.action),
+        status.completed_iterations,
+    );
+    assert_eq!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(Action::Inconclusive)
+    );
     assert!(
         shares.iter().all(|&w| w <= shares[0]),
         "the candidate's share grew without data: {shares:?}"
     );
-}
-
-fn warnings(events: &[k8s_openapi::api::events::v1::Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| e.reason.clone())
-        .collect()
+    assert_eq!(reviews_split(&rig.env.client, rig.ns()).await?, [100, 0]);
+    Ok(done)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,12 +334,7 @@ async fn prometheus_killed_mid_experiment_holds_then_rolls_back() -> Result<()> 
     rig.create_canary("blackout", 30, 5).await?;
     let api = rig.experiments();
     // Once traffic has moved, so that holding it and rolling it back are both visible.
-    wait_for(
-        "the candidate to get traffic",
-        Duration::from_secs(60),
-        async || Ok((reviews_split(&rig.env.client, rig.ns()).await?[1] > 0).then_some(())),
-    )
-    .await?;
+    rig.wait_for_candidate_traffic().await?;
     rig.prometheus.stop();
     let reported = wait_for(
         "MetricsAvailable=False, reason BackendUnavailable",
@@ -355,21 +370,9 @@ async fn prometheus_killed_mid_experiment_holds_then_rolls_back() -> Result<()> 
         "held {held:?}, recorded {recorded_split:?}"
     );
     let status = failed.status.clone().expect("status");
-    assert_eq!(
-        status.completed_iterations, recorded.completed_iterations,
-        "no iteration without metrics"
-    );
-    assert_ne!(
-        status.decision.as_ref().map(|d| d.action),
-        Some(Action::Promote)
-    );
-    assert_eq!(
-        condition_reason(&failed, "Completed").as_deref(),
-        Some("FailurePolicy")
-    );
+    assert_ended_by_failure_policy(&failed, &reported);
     assert_eq!(reviews_split(&rig.env.client, rig.ns()).await?, [100, 0]);
-    let events = events_for(&rig.env.client, rig.ns(), "blackout").await?;
-    let warned = warnings(&events);
+    let warned = warning_reasons(&rig.env.client, rig.ns(), "blackout").await?;
     assert!(
         warned.contains(&"BackendUnavailable".to_owned()),
         "{warned:?}"
@@ -418,31 +421,14 @@ async fn a_candidate_without_series_is_never_promoted() -> Result<()> {
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(message.contains("next/requests"), "{message}");
-    let done = wait_for_phase(&api, "unseen", Phase::Completed).await?;
-    let status = done.status.clone().expect("status");
-    eprintln!(
-        "no series: ended {:?} after {} iterations, splits {:?}",
-        status.decision.as_ref().map(|d| d.action),
-        status.completed_iterations,
-        status
-            .history
-            .iter()
-            .map(|r| r.weights.clone())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        status.decision.as_ref().map(|d| d.action),
-        Some(Action::Inconclusive)
-    );
-    assert_candidate_share_never_grew(&status);
-    assert_eq!(reviews_split(&rig.env.client, rig.ns()).await?, [100, 0]);
+    let done = ended_inconclusive_on_the_baseline(&rig, "unseen", "no series").await?;
     // Missing data went to the analytics service as missing, never as a zero.
     let sent = counters_sent(&rig.assessed, 1, "requests");
     assert!(
         !sent.is_empty() && sent.iter().all(Option::is_none),
         "{sent:?}"
     );
-    let warned = warnings(&events_for(&rig.env.client, rig.ns(), "unseen").await?);
+    let warned = warning_reasons(&rig.env.client, rig.ns(), "unseen").await?;
     assert!(warned.contains(&"NoData".to_owned()), "{warned:?}");
     assert_each_iteration_once(&rig.env.client, rig.ns(), &done, &rig.assessed.iterations())
         .await?;
@@ -494,24 +480,7 @@ async fn nan_and_zero_over_zero_count_as_missing_and_never_promote() -> Result<(
         "{}",
         reported.message
     );
-    let done = wait_for_phase(&api, "silent", Phase::Completed).await?;
-    let status = done.status.clone().expect("status");
-    eprintln!(
-        "0/0 and NaN: ended {:?} after {} iterations, splits {:?}",
-        status.decision.as_ref().map(|d| d.action),
-        status.completed_iterations,
-        status
-            .history
-            .iter()
-            .map(|r| r.weights.clone())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        status.decision.as_ref().map(|d| d.action),
-        Some(Action::Inconclusive)
-    );
-    assert_candidate_share_never_grew(&status);
-    assert_eq!(reviews_split(&rig.env.client, rig.ns()).await?, [100, 0]);
+    let done = ended_inconclusive_on_the_baseline(&rig, "silent", "0/0 and NaN").await?;
     // NaN never reached the analytics service as a number.
     for request in rig.assessed.requests() {
         let sent = &request["versions"][1]["metrics"];
@@ -530,12 +499,7 @@ async fn a_counter_reset_mid_experiment_neither_loses_data_nor_stops_a_promotion
     rig.create_canary("reborn", 30, 3).await?;
     let api = rig.experiments();
     // Once the candidate has traffic, its process restarts: its counters start again at 0.
-    wait_for(
-        "the candidate to get traffic",
-        Duration::from_secs(60),
-        async || Ok((reviews_split(&rig.env.client, rig.ns()).await?[1] > 0).then_some(())),
-    )
-    .await?;
+    rig.wait_for_candidate_traffic().await?;
     wait_for(
         "the candidate's requests to be counted",
         Duration::from_secs(30),
@@ -594,7 +558,7 @@ async fn a_counter_reset_mid_experiment_neither_loses_data_nor_stops_a_promotion
     );
     assert_eq!(reviews_split(&rig.env.client, rig.ns()).await?, [0, 100]);
     // Nothing for the user to see: no iteration was held or short of data.
-    let warned = warnings(&events_for(&rig.env.client, rig.ns(), "reborn").await?);
+    let warned = warning_reasons(&rig.env.client, rig.ns(), "reborn").await?;
     assert!(warned.is_empty(), "{warned:?}");
     assert_each_iteration_once(&rig.env.client, rig.ns(), &done, &rig.assessed.iterations())
         .await?;

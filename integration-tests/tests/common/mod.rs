@@ -215,6 +215,38 @@ pub async fn assert_one_iteration_event_each(
     Ok(())
 }
 
+/// The reasons of the Warning Events `name` got.
+pub async fn warning_reasons(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+    Ok(events_for(client, ns, name)
+        .await?
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+/// The failure policy ended the experiment: nothing promoted, `Completed=True` with reason
+/// `FailurePolicy`, and no iteration completed since `reported` (the failure's report).
+pub fn assert_ended_by_failure_policy(failed: &Experiment, reported: &Experiment) {
+    let name = failed.metadata.name.as_deref().unwrap_or_default();
+    let status = failed.status.as_ref().expect("status");
+    assert_eq!(
+        Some(status.completed_iterations),
+        reported.status.as_ref().map(|s| s.completed_iterations),
+        "{name}: no iteration completes while failing"
+    );
+    assert_ne!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(iter8_api::Action::Promote),
+        "{name}"
+    );
+    assert_eq!(
+        condition_reason(failed, "Completed").as_deref(),
+        Some("FailurePolicy"),
+        "{name}"
+    );
+}
+
 /// How many times `name` got an Event with `reason`, counting each series' repeats.
 pub async fn event_count(client: &Client, ns: &str, name: &str, reason: &str) -> Result<u32> {
     Ok(events_for(client, ns, name)
