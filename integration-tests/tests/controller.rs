@@ -322,6 +322,22 @@ async fn a_killed_controller_resumes_at_the_right_iteration() -> Result<()> {
     h.finish().await
 }
 
+/// Sets the weights of HTTPRoute `reviews` as a person would (a merge patch, not iter8's
+/// field manager).
+async fn edit_by_hand(routes: &Api<DynamicObject>, [v1, v2]: [u32; 2]) -> Result<()> {
+    routes
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"rules": [{
+                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": v1},
+                                {"name": "reviews-v2", "port": 9080, "weight": v2}]
+            }]}})),
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     let h = Harness::new("drift").await?;
@@ -337,16 +353,7 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
     wait_for_phase(&api, "drift", Phase::Paused).await?;
     let routes: Api<DynamicObject> =
         Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
-    routes
-        .patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"rules": [{
-                "backendRefs": [{"name": "reviews-v1", "port": 9080, "weight": 10},
-                                {"name": "reviews-v2", "port": 9080, "weight": 90}]
-            }]}})),
-        )
-        .await?;
+    edit_by_hand(&routes, [10, 90]).await?;
     wait_for(
         "the route to be restored",
         Duration::from_secs(30),
@@ -367,6 +374,56 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
             .unwrap_or_default()
             .contains("was changed outside the experiment")
     );
+    let paused = api.get("drift").await?;
+    assert_eq!(
+        condition_reason(&paused, "TrafficApplied").as_deref(),
+        Some("DriftCorrected")
+    );
+
+    // The same edit while the experiment runs: corrected between iterations, to the split
+    // the experiment recorded, and the iterations go on one by one.
+    merge_spec(
+        &api,
+        "drift",
+        json!({"manualOverride": {"action": "resume"}}),
+    )
+    .await?;
+    let running = wait_for_iterations(
+        &api,
+        "drift",
+        paused.status.expect("status").completed_iterations + 1,
+    )
+    .await?;
+    let at = running.status.expect("status").completed_iterations;
+    edit_by_hand(&routes, [1, 99]).await?;
+    wait_for(
+        "a second TrafficDrift event",
+        Duration::from_secs(30),
+        async || {
+            Ok(
+                (event_count(&h.env.client, h.ns(), "drift", "TrafficDrift").await? >= 2)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let after = wait_for_iterations(&api, "drift", at + 2).await?;
+    let recorded: Vec<u64> = after
+        .status
+        .as_ref()
+        .expect("status")
+        .weights
+        .iter()
+        .map(|w| u64::from(w.weight))
+        .collect();
+    assert_eq!(
+        reviews_split(&h.env.client, h.ns()).await?.to_vec(),
+        recorded,
+        "the route carries the experiment's split, not the hand edit"
+    );
+    h.controller.abort();
+    let end = api.get("drift").await?;
+    assert_recorded_and_assessed_once(&end, &h.assessed.iterations())?;
     h.finish().await
 }
 
@@ -526,7 +583,8 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
     let metrics = ScriptedMetrics::default();
     metrics.set("v1", 400.0, 3.0, 0.0);
     metrics.set("v2", 400.0, 3.0, 0.0);
-    let analytics = start_analytics().await?;
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    let analytics = assessed.addr;
     let replica = |identity: &'static str| {
         let (client, ns, metrics) = (env.client.clone(), ns.clone(), metrics.clone());
         async move {
@@ -589,9 +647,9 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
             .unwrap_or_default()
     };
     let leader = holder(leases.get("iter8-controller").await?);
-    let (dead, standby) = match leader.as_str() {
-        "replica-a" => (a, "replica-b"),
-        "replica-b" => (b, "replica-a"),
+    let (dead, alive, standby) = match leader.as_str() {
+        "replica-a" => (a, b, "replica-b"),
+        "replica-b" => (b, a, "replica-a"),
         other => bail!("unexpected lease holder {other:?}"),
     };
     // Only the leader reconciled: every event so far comes from it.
@@ -636,6 +694,20 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
         .filter_map(|e| e.reporting_instance)
         .collect();
     assert!(late.iter().any(|i| i == standby), "{late:?}");
+    // Each iteration was assessed once, except perhaps the one the leader was assessing when
+    // it died (nothing recorded, so the standby decides it afresh).
+    alive.abort();
+    let _ = alive.await;
+    let end = api.get("failover").await?;
+    let mut once = assessed.iterations();
+    let repeated: Vec<u32> = once
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    assert!(repeated.len() <= 1, "{once:?}");
+    once.dedup();
+    assert_recorded_and_assessed_once(&end, &once)?;
     env.cleanup().await
 }
 
@@ -657,7 +729,8 @@ async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeat
         let metrics = ScriptedMetrics::default();
         metrics.set("v1", 400.0, 3.0, 0.0);
         metrics.set("v2", 400.0, 3.0, 0.0);
-        let analytics = start_analytics().await?;
+        let assessed = AssessmentLog::start(start_analytics().await?).await?;
+        let analytics = assessed.addr;
         let gate = Arc::new(StageGate {
             stage,
             from_iteration: 2,
@@ -694,8 +767,20 @@ async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeat
         }
 
         let (restarted, _) = start_controller(&env.client, &ns, analytics, metrics).await?;
-        let after = wait_for_iterations(&api, "crash", 4).await?;
-        let status = after.status.expect("status");
+        wait_for_iterations(&api, "crash", 4).await?;
+        restarted.abort();
+        let _ = restarted.await;
+        let after = api.get("crash").await?;
+        let status = after.status.clone().expect("status");
+        // Iteration 2 is assessed again only when the crash came after its assessment and
+        // before its decision was recorded: nothing durable said what had been decided.
+        let reassessed = u32::from(stage == Stage::AnalyticsAnswered);
+        let mut once: Vec<u32> = assessed.iterations();
+        if reassessed == 1 {
+            assert_eq!(once[..3], [1, 2, 2], "{stage:?}: {once:?}");
+            once.remove(2);
+        }
+        assert_recorded_and_assessed_once(&after, &once)?;
         let history: Vec<u32> = status.history.iter().map(|r| r.iteration).collect();
         assert_eq!(
             history[..4],
@@ -724,7 +809,6 @@ async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeat
             route, recorded,
             "{stage:?}: the router carries the recorded split"
         );
-        restarted.abort();
         env.cleanup().await?;
     }
     Ok(())

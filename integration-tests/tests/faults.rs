@@ -7,6 +7,7 @@ mod common;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -29,14 +30,25 @@ enum Broken {
     TooSlow,
 }
 
-async fn start_broken_analytics(how: Broken) -> Result<SocketAddr> {
-    let handler = move || async move {
-        match how {
-            Broken::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
-            Broken::Garbage => (StatusCode::OK, "{\"surprise\": true").into_response(),
-            Broken::TooSlow => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                (StatusCode::OK, "{}").into_response()
+/// A broken analytics service; the second value lists the iteration of every call it got.
+async fn start_broken_analytics(how: Broken) -> Result<(SocketAddr, Arc<Mutex<Vec<u64>>>)> {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let handler = move |body: axum::body::Bytes| {
+        let seen = seen.clone();
+        async move {
+            let iteration = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["iteration"].as_u64())
+                .unwrap_or_default();
+            seen.lock().expect("not poisoned").push(iteration);
+            match how {
+                Broken::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+                Broken::Garbage => (StatusCode::OK, "{\"surprise\": true").into_response(),
+                Broken::TooSlow => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    (StatusCode::OK, "{}").into_response()
+                }
             }
         }
     };
@@ -44,7 +56,15 @@ async fn start_broken_analytics(how: Broken) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(axum::serve(listener, app).into_future());
-    Ok(addr)
+    Ok((addr, calls))
+}
+
+/// Every call asked about the same iteration (the one held), `per_attempt` calls (the
+/// first and its retries) for each of at least `attempts` attempts.
+fn assert_same_iteration_retried(calls: &Mutex<Vec<u64>>, attempts: usize, per_attempt: usize) {
+    let calls = calls.lock().expect("not poisoned").clone();
+    assert!(calls.len() >= attempts * per_attempt, "{calls:?}");
+    assert!(calls.iter().all(|&i| i == calls[0]), "{calls:?}");
 }
 
 /// A loopback address nothing listens on.
@@ -95,47 +115,41 @@ async fn break_analytics_mid_run(
     Ok(before)
 }
 
-async fn assert_held_then_rolled_back(h: &Harness, name: &str, reason: &str) -> Result<()> {
-    let api = h.experiments();
-    // Held and reported while under the limit.
-    let held = wait_for(
-        "the failure to be reported",
-        Duration::from_secs(30),
-        async || {
-            let exp = api.get(name).await?;
-            Ok(
-                (condition(&exp, "AnalyticsAvailable") == Some(("False".into(), reason.into())))
-                    .then_some(exp),
-            )
-        },
-    )
-    .await?;
-    assert!(held.status.as_ref().expect("status").consecutive_failures >= 1);
-    // Then the failure policy: everything back on the baseline, phase Failed.
-    let failed = wait_for_phase(&api, name, Phase::Failed).await?;
-    let status = failed.status.expect("status");
+/// The three proofs for a failing analytics service: the split it had when the analytics
+/// broke is held (no iteration completes) until the failure policy rolls everything back to
+/// the baseline; nothing is promoted; each iteration ran once. And what the user sees:
+/// `AnalyticsAvailable=False` with `reason`, `Completed` with `FailurePolicy`, and Warning
+/// Events of both reasons.
+async fn assert_held_then_rolled_back(
+    h: &Harness,
+    name: &str,
+    reason: &str,
+    before: &[(String, u64)],
+) -> Result<()> {
+    let (held, failed) = held_until_phase(&h.env.client, h.ns(), name, Phase::Failed).await?;
+    assert_eq!(held, [60, 40], "{before:?}");
+    let status = failed.status.clone().expect("status");
+    assert!(status.consecutive_failures >= failed.spec.failure_policy.max_consecutive_failures);
+    assert_eq!(
+        condition(&failed, "AnalyticsAvailable"),
+        Some(("False".into(), reason.into()))
+    );
     assert_ne!(
         status.decision.as_ref().map(|d| d.action),
         Some(Action::Promote)
     );
     assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
-    let completed = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Completed")
-        .expect("Completed condition");
-    assert_eq!(completed.reason, "FailurePolicy");
-    let events = events_for(&h.env.client, h.ns(), name).await?;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some(reason)),
-        "a {reason} event"
+    assert_eq!(
+        condition_reason(&failed, "Completed").as_deref(),
+        Some("FailurePolicy")
     );
+    let warned = warning_reasons(&h.env.client, h.ns(), name).await?;
     assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("FailurePolicy"))
+        warned.iter().any(|w| w == reason),
+        "a {reason} event: {warned:?}"
     );
-    Ok(())
+    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
+    assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await
 }
 
 #[tokio::test]
@@ -143,64 +157,40 @@ async fn analytics_down_holds_the_split_then_rolls_back() -> Result<()> {
     let h = Harness::new("fault-analytics-down").await?;
     let dead = dead_address().await?;
     let before = break_analytics_mid_run(&h, "down", dead, 4, "rollback").await?;
-    // While failing, the split stays where it was.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let api = h.experiments();
-    if api.get("down").await?.status.expect("status").phase != Phase::Failed {
-        assert_eq!(
-            route_weights(&h.env.client, h.ns(), "reviews").await?,
-            before
-        );
-    }
-    assert_held_then_rolled_back(&h, "down", "AnalyticsUnavailable").await?;
+    assert_held_then_rolled_back(&h, "down", "AnalyticsUnavailable", &before).await?;
     h.finish().await
 }
 
 #[tokio::test]
 async fn analytics_answering_500_is_retried_then_rolled_back() -> Result<()> {
     let h = Harness::new("fault-analytics-500").await?;
-    let broken = start_broken_analytics(Broken::ServerError).await?;
-    break_analytics_mid_run(&h, "e500", broken, 3, "rollback").await?;
-    assert_held_then_rolled_back(&h, "e500", "AnalyticsUnavailable").await?;
+    let (broken, calls) = start_broken_analytics(Broken::ServerError).await?;
+    let before = break_analytics_mid_run(&h, "e500", broken, 3, "rollback").await?;
+    assert_held_then_rolled_back(&h, "e500", "AnalyticsUnavailable", &before).await?;
+    // Each of the 3 attempts was retried once by the client (with backoff) before it failed.
+    assert_same_iteration_retried(&calls, 3, 2);
     h.finish().await
 }
 
 #[tokio::test]
 async fn analytics_answering_garbage_never_moves_traffic() -> Result<()> {
     let h = Harness::new("fault-analytics-garbage").await?;
-    let broken = start_broken_analytics(Broken::Garbage).await?;
-    break_analytics_mid_run(&h, "garbage", broken, 3, "rollback").await?;
-    assert_held_then_rolled_back(&h, "garbage", "AnalyticsGarbage").await?;
+    let (broken, calls) = start_broken_analytics(Broken::Garbage).await?;
+    let before = break_analytics_mid_run(&h, "garbage", broken, 3, "rollback").await?;
+    assert_held_then_rolled_back(&h, "garbage", "AnalyticsGarbage", &before).await?;
+    // Garbage is not retried within an attempt: the same answer would come back.
+    assert_same_iteration_retried(&calls, 3, 1);
     h.finish().await
 }
 
 #[tokio::test]
 async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
-    let env = iter8_integration_tests::TestEnv::new("fault-analytics-slow").await?;
-    install_crds(&env.client).await?;
-    create_metrics(&env.client, env.namespace.name()).await?;
-    let metrics = ScriptedMetrics::default();
-    let analytics = start_analytics().await?;
     // A 1 s analytics timeout against a service that takes 5 s.
-    let (controller, telemetry) = start_controller_with(
-        &env.client,
-        env.namespace.name(),
-        &format!("http://{analytics}"),
-        metrics.clone(),
-        Duration::from_secs(1),
-        None,
-    )
-    .await?;
-    let h = Harness {
-        env,
-        metrics,
-        analytics,
-        controller,
-        telemetry,
-    };
-    let slow = start_broken_analytics(Broken::TooSlow).await?;
-    break_analytics_mid_run(&h, "slow", slow, 2, "rollback").await?;
-    assert_held_then_rolled_back(&h, "slow", "AnalyticsUnavailable").await?;
+    let h = Harness::with_analytics_timeout("fault-analytics-slow", Duration::from_secs(1)).await?;
+    let (slow, calls) = start_broken_analytics(Broken::TooSlow).await?;
+    let before = break_analytics_mid_run(&h, "slow", slow, 2, "rollback").await?;
+    assert_held_then_rolled_back(&h, "slow", "AnalyticsUnavailable", &before).await?;
+    assert_same_iteration_retried(&calls, 2, 2);
     h.finish().await
 }
 
@@ -210,6 +200,7 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
     let dead = dead_address().await?;
     break_analytics_mid_run(&h, "pausing", dead, 2, "pause").await?;
     let api = h.experiments();
+    let before = api.get("pausing").await?.status.expect("status");
     let paused = wait_for(
         "the failure policy to pause",
         Duration::from_secs(30),
@@ -226,10 +217,35 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
     assert_eq!(status.phase, Phase::Paused);
     let held_at = status.completed_iterations;
     assert_eq!(
+        held_at, before.completed_iterations,
+        "no iteration while failing"
+    );
+    assert_ne!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(Action::Promote)
+    );
+    // Paused for good: no retries, no iteration, the split held, until the spec changes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = api.get("pausing").await?.status.expect("status");
+    assert_eq!(
+        (
+            still.phase,
+            still.completed_iterations,
+            still.consecutive_failures
+        ),
+        (Phase::Paused, held_at, status.consecutive_failures)
+    );
+    assert_eq!(
         reviews_split(&h.env.client, h.ns()).await?,
         [60, 40],
         "the split is held while paused"
     );
+    let warned = warning_reasons(&h.env.client, h.ns(), "pausing").await?;
+    assert!(
+        warned.iter().any(|w| w == "AnalyticsUnavailable"),
+        "{warned:?}"
+    );
+    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     // Pointing the experiment back at a working analytics service resumes it.
     merge_spec(
         &api,
@@ -239,6 +255,9 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
     .await?;
     let resumed = wait_for_iterations(&api, "pausing", held_at + 1).await?;
     assert_eq!(resumed.status.expect("status").consecutive_failures, 0);
+    h.controller.abort();
+    let stopped = api.get("pausing").await?;
+    assert_each_iteration_once(&h.env.client, h.ns(), &stopped, &h.assessed.iterations()).await?;
     h.finish().await
 }
 
@@ -266,21 +285,36 @@ async fn metrics_backend_down_holds_and_never_promotes() -> Result<()> {
         },
     )
     .await?;
-    let status = held.status.expect("status");
+    // Held through several retries: no iteration, no decision, no assessment, the split
+    // unchanged.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = api.get("blind").await?.status.expect("status");
+    assert!(
+        status.consecutive_failures >= 3,
+        "{}",
+        status.consecutive_failures
+    );
     assert_eq!(status.completed_iterations, 0);
     assert!(status.decision.is_none());
+    assert!(h.assessed.iterations().is_empty());
     assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
+    let warned = warning_reasons(&h.env.client, h.ns(), "blind").await?;
+    assert!(
+        warned.iter().any(|w| w == "BackendUnavailable"),
+        "{warned:?}"
+    );
+    assert!(held.status.is_some());
     // The backend comes back: the experiment goes on and promotes on real data.
     h.metrics.set_down(false);
     let done = wait_for_phase(&api, "blind", Phase::Completed).await?;
     assert_eq!(
         done.status
-            .expect("status")
-            .decision
-            .expect("decision")
-            .action,
-        Action::Promote
+            .as_ref()
+            .and_then(|s| s.decision.as_ref())
+            .map(|d| d.action),
+        Some(Action::Promote)
     );
+    assert_each_iteration_once(&h.env.client, h.ns(), &done, &h.assessed.iterations()).await?;
     h.finish().await
 }
 
@@ -298,21 +332,22 @@ async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Resu
     let routes: Api<DynamicObject> =
         Api::namespaced_with(h.env.client.clone(), h.ns(), &http_route_resource());
     routes.delete("reviews", &Default::default()).await?;
-    wait_for(
+    let reported = wait_for(
         "TrafficApplied=False, reason RouterNotFound",
         Duration::from_secs(30),
         async || {
             let exp = api.get("orphan").await?;
             Ok((condition(&exp, "TrafficApplied")
                 == Some(("False".into(), "RouterNotFound".into())))
-            .then_some(()))
+            .then_some(exp))
         },
     )
     .await?;
     let failed = wait_for_phase(&api, "orphan", Phase::Failed).await?;
-    assert_ne!(
-        failed.status.expect("status").decision.map(|d| d.action),
-        Some(Action::Promote)
-    );
+    assert_ended_by_failure_policy(&failed, &reported);
+    let warned = warning_reasons(&h.env.client, h.ns(), "orphan").await?;
+    assert!(warned.iter().any(|w| w == "RouterNotFound"), "{warned:?}");
+    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
+    assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await?;
     h.finish().await
 }

@@ -5,6 +5,7 @@
 
 pub mod analytics;
 pub mod conditions;
+pub mod conflict;
 pub mod leader;
 pub mod plan;
 pub mod reconcile;

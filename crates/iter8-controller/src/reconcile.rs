@@ -30,6 +30,7 @@ use crate::analytics::{AnalyticsClient, AnalyticsError};
 use crate::conditions::{
     self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
 };
+use crate::conflict;
 use crate::plan::{self, SpecExt, Step, parse_interval, system_time};
 use crate::router::{KubeRouter, RouteTarget, RouterError};
 use crate::superseded::Superseded;
@@ -337,15 +338,26 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 generation,
                 &now,
             ),
-            Some(missing) => conditions::set(
-                &mut status.conditions,
-                METRICS_AVAILABLE,
-                false,
-                "NoData",
-                missing,
-                generation,
-                &now,
-            ),
+            Some(missing) => {
+                conditions::set(
+                    &mut status.conditions,
+                    METRICS_AVAILABLE,
+                    false,
+                    "NoData",
+                    missing,
+                    generation,
+                    &now,
+                );
+                // The iteration goes on (the engine never counts missing data as a pass),
+                // but the user should see why it cannot conclude.
+                self.event(
+                    EventType::Warning,
+                    "NoData",
+                    "Iterate",
+                    &format!("iteration {iteration}: {missing}"),
+                )
+                .await;
+            }
         }
 
         let current = current_weights(spec, &status);
@@ -558,14 +570,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 &now,
             );
         }
-        let mut recorded = exp.clone();
-        recorded.status = Some(status);
-        self.api
-            .replace_status(&exp.name_any(), &PostParams::default(), &recorded)
-            .await?;
-        self.ctx
-            .superseded
-            .replaced(&crate::key(exp), exp.resource_version().as_deref());
+        let recorded = self.write_on(exp, status).await?;
         self.event(
             EventType::Normal,
             "Iteration",
@@ -953,24 +958,61 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         self.write_on(self.exp, status).await
     }
 
-    /// Replaces the status of `exp` (the version read last, so a concurrent writer makes this
-    /// fail with a conflict instead of being overwritten).
+    /// Replaces the status of `exp`, with the resourceVersion read last, so a concurrent
+    /// writer makes this fail with a conflict instead of being overwritten.
+    ///
+    /// On a conflict the object is read again. If only its metadata changed (a label, an
+    /// annotation), the same status is written on the fresh version, with backoff: the work
+    /// this status records (an analytics call, a router change) is not redone. If its spec or
+    /// status changed (a person edited it, or another controller recorded progress), the
+    /// conflict is returned and the next reconcile plans again from what is there now.
     async fn write_on(
         &self,
         exp: &Experiment,
         mut status: ExperimentStatus,
     ) -> Result<Experiment, Error> {
-        let mut updated = exp.clone();
         status.observed_generation = exp.meta().generation;
-        updated.status = Some(status);
-        let written = self
-            .api
-            .replace_status(&exp.name_any(), &PostParams::default(), &updated)
-            .await?;
-        self.ctx
-            .superseded
-            .replaced(&crate::key(exp), exp.resource_version().as_deref());
-        Ok(written)
+        let name = exp.name_any();
+        let mut base = exp.clone();
+        let mut backoff = conflict::Backoff::new();
+        loop {
+            let mut updated = base.clone();
+            updated.status = Some(status.clone());
+            let e = match self
+                .api
+                .replace_status(&name, &PostParams::default(), &updated)
+                .await
+            {
+                Err(e) if conflict::is_conflict(&e) => e,
+                Ok(written) => {
+                    // Copies at the versions we read are older than our write: skip them.
+                    let key = crate::key(exp);
+                    self.ctx
+                        .superseded
+                        .replaced(&key, exp.resource_version().as_deref());
+                    if base.resource_version() != exp.resource_version() {
+                        self.ctx
+                            .superseded
+                            .replaced(&key, base.resource_version().as_deref());
+                    }
+                    return Ok(written);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.ctx.telemetry.status_conflicts.inc();
+            if !backoff.wait().await {
+                return Err(e.into());
+            }
+            let fresh = self.api.get(&name).await?;
+            let unchanged = fresh.meta().generation == exp.meta().generation
+                && fresh.meta().deletion_timestamp == exp.meta().deletion_timestamp
+                && fresh.status == exp.status;
+            if !unchanged {
+                tracing::debug!(experiment = %name, "status write conflicted with a change of spec or status");
+                return Err(e.into());
+            }
+            base = fresh;
+        }
     }
 
     fn record_weights(&self, status: &mut ExperimentStatus, weights: &[u32]) {

@@ -6,6 +6,8 @@ use iter8_crd::{Backend, Router, VersionSpec};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
+use crate::conflict::{Backoff, is_conflict};
+
 /// The field manager iter8 applies router weights as.
 pub const FIELD_MANAGER: &str = "iter8-controller";
 
@@ -197,8 +199,31 @@ impl KubeRouter {
         read_weights(target, &object.data["spec"], versions)
     }
 
-    /// Sets the versions' weights with server-side apply, as [`FIELD_MANAGER`].
+    /// Sets the versions' weights with server-side apply, as [`FIELD_MANAGER`]. A conflict
+    /// (someone changed the route at the same moment) is retried with backoff on a fresh read:
+    /// applying the same weights again is harmless.
     pub async fn apply(
+        &self,
+        target: &RouteTarget,
+        namespace: &str,
+        versions: &[VersionSpec],
+        weights: &[u32],
+    ) -> Result<(), RouterError> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.apply_once(target, namespace, versions, weights).await {
+                Err(RouterError::Kube(e)) if is_conflict(&e) => {
+                    tracing::debug!(route = %target.name, %e, "route write conflicted");
+                    if !backoff.wait().await {
+                        return Err(RouterError::Kube(e));
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn apply_once(
         &self,
         target: &RouteTarget,
         namespace: &str,

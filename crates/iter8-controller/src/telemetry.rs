@@ -13,7 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use iter8_crd::Phase;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The controller's metrics.
@@ -29,6 +30,8 @@ pub struct Telemetry {
     /// Seconds an iteration attempt began after it was due (the last iteration, or the
     /// start, plus the interval): how well the controller keeps its schedule under load.
     pub iteration_lateness: HistogramVec,
+    /// Status writes that lost a race with another writer (409 Conflict).
+    pub status_conflicts: IntCounter,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
     ready: Arc<AtomicBool>,
@@ -70,6 +73,10 @@ impl Telemetry {
             ]),
             &["kind"],
         )?;
+        let status_conflicts = IntCounter::new(
+            "iter8_controller_status_conflicts_total",
+            "Status writes refused with 409 Conflict",
+        )?;
         let experiments = IntGaugeVec::new(
             Opts::new("iter8_controller_experiments", "Experiments by phase"),
             &["phase"],
@@ -78,6 +85,7 @@ impl Telemetry {
         registry.register(Box::new(iterations.clone()))?;
         registry.register(Box::new(iteration_seconds.clone()))?;
         registry.register(Box::new(iteration_lateness.clone()))?;
+        registry.register(Box::new(status_conflicts.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
             registry,
@@ -85,6 +93,7 @@ impl Telemetry {
             iterations,
             iteration_seconds,
             iteration_lateness,
+            status_conflicts,
             experiments,
             phases: Arc::default(),
             ready: Arc::default(),

@@ -106,6 +106,178 @@ pub async fn start_analytics() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The real analytics server behind a recording proxy: every assessment request, in order,
+/// so tests can prove that no iteration was assessed twice and see what data it was given.
+#[derive(Clone)]
+pub struct AssessmentLog {
+    /// The proxy's address: give it to the controller as the analytics service.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl AssessmentLog {
+    /// A proxy on a free loopback port forwarding to the analytics server at `real`.
+    pub async fn start(real: SocketAddr) -> Result<Self> {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let http = reqwest::Client::new();
+        let forward = move |body: axum::body::Bytes| {
+            let (http, log) = (http.clone(), log.clone());
+            async move {
+                if let Ok(request) = serde_json::from_slice::<Value>(&body) {
+                    log.lock().expect("not poisoned").push(request);
+                }
+                let answer = http
+                    .post(format!("http://{real}/v1/assessments"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(a) => {
+                        let status = axum::http::StatusCode::from_u16(a.status().as_u16())
+                            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                        let body = a.bytes().await.unwrap_or_default();
+                        (status, [("content-type", "application/json")], body)
+                    }
+                    Err(_) => (
+                        axum::http::StatusCode::BAD_GATEWAY,
+                        [("content-type", "application/json")],
+                        axum::body::Bytes::new(),
+                    ),
+                }
+            }
+        };
+        let app = axum::Router::new().route("/v1/assessments", axum::routing::post(forward));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { addr, requests })
+    }
+
+    /// The iterations assessed so far, in the order asked.
+    pub fn iterations(&self) -> Vec<u32> {
+        self.requests()
+            .iter()
+            .filter_map(|r| r["iteration"].as_u64())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect()
+    }
+
+    /// The assessment requests so far, in the order asked.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Proof that no iteration ran twice and none was skipped: the history lists consecutive
+/// iterations ending at `completedIterations`, one `Iteration` Event per iteration, and the
+/// analytics service assessed each iteration once, in order (`assessed` may include the
+/// assessment of one iteration that is still in progress).
+pub async fn assert_each_iteration_once(
+    client: &Client,
+    ns: &str,
+    exp: &Experiment,
+    assessed: &[u32],
+) -> Result<()> {
+    assert_recorded_and_assessed_once(exp, assessed)?;
+    assert_one_iteration_event_each(client, ns, exp).await
+}
+
+/// The history lists consecutive iterations ending at `completedIterations`, and `assessed`
+/// is `1..=completedIterations` (plus possibly the next one, in progress).
+pub fn assert_recorded_and_assessed_once(exp: &Experiment, assessed: &[u32]) -> Result<()> {
+    let name = exp.metadata.name.as_deref().unwrap_or_default();
+    let status = exp.status.as_ref().context("status")?;
+    let completed = status.completed_iterations;
+    let history: Vec<u32> = status.history.iter().map(|r| r.iteration).collect();
+    let first = completed + 1 - u32::try_from(history.len())?;
+    assert_eq!(
+        history,
+        (first..=completed).collect::<Vec<_>>(),
+        "{name}: the history lists each iteration once"
+    );
+    let mut expected: Vec<u32> = (1..=completed).collect();
+    if assessed.len() > expected.len() {
+        expected.push(completed + 1);
+    }
+    assert_eq!(
+        assessed, expected,
+        "{name}: the analytics service assessed each iteration once"
+    );
+    Ok(())
+}
+
+/// One `Iteration` Event per completed iteration (an event can be lost when a controller
+/// dies between its status write and the event, so crash tests do not use this).
+pub async fn assert_one_iteration_event_each(
+    client: &Client,
+    ns: &str,
+    exp: &Experiment,
+) -> Result<()> {
+    let name = exp.metadata.name.as_deref().unwrap_or_default();
+    let completed = exp.status.as_ref().context("status")?.completed_iterations;
+    // Events are published after the status write they report: wait for the last ones. The
+    // recorder folds repeats of a reason into one Event with a series count.
+    let mut announced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while announced != completed && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        announced = event_count(client, ns, name, "Iteration").await?;
+    }
+    assert_eq!(
+        announced, completed,
+        "{name}: one Iteration event per iteration"
+    );
+    Ok(())
+}
+
+/// The reasons of the Warning Events `name` got.
+pub async fn warning_reasons(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+    Ok(events_for(client, ns, name)
+        .await?
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+/// The failure policy ended the experiment: nothing promoted, `Completed=True` with reason
+/// `FailurePolicy`, and no iteration completed since `reported` (the failure's report).
+pub fn assert_ended_by_failure_policy(failed: &Experiment, reported: &Experiment) {
+    let name = failed.metadata.name.as_deref().unwrap_or_default();
+    let status = failed.status.as_ref().expect("status");
+    assert_eq!(
+        Some(status.completed_iterations),
+        reported.status.as_ref().map(|s| s.completed_iterations),
+        "{name}: no iteration completes while failing"
+    );
+    assert_ne!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(iter8_api::Action::Promote),
+        "{name}"
+    );
+    assert_eq!(
+        condition_reason(failed, "Completed").as_deref(),
+        Some("FailurePolicy"),
+        "{name}"
+    );
+}
+
+/// How many times `name` got an Event with `reason`, counting each series' repeats.
+pub async fn event_count(client: &Client, ns: &str, name: &str, reason: &str) -> Result<u32> {
+    Ok(events_for(client, ns, name)
+        .await?
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| {
+            e.series
+                .as_ref()
+                .map_or(1, |s| u32::try_from(s.count).unwrap_or(0))
+        })
+        .sum())
+}
+
 /// A controller watching only the test's namespace, running until the handle is aborted
 /// (which is as abrupt as a crash: no code of the controller runs after it).
 pub async fn start_controller(
@@ -125,12 +297,12 @@ pub async fn start_controller(
     .await
 }
 
-/// A controller with a given default analytics URL and analytics timeout.
-pub async fn start_controller_with(
+/// A controller with a given default analytics URL, analytics timeout and metrics backend.
+pub async fn start_controller_with<M: MetricsBackend + 'static>(
     client: &Client,
     namespace: &str,
     analytics_url: &str,
-    metrics: ScriptedMetrics,
+    metrics: M,
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
@@ -145,13 +317,13 @@ pub async fn start_controller_with(
 
 /// What an in-process controller runs with: test settings (one analytics retry, a 500 ms
 /// retry delay) and fresh telemetry.
-pub fn controller_context(
+pub fn controller_context<M: MetricsBackend>(
     client: &Client,
     analytics_url: &str,
-    metrics: ScriptedMetrics,
+    metrics: M,
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
-) -> Result<Arc<Context<ScriptedMetrics>>> {
+) -> Result<Arc<Context<M>>> {
     let telemetry = Telemetry::new()?;
     Ok(Arc::new(Context {
         client: client.clone(),
@@ -314,6 +486,55 @@ pub async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> 
     .await
 }
 
+/// Waits for `name` to reach `phase` (as a failure policy ends it), checking on every poll
+/// until then that HTTPRoute `reviews` keeps the split it had at the call and that no
+/// iteration completes: the split is held while failing. A change of split is only accepted
+/// as the policy's own, written just before the phase. Returns the held split and the
+/// experiment in `phase`.
+pub async fn held_until_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+) -> Result<([u64; 2], Experiment)> {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), ns);
+    let held = reviews_split(client, ns).await?;
+    let at = api.get(name).await?;
+    let completed = at.status.as_ref().map_or(0, |s| s.completed_iterations);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let split = reviews_split(client, ns).await?;
+        let exp = api.get(name).await?;
+        let status = exp.status.clone().unwrap_or_default();
+        if status.phase == phase {
+            return Ok((held, exp));
+        }
+        assert_eq!(
+            status.completed_iterations, completed,
+            "{name}: no iteration completes while failing"
+        );
+        if split != held {
+            // Only the policy's own change, whose status write follows at once.
+            let ended = wait_for(
+                &format!(
+                    "{name}: {phase} right after the split changed from {held:?} to {split:?}"
+                ),
+                Duration::from_secs(2),
+                async || {
+                    let exp = api.get(name).await?;
+                    Ok((exp.status.as_ref().map(|s| s.phase) == Some(phase)).then_some(exp))
+                },
+            )
+            .await?;
+            return Ok((held, ended));
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} did not reach {phase} while held at {held:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn wait_for_iterations(
     api: &Api<Experiment>,
     name: &str,
@@ -356,29 +577,40 @@ pub async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Eve
 pub struct Harness {
     pub env: TestEnv,
     pub metrics: ScriptedMetrics,
+    /// The analytics service the controller uses (the recording proxy of `assessed`).
     pub analytics: SocketAddr,
+    /// Every assessment the controller asked `analytics` for.
+    pub assessed: AssessmentLog,
     pub controller: JoinHandle<()>,
     pub telemetry: Telemetry,
 }
 
 impl Harness {
     pub async fn new(test: &str) -> Result<Self> {
+        Self::with_analytics_timeout(test, Duration::from_secs(5)).await
+    }
+
+    /// A harness whose controller gives each analytics call `timeout`.
+    pub async fn with_analytics_timeout(test: &str, timeout: Duration) -> Result<Self> {
         let env = TestEnv::new(test).await?;
         install_crds(&env.client).await?;
         create_metrics(&env.client, env.namespace.name()).await?;
         let metrics = ScriptedMetrics::default();
-        let analytics = start_analytics().await?;
-        let (controller, telemetry) = start_controller(
+        let assessed = AssessmentLog::start(start_analytics().await?).await?;
+        let (controller, telemetry) = start_controller_with(
             &env.client,
             env.namespace.name(),
-            analytics,
+            &format!("http://{}", assessed.addr),
             metrics.clone(),
+            timeout,
+            None,
         )
         .await?;
         Ok(Self {
             env,
             metrics,
-            analytics,
+            analytics: assessed.addr,
+            assessed,
             controller,
             telemetry,
         })
