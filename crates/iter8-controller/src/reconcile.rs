@@ -342,6 +342,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             Err(e) => {
                 let reason = match &e {
                     AnalyticsError::Rejected { .. } => "AnalyticsRejected",
+                    AnalyticsError::Unauthorized { .. } => "AnalyticsUnauthorized",
+                    AnalyticsError::Tls(_) => "AnalyticsTlsMisconfigured",
                     AnalyticsError::Garbage(_) => "AnalyticsGarbage",
                     AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
                 };
