@@ -201,7 +201,10 @@ mod tests {
         assert!(token.matches(b"s3cret-token"));
         assert!(!token.matches(b"s3cret-tokeN"));
         assert!(!token.matches(b"s3cret-toke"), "a prefix is not the token");
-        assert!(!token.matches(b"s3cret-token2"), "an extension is not the token");
+        assert!(
+            !token.matches(b"s3cret-token2"),
+            "an extension is not the token"
+        );
         assert!(!token.matches(b""));
         // Padding with zeros must not make a shorter value equal.
         assert!(!BearerToken::new("ab\0").matches(b"ab"));
@@ -213,7 +216,10 @@ mod tests {
         assert_eq!(token.check(&HeaderMap::new()), Err(Rejection::Missing));
         assert_eq!(token.check(&headers("Basic dDBr")), Err(Rejection::Missing));
         assert_eq!(token.check(&headers("Bearer")), Err(Rejection::Missing));
-        assert_eq!(token.check(&headers("Bearer nope")), Err(Rejection::Invalid));
+        assert_eq!(
+            token.check(&headers("Bearer nope")),
+            Err(Rejection::Invalid)
+        );
         assert_eq!(token.check(&headers("Bearer t0k")), Ok(()));
         assert_eq!(token.check(&headers("bearer t0k")), Ok(()));
         assert_eq!(token.check(&headers("Bearer T0K")), Err(Rejection::Invalid));
@@ -240,7 +246,9 @@ mod tests {
 
         let missing = BearerToken::from_file(&dir.path().join("absent")).expect_err("missing");
         assert!(
-            missing.to_string().contains("cannot read the bearer token file"),
+            missing
+                .to_string()
+                .contains("cannot read the bearer token file"),
             "{missing}"
         );
     }

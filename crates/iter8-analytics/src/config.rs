@@ -193,14 +193,20 @@ mod tests {
         let err = Cli::try_parse_from(["iter8-analytics", "--token-file", path])
             .expect_err("an empty token file is refused");
         let text = err.to_string();
-        assert!(text.contains("--token-file") && text.contains("is empty"), "{text}");
+        assert!(
+            text.contains("--token-file") && text.contains("is empty"),
+            "{text}"
+        );
 
         std::fs::write(path, "abc\n").expect("write");
-        let parsed = Cli::try_parse_from(["iter8-analytics", "--token-file", path])
-            .expect("a token file");
+        let parsed =
+            Cli::try_parse_from(["iter8-analytics", "--token-file", path]).expect("a token file");
         let token = parsed.config.token.expect("a token");
         assert!(token.matches(b"abc"));
-        assert!(!format!("{:?}", parsed.config).contains("abc"), "Debug redacts the token");
+        assert!(
+            !format!("{:?}", parsed.config).contains("abc"),
+            "Debug redacts the token"
+        );
     }
 
     #[test]

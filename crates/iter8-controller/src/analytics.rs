@@ -51,7 +51,10 @@ impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("ca", &self.ca_pem.is_some())
-            .field("identity", &self.identity_pem.as_ref().map(|_| "<redacted>"))
+            .field(
+                "identity",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

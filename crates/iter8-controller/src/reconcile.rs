@@ -710,6 +710,12 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let now = now();
         let generation = exp.meta().generation;
         status.consecutive_failures += 1;
+        tracing::warn!(
+            experiment = %exp.name_any(),
+            reason = failure.reason,
+            message = %failure.message,
+            "iteration held"
+        );
         conditions::set(
             &mut status.conditions,
             failure.condition,

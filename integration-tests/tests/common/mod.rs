@@ -78,10 +78,14 @@ impl MetricsBackend for ScriptedMetrics {
 
 /// The real analytics server, in this process, on a free loopback port.
 pub async fn start_analytics() -> Result<SocketAddr> {
-    let config = iter8_analytics::config::Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    };
+    start_analytics_with(iter8_analytics::config::Config::default()).await
+}
+
+/// The real analytics server with `config` (token, TLS...), on a free loopback port.
+pub async fn start_analytics_with(
+    mut config: iter8_analytics::config::Config,
+) -> Result<SocketAddr> {
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let app = iter8_analytics::app::App::new(&config)?;
     let server = iter8_analytics::server::Server::bind(&config, app).await?;
     let addr = server.local_addr()?;
@@ -117,11 +121,24 @@ pub async fn start_controller_with(
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
+    let analytics = AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?;
+    start_controller_using(client, namespace, analytics_url, metrics, analytics, gate).await
+}
+
+/// A controller calling the analytics service through `analytics` (token, TLS...).
+pub async fn start_controller_using(
+    client: &Client,
+    namespace: &str,
+    analytics_url: &str,
+    metrics: ScriptedMetrics,
+    analytics: AnalyticsClient,
+    gate: Option<Arc<StageGate>>,
+) -> Result<(JoinHandle<()>, Telemetry)> {
     let telemetry = Telemetry::new()?;
     let ctx = Arc::new(Context {
         client: client.clone(),
         router: KubeRouter::new(client.clone()),
-        analytics: AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?,
+        analytics,
         metrics,
         settings: Settings {
             analytics_url: analytics_url.to_string(),
