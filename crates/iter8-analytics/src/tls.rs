@@ -214,3 +214,91 @@ async fn accept_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for localhost and its key, as PEM files in `dir`.
+    fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("a certificate");
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_make_a_server_config_with_and_without_client_ca() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = self_signed(dir.path(), "server");
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key,
+            client_ca: None,
+        };
+        let config = files.server_config().expect("a server config");
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let mutual = TlsFiles {
+            client_ca: Some(cert),
+            ..files
+        };
+        mutual.server_config().expect("a config with a client CA");
+    }
+
+    #[test]
+    fn bad_files_are_named_with_their_flag() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = self_signed(dir.path(), "server");
+        let (_, other_key) = self_signed(dir.path(), "other");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not PEM\n").expect("write");
+
+        let no_cert = TlsFiles {
+            cert: empty.clone(),
+            key: key.clone(),
+            client_ca: None,
+        };
+        let err = no_cert
+            .server_config()
+            .expect_err("no certificate")
+            .to_string();
+        assert!(
+            err.starts_with("--tls-cert-file") && err.contains("empty.pem"),
+            "{err}"
+        );
+
+        let no_key = TlsFiles {
+            cert: cert.clone(),
+            key: empty.clone(),
+            client_ca: None,
+        };
+        let err = no_key.server_config().expect_err("no key").to_string();
+        assert!(err.starts_with("--tls-key-file"), "{err}");
+
+        let bad_ca = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: Some(dir.path().join("absent.pem")),
+        };
+        let err = bad_ca.server_config().expect_err("no CA file").to_string();
+        assert!(err.starts_with("--tls-client-ca-file"), "{err}");
+
+        let mismatched = TlsFiles {
+            cert,
+            key: other_key,
+            client_ca: None,
+        };
+        let err = mismatched
+            .server_config()
+            .expect_err("a key of another certificate");
+        assert!(matches!(err, TlsError::Config(_)), "{err}");
+    }
+}
