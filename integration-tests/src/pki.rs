@@ -26,23 +26,18 @@ impl TestPki {
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
         pki.write("ca.pem", &ca.pem())?;
 
-        let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "iter8-analytics");
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_key = KeyPair::generate()?;
-        pki.write("server.pem", &server.signed_by(&server_key, &ca)?.pem())?;
-        pki.write("server-key.pem", &server_key.serialize_pem())?;
-
-        let mut client = CertificateParams::new(Vec::<String>::new())?;
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "iter8-controller");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = KeyPair::generate()?;
-        pki.write("client.pem", &client.signed_by(&client_key, &ca)?.pem())?;
-        pki.write("client-key.pem", &client_key.serialize_pem())?;
+        pki.issue(
+            &ca,
+            "server",
+            "iter8-analytics",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        pki.issue(
+            &ca,
+            "client",
+            "iter8-controller",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         Ok(pki)
     }
 
@@ -85,6 +80,25 @@ impl TestPki {
 
     fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
+    }
+
+    /// Writes `<file>.pem` and `<file>-key.pem`: a certificate for `localhost` and `127.0.0.1`
+    /// named `common_name`, for `usage`, signed by `ca`.
+    fn issue(
+        &self,
+        ca: &CertifiedIssuer<'_, KeyPair>,
+        file: &str,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<()> {
+        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        self.write(&format!("{file}.pem"), &params.signed_by(&key, ca)?.pem())?;
+        self.write(&format!("{file}-key.pem"), &key.serialize_pem())
     }
 
     fn write(&self, file: &str, pem: &str) -> Result<()> {

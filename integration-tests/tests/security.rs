@@ -37,11 +37,7 @@ const WRONG_TOKEN: &str = "wrong-token-0c5b3e9f7a1d2468";
 
 #[tokio::test]
 async fn analytics_api_requires_the_bearer_token_and_the_probes_stay_open() -> Result<()> {
-    let config = AnalyticsConfig {
-        token: Some(BearerToken::new(SERVICE_TOKEN)),
-        ..AnalyticsConfig::default()
-    };
-    let base = format!("http://{}", start_analytics_with(config).await?);
+    let base = format!("http://{}", start_analytics_with(token_config()).await?);
     let http = reqwest::Client::new();
     let assess = |auth: Option<&str>| {
         let mut call = http
@@ -177,11 +173,7 @@ async fn https_and_mtls_refuse_clients_without_the_ca_or_a_client_certificate() 
 #[tokio::test]
 async fn a_controller_with_the_right_token_promotes_a_canary() -> Result<()> {
     capture_logs();
-    let config = AnalyticsConfig {
-        token: Some(BearerToken::new(SERVICE_TOKEN)),
-        ..AnalyticsConfig::default()
-    };
-    let url = format!("http://{}", start_analytics_with(config).await?);
+    let url = format!("http://{}", start_analytics_with(token_config()).await?);
     let client = analytics_client(Some(SERVICE_TOKEN), &ClientTls::default())?;
     let setup = Setup::new("sec-token-ok", &url, client).await?;
 
@@ -195,11 +187,7 @@ async fn a_controller_with_the_right_token_promotes_a_canary() -> Result<()> {
 #[tokio::test]
 async fn a_wrong_token_holds_traffic_and_is_reported_without_revealing_it() -> Result<()> {
     capture_logs();
-    let config = AnalyticsConfig {
-        token: Some(BearerToken::new(SERVICE_TOKEN)),
-        ..AnalyticsConfig::default()
-    };
-    let url = format!("http://{}", start_analytics_with(config).await?);
+    let url = format!("http://{}", start_analytics_with(token_config()).await?);
     let client = analytics_client(Some(WRONG_TOKEN), &ClientTls::default())?;
     let setup = Setup::new("sec-token-wrong", &url, client).await?;
     let api = setup.experiments();
@@ -272,8 +260,10 @@ async fn a_wrong_token_holds_traffic_and_is_reported_without_revealing_it() -> R
 #[tokio::test]
 async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificate() -> Result<()> {
     let pki = TestPki::new("iter8 test CA")?;
-    let mut config = tls_config(&pki, true);
-    config.token = Some(BearerToken::new(SERVICE_TOKEN));
+    let config = AnalyticsConfig {
+        token: token_config().token,
+        ..tls_config(&pki, true)
+    };
     let addr = start_analytics_with(config).await?;
     let url = format!("https://localhost:{}", addr.port());
     let tls = ClientTls {
@@ -561,6 +551,14 @@ fn analytics_client(token: Option<&str>, tls: &ClientTls) -> Result<AnalyticsCli
         token.map(str::to_owned),
         tls,
     )?)
+}
+
+/// The analytics service requiring [`SERVICE_TOKEN`].
+fn token_config() -> AnalyticsConfig {
+    AnalyticsConfig {
+        token: Some(BearerToken::new(SERVICE_TOKEN)),
+        ..AnalyticsConfig::default()
+    }
 }
 
 fn tls_config(pki: &TestPki, mutual: bool) -> AnalyticsConfig {
