@@ -226,7 +226,10 @@ fn chart_passes_helm_lint_strict_with_defaults_and_every_option_on() -> Result<(
         "--set",
         "analytics.autoscaling.enabled=true,analytics.podDisruptionBudget.enabled=true,\
          serviceMonitor.enabled=true,networkPolicy.enabled=true,grafanaDashboard.enabled=true,\
-         metricAuth.secretNames={prom-creds},controller.watchNamespace=apps,controller.replicas=2",
+         metricAuth.secretNames={prom-creds},controller.watchNamespace=apps,controller.replicas=2,\
+         controller.analyticsTokenSecret=analytics-token,analytics.tls.secretName=analytics-tls,\
+         analytics.tls.requireClientCertificate=true,\
+         controller.analyticsTLS.clientSecret=controller-tls",
     ])?;
     Ok(())
 }
@@ -403,6 +406,133 @@ fn autoscaling_and_disruption_budget_target_the_analytics_pods() -> Result<()> {
 }
 
 #[test]
+fn one_token_secret_serves_both_sides_and_tls_values_configure_https_and_mtls() -> Result<()> {
+    // Defaults: no token, no TLS, plain http URL.
+    let docs = render(&[])?;
+    let analytics = container(one(&docs, "Deployment", "iter8-analytics"));
+    assert!(env_value(analytics, "ITER8_ANALYTICS_TOKEN_FILE").is_none());
+    assert!(env_value(analytics, "ITER8_ANALYTICS_TLS_CERT_FILE").is_none());
+    assert_eq!(
+        one(&docs, "ConfigMap", "iter8-defaults")["data"]["ITER8_ANALYTICS_URL"],
+        "http://iter8-analytics.iter8-system.svc:8080"
+    );
+
+    let docs = render(&[
+        "controller.analyticsTokenSecret=analytics-token",
+        "analytics.tls.secretName=analytics-tls",
+        "analytics.tls.requireClientCertificate=true",
+        "controller.analyticsTLS.clientSecret=controller-tls",
+        "serviceMonitor.enabled=true",
+    ])?;
+    let file_of = |deployment: &Value, var: &str| -> String {
+        env_value(container(deployment), var)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // The path of `file` inside the volume built from Secret `secret` (key `key`).
+    let mounted = |deployment: &Value, secret: &str, key: &str| -> Option<String> {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["secret"]["secretName"] == secret)?;
+        let items = volume["secret"]["items"].as_array();
+        let path = match items {
+            Some(items) => items.iter().find(|i| i["key"] == key)?["path"]
+                .as_str()?
+                .to_owned(),
+            None => key.to_owned(),
+        };
+        let mount = container(deployment)["volumeMounts"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == volume["name"])?;
+        assert_eq!(mount["readOnly"], true);
+        Some(format!("{}/{path}", mount["mountPath"].as_str()?))
+    };
+    let analytics = one(&docs, "Deployment", "iter8-analytics");
+    let controller = one(&docs, "Deployment", "iter8-controller");
+    for (deployment, var) in [
+        (analytics, "ITER8_ANALYTICS_TOKEN_FILE"),
+        (controller, "ITER8_ANALYTICS_TOKEN_FILE"),
+    ] {
+        let path = mounted(deployment, "analytics-token", "token");
+        assert_eq!(Some(file_of(deployment, var)), path, "{var}");
+    }
+    for (var, key) in [
+        ("ITER8_ANALYTICS_TLS_CERT_FILE", "tls.crt"),
+        ("ITER8_ANALYTICS_TLS_KEY_FILE", "tls.key"),
+        ("ITER8_ANALYTICS_TLS_CLIENT_CA_FILE", "ca.crt"),
+    ] {
+        assert_eq!(
+            Some(file_of(analytics, var)),
+            mounted(analytics, "analytics-tls", key),
+            "{var}"
+        );
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container(analytics)[probe]["httpGet"]["scheme"], "HTTPS");
+    }
+    assert_eq!(
+        Some(file_of(controller, "ITER8_ANALYTICS_CA_FILE")),
+        mounted(controller, "analytics-tls", "ca.crt")
+    );
+    // The controller gets the CA only, never the analytics service's key.
+    assert!(mounted(controller, "analytics-tls", "tls.key").is_none());
+    for (var, key) in [
+        ("ITER8_ANALYTICS_CLIENT_CERT_FILE", "tls.crt"),
+        ("ITER8_ANALYTICS_CLIENT_KEY_FILE", "tls.key"),
+    ] {
+        assert_eq!(
+            Some(file_of(controller, var)),
+            mounted(controller, "controller-tls", key),
+            "{var}"
+        );
+    }
+    assert_eq!(
+        one(&docs, "ConfigMap", "iter8-defaults")["data"]["ITER8_ANALYTICS_URL"],
+        "https://iter8-analytics.iter8-system.svc:8080"
+    );
+    let monitor = one(&docs, "ServiceMonitor", "iter8-analytics");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["tlsConfig"]["ca"]["secret"]["name"],
+        "analytics-tls"
+    );
+    assert_eq!(
+        endpoint["tlsConfig"]["serverName"],
+        "iter8-analytics.iter8-system.svc"
+    );
+
+    // mTLS without the Secrets it needs is refused with the reason.
+    assert_refused(&[
+        (
+            "analytics.tls.requireClientCertificate=true",
+            "needs analytics.tls.secretName",
+        ),
+        (
+            "analytics.tls.requireClientCertificate=true,analytics.tls.secretName=t",
+            "needs controller.analyticsTLS.clientSecret",
+        ),
+    ])
+}
+
+/// Asserts that rendering with each `--set` fails with its reason on stderr.
+fn assert_refused(cases: &[(&str, &str)]) -> Result<()> {
+    let chart = chart_dir();
+    let chart = chart.to_str().context("chart")?;
+    for (set, reason) in cases {
+        let out = helm(&["template", "iter8", chart, "--set", set])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(stderr.contains(reason), "{set}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
 fn service_monitors_scrape_the_named_metrics_ports_of_both_services() -> Result<()> {
     let docs = render(&[
         "serviceMonitor.enabled=true",
@@ -536,9 +666,7 @@ fn a_watch_namespace_scopes_the_controller_and_its_rbac() -> Result<()> {
 
 #[test]
 fn invalid_values_are_refused_with_the_reason() -> Result<()> {
-    let chart = chart_dir();
-    let chart = chart.to_str().context("chart")?;
-    for (set, reason) in [
+    assert_refused(&[
         (
             "controller.replicas=2,controller.leaderElection.enabled=false",
             "needs controller.leaderElection.enabled",
@@ -553,12 +681,7 @@ fn invalid_values_are_refused_with_the_reason() -> Result<()> {
             "analytics.enabled=false",
             "defaults.analyticsURL is required",
         ),
-    ] {
-        let out = helm(&["template", "iter8", chart, "--set", set])?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{set} was accepted");
-        assert!(stderr.contains(reason), "{set}: {stderr}");
-    }
+    ])?;
     // With an external analytics service, none is installed.
     let docs = render(&[
         "analytics.enabled=false",

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
+use iter8_controller::analytics::AnalyticsClient;
 use iter8_crd::Experiment;
 use iter8_integration_tests::{ControlPlane, TestEnv};
 use kube::Client;
@@ -305,13 +306,14 @@ impl DedicatedController {
                 runtime.block_on(async move {
                     // A kube client belongs to the runtime it was made on.
                     let client = ControlPlane::shared()?.client().await?;
-                    let ctx = controller_context(
-                        &client,
-                        &analytics_url,
-                        metrics,
+                    let analytics = AnalyticsClient::new(
                         Duration::from_secs(5),
+                        1,
+                        Duration::from_millis(100),
                         None,
                     )?;
+                    let ctx =
+                        controller_context(&client, &analytics_url, metrics, analytics, None)?;
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                     let _ = ready_tx.send(listener.local_addr()?);
                     tokio::spawn(axum::serve(listener, ctx.telemetry.router()).into_future());

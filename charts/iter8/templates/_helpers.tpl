@@ -64,7 +64,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.defaults.analyticsURL -}}
 {{- .Values.defaults.analyticsURL -}}
 {{- else if .Values.analytics.enabled -}}
-{{- printf "http://%s.%s.svc:%d" (include "iter8.analytics.fullname" .) .Release.Namespace (int .Values.analytics.port) -}}
+{{- $scheme := ternary "https" "http" (ne .Values.analytics.tls.secretName "") -}}
+{{- printf "%s://%s.%s.svc:%d" $scheme (include "iter8.analytics.fullname" .) .Release.Namespace (int .Values.analytics.port) -}}
 {{- else -}}
 {{- fail "defaults.analyticsURL is required when analytics.enabled is false" -}}
 {{- end -}}
@@ -72,4 +73,13 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "iter8.image" -}}
 {{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{/* The Secret whose ca.crt the controller trusts for the analytics service, if any. */}}
+{{- define "iter8.analyticsCASecret" -}}
+{{- if .Values.controller.analyticsTLS.caSecret -}}
+{{- .Values.controller.analyticsTLS.caSecret -}}
+{{- else if and .Values.analytics.enabled .Values.analytics.tls.secretName -}}
+{{- .Values.analytics.tls.secretName -}}
+{{- end -}}
 {{- end -}}

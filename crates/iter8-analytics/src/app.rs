@@ -17,6 +17,7 @@ use tower::ServiceBuilder;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::{self, AuthState};
 use crate::config::Config;
 use crate::error::{self, ApiError};
 use crate::metrics::{self, Metrics, MetricsError};
@@ -93,8 +94,26 @@ impl App {
                 .timeout(timeout)
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
+        let mut api = Router::new().route("/v1/assessments", assess_route);
+        // The token guards the API only, and is checked before shedding, so requests without
+        // it take no slot. Probes, /metrics and /openapi.json stay open: kubelet and
+        // Prometheus carry no token, and none of them reveals or changes anything.
+        if let Some(token) = &config.token {
+            let auth = AuthState {
+                token: token.clone(),
+                metrics: metrics.clone(),
+            };
+            api = api.route_layer(middleware::from_fn_with_state(auth, auth::require_bearer));
+        }
+        // Outermost, so a connection without a client certificate learns nothing else.
+        if config.tls_client_ca_file.is_some() {
+            api = api.route_layer(middleware::from_fn_with_state(
+                metrics.clone(),
+                auth::require_client_certificate,
+            ));
+        }
         let router = Router::new()
-            .route("/v1/assessments", assess_route)
+            .merge(api)
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(render_metrics))

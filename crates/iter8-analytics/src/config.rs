@@ -1,8 +1,12 @@
-//! How the service is tuned: listen address, limits and timeouts, from flags or environment.
+//! How the service is tuned: listen address, limits, timeouts, authentication and TLS, from
+//! flags or environment.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::auth::BearerToken;
 
 /// The address the service listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -54,6 +58,43 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub shutdown_delay: Duration,
+
+    /// File holding the bearer token `/v1/*` requires (a mounted Secret's key); without it the
+    /// API is open. Read once at startup: an empty or unreadable file stops the service.
+    #[arg(
+        long = "token-file",
+        env = "ITER8_ANALYTICS_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = read_token
+    )]
+    pub token: Option<BearerToken>,
+
+    /// PEM certificate chain to serve HTTPS with (needs --tls-key-file).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the serving certificate (needs --tls-cert-file).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, every client must present a certificate signed by it (mTLS).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_TLS_CLIENT_CA_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -65,6 +106,10 @@ impl Default for Config {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             engine_threads: None,
             shutdown_delay: Duration::ZERO,
+            token: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -74,6 +119,10 @@ impl Config {
     pub fn engine_threads(&self) -> usize {
         self.engine_threads.unwrap_or(self.max_in_flight).get()
     }
+}
+
+fn read_token(path: &str) -> Result<BearerToken, String> {
+    BearerToken::from_file(Path::new(path)).map_err(|e| e.to_string())
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
@@ -126,5 +175,50 @@ mod tests {
         assert_eq!(parsed.body_limit, default.body_limit);
         assert_eq!(parsed.max_in_flight, default.max_in_flight);
         assert_eq!(parsed.shutdown_delay, default.shutdown_delay);
+        assert!(parsed.token.is_none() && parsed.tls_cert_file.is_none());
+    }
+
+    #[test]
+    fn an_empty_token_file_stops_the_service_with_its_path() {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n").expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        let err = Cli::try_parse_from(["iter8-analytics", "--token-file", path])
+            .expect_err("an empty token file is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("--token-file") && text.contains("is empty"),
+            "{text}"
+        );
+
+        std::fs::write(path, "abc\n").expect("write");
+        let parsed =
+            Cli::try_parse_from(["iter8-analytics", "--token-file", path]).expect("a token file");
+        assert!(
+            !format!("{:?}", parsed.config).contains("abc"),
+            "Debug redacts the token"
+        );
+        let token = parsed.config.token.expect("a token");
+        assert!(token.matches(b"abc"));
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let err = Cli::try_parse_from(["iter8-analytics", "--tls-cert-file", "/c.pem"])
+            .expect_err("a certificate without a key");
+        assert!(err.to_string().contains("--tls-key-file"), "{err}");
     }
 }

@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iter8_api::{ErrorResponse, InvalidRequest};
 
+use crate::auth::Rejection;
+
 /// How long a shed client is told to wait: assessments take milliseconds, so a second is
 /// plenty for the queue to move.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
@@ -34,6 +36,9 @@ pub enum ApiError {
     /// The body is not declared as JSON (415).
     #[error("unsupported content type {0:?}")]
     UnsupportedMediaType(String),
+    /// The API needs a bearer token and the request had none or a wrong one (401).
+    #[error("unauthorized: {} bearer token", .0.label())]
+    Unauthorized(Rejection),
     /// No route has this path (404).
     #[error("no such path {0}")]
     NotFound(String),
@@ -62,6 +67,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::TimedOut(_) | Self::ShuttingDown => {
@@ -86,6 +92,18 @@ impl ApiError {
             Self::UnsupportedMediaType(got) => InvalidRequest::new(
                 "content-type",
                 format!("expected application/json, got {got:?}"),
+            ),
+            // Never the presented value: it may be a real token sent to the wrong service.
+            Self::Unauthorized(Rejection::Missing) => InvalidRequest::new(
+                "authorization",
+                "this service requires an `Authorization: Bearer <token>` header",
+            ),
+            Self::Unauthorized(Rejection::Invalid) => {
+                InvalidRequest::new("authorization", "the bearer token is not valid")
+            }
+            Self::Unauthorized(Rejection::NoClientCertificate) => InvalidRequest::new(
+                "tls",
+                "this service requires a TLS client certificate signed by its client CA",
             ),
             Self::NotFound(path) => InvalidRequest::new(
                 "path",
@@ -129,6 +147,21 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        match self {
+            // RFC 6750 §3: the challenge, with `invalid_token` when one was presented.
+            Self::Unauthorized(Rejection::Missing) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unauthorized(Rejection::Invalid) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            _ => {}
         }
         response
     }

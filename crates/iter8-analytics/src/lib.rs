@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
+pub mod tls;
 
 pub use app::{App, Readiness};
+pub use auth::BearerToken;
 pub use config::Config;
 pub use error::ApiError;
 pub use server::{Server, ServerError, shutdown_signal};

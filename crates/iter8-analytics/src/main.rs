@@ -31,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
         body_limit = config.body_limit,
         max_in_flight = config.max_in_flight,
         engine_threads = config.engine_threads(),
+        bearer_token = config.token.is_some(),
+        tls = config.tls_cert_file.is_some(),
+        mtls = config.tls_client_ca_file.is_some(),
         "iter8-analytics listening"
     );
     server.run(shutdown_signal()).await?;

@@ -30,6 +30,7 @@ pub struct Metrics {
     duration: HistogramVec,
     in_flight: IntGauge,
     engine: HistogramVec,
+    auth_rejections: IntCounterVec,
 }
 
 impl Metrics {
@@ -63,17 +64,33 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["outcome"],
         )?;
+        let auth_rejections = IntCounterVec::new(
+            Opts::new(
+                "iter8_analytics_auth_rejections_total",
+                "Requests refused with 401 for a missing or invalid bearer token, by reason.",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(engine.clone()))?;
+        registry.register(Box::new(auth_rejections.clone()))?;
         Ok(Self {
             registry,
             requests,
             duration,
             in_flight,
             engine,
+            auth_rejections,
         })
+    }
+
+    /// Counts a request refused for its bearer token.
+    pub fn count_auth_rejection(&self, rejection: crate::auth::Rejection) {
+        self.auth_rejections
+            .with_label_values(&[rejection.label()])
+            .inc();
     }
 
     /// Records how long the engine took and whether it accepted the request.

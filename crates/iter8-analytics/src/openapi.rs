@@ -61,6 +61,8 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "assess",
                     "summary": "Assess one iteration of an experiment.",
+                    // No credentials unless the service was started with --token-file.
+                    "security": [{}, {"bearerToken": []}],
                     "requestBody": {
                         "required": true,
                         "content": {"application/json": {"schema": request}}
@@ -71,6 +73,16 @@ pub fn document() -> Value {
                             "content": {"application/json": {"schema": response}}
                         },
                         "400": error_body("The body is not well-formed JSON."),
+                        "401": {
+                            "description": "The service requires a bearer token (--token-file) \
+                                and none or a wrong one was sent, or it requires a TLS client \
+                                certificate and the connection has none.",
+                            "headers": {"WWW-Authenticate": {
+                                "description": "`Bearer`, or `Bearer error=\"invalid_token\"`.",
+                                "schema": {"type": "string"}
+                            }},
+                            "content": {"application/json": {"schema": error}}
+                        },
                         "413": error_body("The body is larger than the configured limit."),
                         "415": error_body("The body is not declared as application/json."),
                         "422": error_body(
@@ -126,7 +138,16 @@ pub fn document() -> Value {
                 }
             }
         },
-        "components": {"schemas": schemas}
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The token in the service's --token-file (see docs/security.md)."
+                }
+            }
+        }
     })
 }
 

@@ -1,4 +1,5 @@
-//! Binding, serving and shutting down gracefully.
+//! Binding, serving (HTTP, or HTTPS with optional client certificates) and shutting down
+//! gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Readiness};
 use crate::config::Config;
+use crate::tls::{ClientCertificate, TlsError, TlsFiles, TlsListener};
 
 /// A failure to start or run the server.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,9 @@ pub enum ServerError {
         /// Why binding failed.
         source: std::io::Error,
     },
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The socket failed while serving.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
@@ -31,11 +36,24 @@ pub struct Server {
     listener: TcpListener,
     app: App,
     shutdown_delay: Duration,
+    tls: Option<tokio_rustls::rustls::ServerConfig>,
 }
 
 impl Server {
-    /// Binds `config.listen` (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Binds `config.listen` (port 0 picks a free port; see [`Server::local_addr`]), after
+    /// loading the TLS files if `config` names them, so a bad file stops startup.
     pub async fn bind(config: &Config, app: App) -> Result<Self, ServerError> {
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls_client_ca_file.clone(),
+                }
+                .server_config()?,
+            ),
+            _ => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -47,6 +65,7 @@ impl Server {
             listener,
             app,
             shutdown_delay: config.shutdown_delay,
+            tls,
         })
     }
 
@@ -74,15 +93,27 @@ impl Server {
             tracing::info!(?delay, "shutting down: not ready, then draining");
             tokio::time::sleep(delay).await;
         };
-        // Answers are small and written at once; Nagle's delay would only add latency.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.app.router)
-            .with_graceful_shutdown(drain)
-            .await?;
+        if let Some(tls) = self.tls {
+            // The connection's client certificate reaches the API's mTLS check as ConnectInfo.
+            let listener = TlsListener::new(self.listener, tls)?;
+            let service = self
+                .app
+                .router
+                .into_make_service_with_connect_info::<ClientCertificate>();
+            axum::serve(listener, service)
+                .with_graceful_shutdown(drain)
+                .await?;
+        } else {
+            // Answers are small and written at once; Nagle's delay would only add latency.
+            let listener = self.listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, self.app.router)
+                .with_graceful_shutdown(drain)
+                .await?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -49,7 +49,7 @@ fn openapi_document_describes_every_endpoint_and_status() {
     let responses = doc["paths"]["/v1/assessments"]["post"]["responses"]
         .as_object()
         .unwrap();
-    for status in ["200", "400", "413", "415", "422", "503"] {
+    for status in ["200", "400", "401", "413", "415", "422", "503"] {
         assert!(
             responses.contains_key(status),
             "no {status} for assessments"

@@ -21,6 +21,42 @@ pub enum AnalyticsError {
     /// The service answered something that is not an assessment.
     #[error("analytics service answered garbage: {0}")]
     Garbage(String),
+    /// The service refused our credentials (401): the bearer token or client certificate is
+    /// missing or not the one it expects. The token itself is never part of the message.
+    #[error(
+        "analytics service refused authentication (HTTP 401): {reason}; check the token \
+         (ITER8_ANALYTICS_TOKEN_FILE) and client certificate the controller is given"
+    )]
+    Unauthorized {
+        /// The service's reason, e.g. "the bearer token is not valid".
+        reason: String,
+    },
+    /// The TLS settings (CA, client certificate or key) could not be loaded.
+    #[error("analytics TLS settings: {0}")]
+    Tls(String),
+}
+
+/// How the controller reaches an analytics service over HTTPS: the CA it trusts for it, and
+/// the client certificate it presents when the service requires one (mTLS). PEM bytes, as
+/// read from the mounted Secret.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// CA bundle the service's certificate must chain to; only these roots are trusted.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and private key, concatenated (PEM).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field(
+                "identity",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Calls `POST {url}/v1/assessments`.
@@ -51,11 +87,39 @@ impl AnalyticsClient {
         backoff: Duration,
         token: Option<String>,
     ) -> Result<Self, AnalyticsError> {
-        let http = reqwest::Client::builder()
+        Self::with_tls(timeout, retries, backoff, token, &ClientTls::default())
+    }
+
+    /// As [`AnalyticsClient::new`], trusting `tls.ca_pem` for `https://` URLs and presenting
+    /// `tls.identity_pem` to services that require a client certificate.
+    pub fn with_tls(
+        timeout: Duration,
+        retries: u32,
+        backoff: Duration,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> Result<Self, AnalyticsError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(pem) = &tls.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| AnalyticsError::Tls(format!("CA bundle: {e}")))?;
+            if roots.is_empty() {
+                return Err(AnalyticsError::Tls(
+                    "CA bundle: no PEM certificate in it".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(roots);
+        }
+        if let Some(pem) = &tls.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| AnalyticsError::Tls(format!("client certificate and key: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .build()
-            .map_err(|e| AnalyticsError::Unavailable(e.to_string()))?;
+            .map_err(|e| AnalyticsError::Tls(e.to_string()))?;
         Ok(Self {
             http,
             retries,
@@ -108,6 +172,11 @@ impl AnalyticsClient {
             return serde_json::from_slice(&body)
                 .map_err(|e| AnalyticsError::Garbage(e.to_string()));
         }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let reason = serde_json::from_slice::<ErrorResponse>(&body)
+                .map_or_else(|_| "no reason given".to_owned(), |e| e.error.reason);
+            return Err(AnalyticsError::Unauthorized { reason });
+        }
         if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
             return Err(match serde_json::from_slice::<ErrorResponse>(&body) {
                 Ok(e) => AnalyticsError::Rejected {
@@ -124,12 +193,22 @@ impl AnalyticsClient {
     }
 }
 
+/// The error with its causes: a TLS failure (unknown CA, refused client certificate) is only
+/// visible in the chain.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection failed".into()
+        return "timed out".into();
+    }
+    let mut text = if e.is_connect() {
+        "connection failed".to_owned()
     } else {
         e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }

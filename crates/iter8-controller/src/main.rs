@@ -2,12 +2,13 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use iter8_controller::analytics::AnalyticsClient;
+use iter8_controller::analytics::{AnalyticsClient, ClientTls};
 use iter8_controller::leader::LeaderElection;
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
@@ -27,7 +28,24 @@ struct Args {
     analytics_url: String,
     /// A file holding the bearer token the analytics service requires, if any.
     #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE")]
-    analytics_token_file: Option<std::path::PathBuf>,
+    analytics_token_file: Option<PathBuf>,
+    /// A PEM CA bundle to trust for an `https://` analytics URL (instead of the system roots).
+    #[arg(long, env = "ITER8_ANALYTICS_CA_FILE")]
+    analytics_ca_file: Option<PathBuf>,
+    /// A PEM client certificate to present to an analytics service that requires one (mTLS).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_CLIENT_CERT_FILE",
+        requires = "analytics_client_key_file"
+    )]
+    analytics_client_cert_file: Option<PathBuf>,
+    /// The PEM private key of the client certificate.
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_CLIENT_KEY_FILE",
+        requires = "analytics_client_cert_file"
+    )]
+    analytics_client_key_file: Option<PathBuf>,
     /// How long one analytics call may take.
     #[arg(long, env = "ITER8_ANALYTICS_TIMEOUT", default_value = "10s", value_parser = interval)]
     analytics_timeout: Duration,
@@ -84,19 +102,34 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API server")?;
 
     let token = match &args.analytics_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the analytics token from {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
+        Some(path) => Some(read_token(path)?),
         None => None,
     };
-    let analytics = AnalyticsClient::new(
+    let tls = ClientTls {
+        ca_pem: args
+            .analytics_ca_file
+            .as_deref()
+            .map(|path| read_file("the analytics CA bundle", path))
+            .transpose()?,
+        identity_pem: match (
+            &args.analytics_client_cert_file,
+            &args.analytics_client_key_file,
+        ) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_file("the analytics client certificate", cert)?;
+                pem.push(b'\n');
+                pem.extend(read_file("the analytics client key", key)?);
+                Some(pem)
+            }
+            _ => None,
+        },
+    };
+    let analytics = AnalyticsClient::with_tls(
         args.analytics_timeout,
         args.analytics_retries,
         Duration::from_millis(250),
         token,
+        &tls,
     )?;
     let metrics = iter8_metrics::Backends::new(iter8_metrics::Settings {
         default_prometheus_address: args.prometheus_url.clone(),
@@ -154,6 +187,23 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The bearer token for the analytics service, without the Secret file's trailing newline.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the analytics token from {}", path.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the analytics token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_owned())
+}
+
+fn read_file(what: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} from {}", path.display()))
 }
 
 async fn shutdown_signal() {

@@ -382,6 +382,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             Err(e) => {
                 let reason = match &e {
                     AnalyticsError::Rejected { .. } => "AnalyticsRejected",
+                    AnalyticsError::Unauthorized { .. } => "AnalyticsUnauthorized",
+                    AnalyticsError::Tls(_) => "AnalyticsTlsMisconfigured",
                     AnalyticsError::Garbage(_) => "AnalyticsGarbage",
                     AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
                 };
@@ -773,6 +775,12 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let now = now();
         let generation = exp.meta().generation;
         status.consecutive_failures += 1;
+        tracing::warn!(
+            experiment = %exp.name_any(),
+            reason = failure.reason,
+            message = %failure.message,
+            "iteration held"
+        );
         conditions::set(
             &mut status.conditions,
             failure.condition,

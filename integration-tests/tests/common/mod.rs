@@ -95,10 +95,14 @@ impl MetricsBackend for ScriptedMetrics {
 
 /// The real analytics server, in this process, on a free loopback port.
 pub async fn start_analytics() -> Result<SocketAddr> {
-    let config = iter8_analytics::config::Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    };
+    start_analytics_with(iter8_analytics::config::Config::default()).await
+}
+
+/// The real analytics server with `config` (token, TLS...), on a free loopback port.
+pub async fn start_analytics_with(
+    mut config: iter8_analytics::config::Config,
+) -> Result<SocketAddr> {
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let app = iter8_analytics::app::App::new(&config)?;
     let server = iter8_analytics::server::Server::bind(&config, app).await?;
     let addr = server.local_addr()?;
@@ -306,7 +310,20 @@ pub async fn start_controller_with<M: MetricsBackend + 'static>(
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
-    let ctx = controller_context(client, analytics_url, metrics, analytics_timeout, gate)?;
+    let analytics = AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?;
+    start_controller_using(client, namespace, analytics_url, metrics, analytics, gate).await
+}
+
+/// A controller calling the analytics service through `analytics` (token, TLS...).
+pub async fn start_controller_using<M: MetricsBackend + 'static>(
+    client: &Client,
+    namespace: &str,
+    analytics_url: &str,
+    metrics: M,
+    analytics: AnalyticsClient,
+    gate: Option<Arc<StageGate>>,
+) -> Result<(JoinHandle<()>, Telemetry)> {
+    let ctx = controller_context(client, analytics_url, metrics, analytics, gate)?;
     let telemetry = ctx.telemetry.clone();
     let namespace = namespace.to_string();
     let handle = tokio::spawn(async move {
@@ -315,20 +332,20 @@ pub async fn start_controller_with<M: MetricsBackend + 'static>(
     Ok((handle, telemetry))
 }
 
-/// What an in-process controller runs with: test settings (one analytics retry, a 500 ms
-/// retry delay) and fresh telemetry.
+/// What an in-process controller runs with: test settings (a 500 ms retry delay) and fresh
+/// telemetry.
 pub fn controller_context<M: MetricsBackend>(
     client: &Client,
     analytics_url: &str,
     metrics: M,
-    analytics_timeout: Duration,
+    analytics: AnalyticsClient,
     gate: Option<Arc<StageGate>>,
 ) -> Result<Arc<Context<M>>> {
     let telemetry = Telemetry::new()?;
     Ok(Arc::new(Context {
         client: client.clone(),
         router: KubeRouter::new(client.clone()),
-        analytics: AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?,
+        analytics,
         metrics,
         settings: Settings {
             analytics_url: analytics_url.to_string(),
