@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{MAX_BUCKETS, MAX_HISTORY, MAX_NAME_LEN, MAX_VERSIONS};
+use crate::validate::{MAX_BUCKETS, MAX_COUNT, MAX_HISTORY, MAX_NAME_LEN, MAX_VERSIONS};
 
 /// One iteration's question to the analytics service.
 ///
@@ -113,7 +113,7 @@ pub struct MeanObservation {
     /// The sum of the observed values.
     pub sum: f64,
     /// How many values were observed.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
     pub count: f64,
     /// The sum of the squared values, when the source has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,7 +139,7 @@ pub struct Bucket {
     /// The bucket's upper bound, inclusive.
     pub le: BucketBound,
     /// The cumulative count of values at most `le`.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
     pub count: f64,
 }
 
