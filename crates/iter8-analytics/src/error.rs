@@ -174,8 +174,18 @@ fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> Stri
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
     match (path.is_empty(), unknown) {
-        // An empty key has no name to give: the object holding it is named instead.
-        (true, Some("")) => "body".to_owned(),
+        // A blank key (found by fuzzing) names nothing: the object holding it is named instead.
+        (_, Some(key)) if key.trim().is_empty() => {
+            let holder = path
+                .strip_suffix(key)
+                .unwrap_or(&path)
+                .trim_end_matches('.');
+            if holder.is_empty() {
+                "body".to_owned()
+            } else {
+                holder.to_owned()
+            }
+        }
         (_, Some(key)) if path.ends_with(key) => path,
         (true, Some(key)) => key.to_owned(),
         (false, Some(key)) => format!("{path}.{key}"),
