@@ -163,7 +163,8 @@ pub fn from_decode_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
 /// document itself, and the unknown key's own path when a struct refuses one.
 fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> String {
     // serde_path_to_error writes `.` for the root and `?` for a key it never finished reading.
-    let mut path = path.to_string();
+    let raw = path.to_string();
+    let mut path = raw.clone();
     if path == "." || path == "?" {
         path.clear();
     } else if let Some(known) = path.strip_suffix(".?") {
@@ -186,6 +187,8 @@ fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> Stri
                 holder.to_owned()
             }
         }
+        // The raw path already ends at the key (which may itself end in `.?`: found by fuzzing).
+        (_, Some(key)) if raw.ends_with(key) => raw,
         (_, Some(key)) if path.ends_with(key) => path,
         (true, Some(key)) => key.to_owned(),
         (false, Some(key)) => format!("{path}.{key}"),

@@ -297,6 +297,9 @@ async fn blank_unknown_key_is_422_naming_the_body() {
         let error = expect_invalid(&server, &json!({ key: null }), "body").await;
         assert!(error.reason.contains("unknown field"), "{}", error.reason);
     }
+    // Found by cargo fuzz: a key ending in `.?` was named twice (`ki.ki.?`).
+    let error = expect_invalid(&server, &json!({ "ki.?": 1 }), "ki.?").await;
+    assert!(error.reason.contains("unknown field"), "{}", error.reason);
 }
 
 #[tokio::test]
