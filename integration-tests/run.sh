@@ -27,5 +27,7 @@ if (($#)); then
 else
   # --no-fail-fast: one failing test binary must not hide the results of the others.
   cargo test --workspace --no-fail-fast || status=$?
+  # The HTTP API fuzzed from its OpenAPI document (docs/reliability.md, "Bad input").
+  bash "$IT_DIR/fuzz/schemathesis.sh" || status=$?
 fi
 exit "$status"

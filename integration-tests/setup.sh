@@ -39,4 +39,5 @@ check_go
 bash "$IT_DIR/kube-env/build.sh"
 bash "$IT_DIR/tools/helm/build.sh"
 bash "$IT_DIR/router-crds.sh"
+bash "$IT_DIR/fuzz/setup-schemathesis.sh"
 it_log "setup done: $(ls "$IT_BIN" | tr '\n' ' ')"

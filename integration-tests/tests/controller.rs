@@ -551,6 +551,127 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             },
             "spec.strategy.maxCandidateWeight",
         ),
+        (
+            "perf-two-versions",
+            {
+                let mut s = base();
+                s["kind"] = json!("performanceTest");
+                s
+            },
+            "spec.versions: Invalid value: a performanceTest has exactly one version",
+        ),
+        (
+            "abn-one-version",
+            {
+                let mut s = base();
+                s["kind"] = json!("abn");
+                s["versions"].as_array_mut().expect("list").pop();
+                s
+            },
+            "spec.versions: Invalid value: an abn experiment has a baseline and at least one candidate",
+        ),
+        (
+            "no-versions",
+            {
+                let mut s = base();
+                s["versions"] = json!([]);
+                s
+            },
+            "should have at least 1 items",
+        ),
+        (
+            "split-wrong-size",
+            {
+                let mut s = base();
+                s["strategy"] = json!({"algorithm": "fixed_split", "split": [100]});
+                s
+            },
+            "strategy.split needs one weight per version",
+        ),
+        (
+            "split-not-100",
+            {
+                let mut s = base();
+                s["strategy"] = json!({"algorithm": "fixed_split", "split": [50, 40]});
+                s
+            },
+            "strategy.split must sum to 100",
+        ),
+        (
+            "version-without-backend",
+            {
+                let mut s = base();
+                s["versions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("backend");
+                s
+            },
+            "with a router, every version needs the backend it maps to",
+        ),
+        (
+            "override-split-wrong-size",
+            {
+                let mut s = base();
+                s["manualOverride"] = json!({"action": "terminate", "split": [100]});
+                s
+            },
+            "manualOverride.split needs one weight per version",
+        ),
+        (
+            "unknown-algorithm",
+            {
+                let mut s = base();
+                s["strategy"] = json!({"algorithm": "thompson"});
+                s
+            },
+            "spec.strategy.algorithm: Unsupported value: \"thompson\"",
+        ),
+        (
+            "zero-min-iterations",
+            {
+                let mut s = base();
+                s["duration"] = json!({"minIterations": 0});
+                s
+            },
+            "spec.duration.minIterations",
+        ),
+        (
+            "too-many-iterations",
+            {
+                let mut s = base();
+                s["duration"] = json!({"maxIterations": 10001});
+                s
+            },
+            "spec.duration.maxIterations",
+        ),
+        (
+            "zero-failures-allowed",
+            {
+                let mut s = base();
+                s["failurePolicy"] = json!({"maxConsecutiveFailures": 0});
+                s
+            },
+            "spec.failurePolicy.maxConsecutiveFailures",
+        ),
+        (
+            "negative-interval",
+            {
+                let mut s = base();
+                s["duration"] = json!({"interval": "-5s"});
+                s
+            },
+            "spec.duration.interval",
+        ),
+        (
+            "long-version-name",
+            {
+                let mut s = base();
+                s["versions"][1]["name"] = json!("v".repeat(64));
+                s
+            },
+            "spec.versions[1].name",
+        ),
     ];
     for (name, spec, expected) in cases {
         let exp = json!({"apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",

@@ -186,8 +186,9 @@ async fn assess(State(state): State<AppState>, request: Request) -> Result<Respo
     }
 }
 
-/// Decodes the body, naming the path of the first value that does not fit.
-fn decode(body: &[u8]) -> Result<AssessmentRequest, ApiError> {
+/// Decodes the body, naming the path of the first value that does not fit. Public so that the
+/// property tests and fuzzers decode exactly as the server does.
+pub fn decode(body: &[u8]) -> Result<AssessmentRequest, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(body);
     let request = serde_path_to_error::deserialize(&mut json).map_err(error::from_decode_error)?;
     // Trailing garbage after the document is malformed JSON, not an ignorable extra.

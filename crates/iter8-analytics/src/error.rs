@@ -196,7 +196,8 @@ pub fn from_decode_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
 /// document itself, and the unknown key's own path when a struct refuses one.
 fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> String {
     // serde_path_to_error writes `.` for the root and `?` for a key it never finished reading.
-    let mut path = path.to_string();
+    let raw = path.to_string();
+    let mut path = raw.clone();
     if path == "." || path == "?" {
         path.clear();
     } else if let Some(known) = path.strip_suffix(".?") {
@@ -207,6 +208,20 @@ fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> Stri
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
     match (path.is_empty(), unknown) {
+        // A blank key (found by fuzzing) names nothing: the object holding it is named instead.
+        (_, Some(key)) if key.trim().is_empty() => {
+            let holder = path
+                .strip_suffix(key)
+                .unwrap_or(&path)
+                .trim_end_matches('.');
+            if holder.is_empty() {
+                "body".to_owned()
+            } else {
+                holder.to_owned()
+            }
+        }
+        // The raw path already ends at the key (which may itself end in `.?`: found by fuzzing).
+        (_, Some(key)) if raw.ends_with(key) => raw,
         (_, Some(key)) if path.ends_with(key) => path,
         (true, Some(key)) => key.to_owned(),
         (false, Some(key)) => format!("{path}.{key}"),

@@ -290,6 +290,19 @@ async fn unknown_field_is_422_naming_it() {
 }
 
 #[tokio::test]
+async fn blank_unknown_key_is_422_naming_the_body() {
+    // Found by schemathesis ("") and cargo fuzz ("  "): the field was blank.
+    let server = TestServer::start(Config::default()).await;
+    for key in ["", "  "] {
+        let error = expect_invalid(&server, &json!({ key: null }), "body").await;
+        assert!(error.reason.contains("unknown field"), "{}", error.reason);
+    }
+    // Found by cargo fuzz: a key ending in `.?` was named twice (`ki.ki.?`).
+    let error = expect_invalid(&server, &json!({ "ki.?": 1 }), "ki.?").await;
+    assert!(error.reason.contains("unknown field"), "{}", error.reason);
+}
+
+#[tokio::test]
 async fn wrong_content_type_is_415() {
     let server = TestServer::start(Config::default()).await;
     let response = server

@@ -92,3 +92,13 @@ fn collect_refs(value: &Value, refs: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[test]
+fn openapi_example_request_is_assessed_so_fuzzers_reach_the_200_answer() {
+    let doc = openapi::document();
+    let example = &doc["paths"]["/v1/assessments"]["post"]["requestBody"]["content"]["application/json"]
+        ["examples"]["canary"]["value"];
+    let request: iter8_api::AssessmentRequest = serde_json::from_value(example.clone()).unwrap();
+    let response = iter8_engine::assess(&request).unwrap();
+    assert_eq!(response.split.iter().map(|w| w.weight).sum::<u32>(), 100);
+}

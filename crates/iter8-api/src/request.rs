@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::validate::{MAX_BUCKETS, MAX_COUNT, MAX_HISTORY, MAX_NAME_LEN, MAX_VERSIONS};
+
 /// One iteration's question to the analytics service.
 ///
 /// The service is stateless: every request carries the cumulative observations since the start
@@ -15,14 +17,17 @@ pub struct AssessmentRequest {
     /// What kind of experiment this is; it decides what a winner means.
     pub kind: ExperimentKind,
     /// The iteration being assessed, counted from 1.
+    #[schemars(range(min = 1))]
     pub iteration: u32,
     /// The iteration before which no version is promoted (default 1).
     #[serde(default = "default_min_iterations")]
+    #[schemars(range(min = 1))]
     pub min_iterations: u32,
     /// The last iteration; an experiment still undecided here ends `inconclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_iterations: Option<u32>,
     /// The versions: the first is the baseline, the rest are candidates.
+    #[schemars(length(min = 1, max = MAX_VERSIONS))]
     pub versions: Vec<Version>,
     /// Metrics derived from the observed ones (ratios such as an error rate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,8 +65,10 @@ pub enum ExperimentKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Version {
     /// The version's name, unique in the experiment.
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub name: String,
     /// The share of traffic (integer percent) this version has now.
+    #[schemars(range(max = 100))]
     pub weight: u32,
     /// Cumulative observations since the start of the experiment, by metric name.
     #[serde(default)]
@@ -69,6 +76,7 @@ pub struct Version {
     /// Earlier cumulative snapshots, oldest first; used to detect counter resets and to
     /// estimate the spread of means that come without a sum of squares.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_HISTORY))]
     pub history: Vec<Snapshot>,
 }
 
@@ -80,6 +88,7 @@ pub struct Snapshot {
     pub iteration: u32,
     /// The version's weight during that iteration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub weight: Option<u32>,
     /// Cumulative observations at that iteration, by metric name.
     pub metrics: BTreeMap<String, Observation>,
@@ -104,6 +113,7 @@ pub struct MeanObservation {
     /// The sum of the observed values.
     pub sum: f64,
     /// How many values were observed.
+    #[schemars(range(min = 0, max = MAX_COUNT))]
     pub count: f64,
     /// The sum of the squared values, when the source has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +125,7 @@ pub struct MeanObservation {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HistogramObservation {
     /// Buckets in increasing order of `le`; the last one may be `+Inf`.
+    #[schemars(length(min = 1, max = MAX_BUCKETS))]
     pub buckets: Vec<Bucket>,
     /// The sum of the observed values, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +139,7 @@ pub struct Bucket {
     /// The bucket's upper bound, inclusive.
     pub le: BucketBound,
     /// The cumulative count of values at most `le`.
+    #[schemars(range(min = 0, max = MAX_COUNT))]
     pub count: f64,
 }
 

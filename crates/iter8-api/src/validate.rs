@@ -22,6 +22,9 @@ pub const MAX_CRITERIA: usize = 32;
 pub const MAX_HISTORY: usize = 1_000;
 /// The fewest and the most Monte-Carlo draws a request may ask for.
 pub const DRAWS_RANGE: std::ops::RangeInclusive<u32> = 100..=200_000;
+/// The largest count (2^53): beyond it an f64 no longer holds every integer, and the
+/// posteriors' sums of squares overflow.
+pub const MAX_COUNT: f64 = 9_007_199_254_740_992.0;
 /// The longest name (of a version or a metric).
 pub const MAX_NAME_LEN: usize = 253;
 
@@ -467,7 +470,7 @@ fn check_metrics(at: &str, metrics: &BTreeMap<String, Observation>) -> Check {
         let at = format!("{at}.{name}");
         check_name(&at, name)?;
         match obs {
-            Observation::Counter(c) => non_negative(&format!("{at}.counter"), *c)?,
+            Observation::Counter(c) => count(&format!("{at}.counter"), *c)?,
             Observation::Mean(m) => check_mean(&format!("{at}.mean"), m)?,
             Observation::Histogram(h) => check_histogram(&format!("{at}.histogram"), h)?,
         }
@@ -482,7 +485,7 @@ fn check_mean(at: &str, m: &MeanObservation) -> Check {
             "must be a finite number",
         ));
     }
-    non_negative(&format!("{at}.count"), m.count)?;
+    count(&format!("{at}.count"), m.count)?;
     if let Some(ss) = m.sum_of_squares {
         non_negative(&format!("{at}.sumOfSquares"), ss)?;
         // By Cauchy-Schwarz, sum^2 <= count * sumOfSquares; allow rounding slack.
@@ -520,7 +523,7 @@ fn check_histogram(at: &str, h: &HistogramObservation) -> Check {
                 "must be a finite number; only the last bucket may be \"+Inf\"",
             ));
         }
-        non_negative(&format!("{bat}.count"), b.count)?;
+        count(&format!("{bat}.count"), b.count)?;
         if let Some((ple, pcount)) = prev {
             if le <= ple {
                 return Err(InvalidRequest::new(
@@ -613,4 +616,16 @@ fn non_negative(at: &str, x: f64) -> Check {
             format!("must be a finite, non-negative number, got {x}"),
         ))
     }
+}
+
+/// A count of events: non-negative, finite and at most [`MAX_COUNT`].
+fn count(at: &str, x: f64) -> Check {
+    non_negative(at, x)?;
+    if x > MAX_COUNT {
+        return Err(InvalidRequest::new(
+            at,
+            format!("must be at most 2^53 ({MAX_COUNT}), got {x}"),
+        ));
+    }
+    Ok(())
 }

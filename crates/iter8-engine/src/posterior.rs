@@ -3,7 +3,7 @@
 
 use rand::Rng;
 use rand_distr::{Beta as BetaSampler, Distribution, StandardNormal, StudentT};
-use statrs::distribution::{Beta, ContinuousCDF, StudentsT};
+use statrs::distribution::{Beta, ContinuousCDF, Normal, StudentsT};
 
 use crate::histogram::QuantilePosterior;
 
@@ -18,6 +18,14 @@ const BETA_NORMAL_APPROX: f64 = 50.0;
 /// Smallest shape for which a Gamma is drawn by the Wilson-Hilferty cube of a normal draw
 /// (quantile error below 0.5 % there); smaller shapes are drawn exactly.
 const GAMMA_WILSON_HILFERTY: f64 = 3.0;
+
+/// Trials beyond which statrs' Beta quantile is not used: from about 1e7 trials its Newton
+/// iteration never ends (found by fuzzing: a canary with ten million requests and no error
+/// hung the engine), so the quantile is found by bisection on the CDF instead.
+const BETA_QUANTILE_BY_BISECTION: f64 = 1e6;
+
+/// Degrees of freedom above which a Student-t quantile is taken from the normal.
+const T_QUANTILE_AS_NORMAL_DOF: f64 = 1e6;
 
 /// Degrees of freedom above which a Student-t is drawn by a Cornish-Fisher expansion of a
 /// normal draw (accurate to about 1e-4 in the quantile there).
@@ -111,8 +119,13 @@ impl Posterior {
     /// The posterior quantile function.
     pub fn inverse_cdf(&self, p: f64) -> f64 {
         match self {
-            Posterior::Rate(r) => r.beta.inverse_cdf(p),
+            Posterior::Rate(r) => r.inverse_cdf(p),
             Posterior::Mean(m) => match &m.dist {
+                // statrs' t quantile never returns for huge degrees of freedom (found by
+                // fuzzing); there the t is a normal to far below f64 precision.
+                Some(_) if m.dof > T_QUANTILE_AS_NORMAL_DOF => {
+                    m.mean + m.scale * Normal::standard().inverse_cdf(p)
+                }
                 Some(t) => t.inverse_cdf(p),
                 None => m.mean,
             },
@@ -215,6 +228,37 @@ impl RatePosterior {
     }
 }
 
+impl RatePosterior {
+    /// The posterior quantile function.
+    fn inverse_cdf(&self, p: f64) -> f64 {
+        if self.trials <= BETA_QUANTILE_BY_BISECTION {
+            self.beta.inverse_cdf(p)
+        } else {
+            quantile_by_bisection(&self.beta, p)
+        }
+    }
+}
+
+/// The `p` quantile of a distribution on [0, 1], from its CDF alone.
+fn quantile_by_bisection(dist: &Beta, p: f64) -> f64 {
+    {
+        // The CDF is continuous and increasing on [0, 1]; halve until the bracket is as
+        // narrow as f64 can tell apart (at most about 1,100 halvings, down to subnormals).
+        let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+        loop {
+            let mid = lo + (hi - lo) / 2.0;
+            if mid <= lo || mid >= hi || hi - lo <= 1e-15 * lo {
+                return mid;
+            }
+            if dist.cdf(mid) < p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+}
+
 impl MeanPosterior {
     /// The standard error of the mean.
     pub fn std_error(&self) -> f64 {
@@ -269,6 +313,44 @@ mod tests {
     use super::*;
     use approx::assert_abs_diff_eq;
     use rand::SeedableRng;
+
+    #[test]
+    fn rate_interval_of_ten_million_trials_without_events_is_found() {
+        // statrs' Beta quantile never returns for these shapes; Beta(1/2, n) is close to
+        // chi-squared(1) / 2n, whose 97.5 % point is 5.0239 / 2n.
+        let p = Posterior::Rate(RatePosterior::new(0.0, 1e7).expect("valid"));
+        let (lo, hi) = p.credible_interval();
+        assert!(lo > 0.0 && lo < hi, "{lo} {hi}");
+        assert_abs_diff_eq!(hi * 2e7, 5.0239, epsilon = 1e-3);
+        let huge = Posterior::Rate(RatePosterior::new(88.0, 9e15).expect("valid"));
+        // Near 2^53 trials statrs' CDF is a step at the mean; the interval shrinks to it.
+        let (lo, hi) = huge.credible_interval();
+        assert!(lo <= hi && (lo - 88.0 / 9e15).abs() < 1e-15, "{lo} {hi}");
+    }
+
+    #[test]
+    fn mean_interval_of_a_huge_count_is_found() {
+        let p = Posterior::Mean(MeanPosterior::new(10.0, 0.5, 1e15, 1e15).expect("valid"));
+        let (lo, hi) = p.credible_interval();
+        assert_abs_diff_eq!(lo, 10.0 - 1.959964 * 0.5, epsilon = 1e-5);
+        assert_abs_diff_eq!(hi, 10.0 + 1.959964 * 0.5, epsilon = 1e-5);
+    }
+
+    #[test]
+    fn bisection_agrees_with_statrs_where_statrs_converges() {
+        // To 1e-5: at a million trials statrs itself is off by 4e-6 (chi-squared check above).
+        for (a, b) in [(0.5, 1e6), (88.5, 1e6), (1e4, 1e5), (12.5, 988.5)] {
+            let beta = Beta::new(a, b).expect("valid");
+            for p in [0.025, 0.5, 0.975] {
+                let exact = beta.inverse_cdf(p);
+                let bisected = quantile_by_bisection(&beta, p);
+                assert!(
+                    (bisected - exact).abs() <= 1e-5 * exact,
+                    "{a} {b} {p}: {bisected} {exact}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rate_interval_matches_beta_quantiles() {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the pinned schemathesis into integration-tests/.cache/schemathesis-venv;
+# does nothing when that version is already there.
+set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib.sh"
+SCHEMATHESIS_VERSION=4.32.5
+venv="$IT_CACHE/schemathesis-venv"
+if [[ -x "$venv/bin/st" ]] && "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
+  it_log "schemathesis $SCHEMATHESIS_VERSION is installed"
+  exit 0
+fi
+it_log "installing schemathesis $SCHEMATHESIS_VERSION into $venv ..."
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
