@@ -11,6 +11,12 @@ use crate::posterior::{MeanPosterior, Posterior, RatePosterior};
 /// Fewer observations than this earn a warning that estimates are wide.
 const FEW_SAMPLES: f64 = 30.0;
 
+/// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
+/// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,
+/// so the count of a version whose traffic slowed or stopped shrinks a little as the window
+/// grows. A reset that the query does not bridge drops to about nothing.
+const RESET_FRACTION: f64 = 0.5;
+
 /// Everything the engine derives from a request before drawing.
 #[derive(Debug)]
 pub struct Model {
@@ -297,7 +303,7 @@ impl Model {
                 let Some(now) = version.metrics.get(name) else {
                     continue;
                 };
-                if size(now) + 1e-9 < size(past) {
+                if size(now) < size(past) * RESET_FRACTION {
                     let reason = format!(
                         "{name} of version {:?} went backwards since iteration {} ({} -> {}); \
                          a counter reset or a wrong query - no version is promoted on this data",

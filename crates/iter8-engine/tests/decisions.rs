@@ -152,6 +152,30 @@ fn undecided_experiment_at_its_last_iteration_is_inconclusive_on_the_baseline() 
 }
 
 #[test]
+fn a_small_dip_from_prometheus_extrapolation_is_not_a_counter_reset() {
+    // increase() over a growing window shrinks the count of a version with no new events.
+    let mut next = version("next", 20, 4.0, 0.0, 10.0);
+    next["history"] = json!([{"iteration": 2, "metrics": {
+        "requests": {"counter": 1040.0}, "errors": {"counter": 4.2}}}]);
+    let response = assess(json!({
+        "kind": "canary", "iteration": 3, "strategy": {"algorithm": "progressive"},
+        "versions": [version("stable", 80, 5.0, 0.0, 10.0), next],
+        "ratios": ratios(), "criteria": {"objectives": slo()}
+    }));
+    assert!(
+        !response.decision.reason.contains("went backwards"),
+        "{}",
+        response.decision.reason
+    );
+    assert!(
+        response
+            .warnings
+            .iter()
+            .all(|w| !w.message.contains("went backwards"))
+    );
+}
+
+#[test]
 fn a_counter_that_went_backwards_blocks_promotion_with_a_warning() {
     let mut next = version("next", 20, 4.0, 0.0, 10.0);
     next["history"] = json!([{"iteration": 2, "metrics": {"requests": {"counter": 5000.0}}}]);
