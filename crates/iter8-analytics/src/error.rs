@@ -204,9 +204,13 @@ fn field_of(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> Stri
         path = known.to_owned();
     }
     let message = inner.to_string();
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next());
+    // The key may itself hold backticks (found by fuzzing): it ends where serde's list of
+    // expected fields begins.
+    let unknown = message.strip_prefix("unknown field `").and_then(|rest| {
+        ["`, expected", "`, there are no fields"]
+            .iter()
+            .find_map(|end| rest.rfind(end).map(|i| &rest[..i]))
+    });
     match (path.is_empty(), unknown) {
         // A blank key (found by fuzzing) names nothing: the object holding it is named instead.
         (_, Some(key)) if key.trim().is_empty() => {

@@ -300,6 +300,10 @@ async fn blank_unknown_key_is_422_naming_the_body() {
     // Found by cargo fuzz: a key ending in `.?` was named twice (`ki.ki.?`).
     let error = expect_invalid(&server, &json!({ "ki.?": 1 }), "ki.?").await;
     assert!(error.reason.contains("unknown field"), "{}", error.reason);
+    // And one holding a backtick was cut at it (`n` for "n`me").
+    let mut request = example();
+    request["versions"][1]["n`me"] = json!(1);
+    expect_invalid(&server, &request, "versions[1].n`me").await;
 }
 
 #[tokio::test]
