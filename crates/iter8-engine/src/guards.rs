@@ -250,37 +250,53 @@ fn compare(
     scale: f64,
     alpha: f64,
 ) -> Side {
-    let (Some(c), Some(b)) = (&model.posteriors[v][t], &model.posteriors[0][t]) else {
+    let Some(d) = Difference::new(model, v, t, direction, shift) else {
         return Side::Unknown;
     };
-    let (vc, vb) = (variance(c), variance(b));
-    let limit = (1.0 + shift) * b.value();
-    let delta = match direction {
-        Direction::Higher => c.value() - limit,
-        Direction::Lower => limit - c.value(),
-    };
-    let variance = vc + (1.0 + shift) * (1.0 + shift) * vb;
-    let tau = scale * b.value().abs();
-    let tau2 = if tau > 0.0 { tau * tau } else { variance };
-    difference_vs_zero(delta, variance, tau2, alpha)
+    let tau = scale * d.baseline.abs();
+    let tau2 = if tau > 0.0 { tau * tau } else { d.variance };
+    difference_vs_zero(d.delta, d.variance, tau2, alpha)
 }
 
 /// The fixed-horizon one-sided z-test of "the candidate's reward is better than the
 /// baseline's" at level `alpha`, for the last iteration only: `Above` or `Unknown`.
 fn final_look(model: &Model, v: usize, t: usize, direction: Direction, alpha: f64) -> Side {
-    let (Some(c), Some(b)) = (&model.posteriors[v][t], &model.posteriors[0][t]) else {
+    let Some(d) = Difference::new(model, v, t, direction, 0.0) else {
         return Side::Unknown;
     };
-    let delta = match direction {
-        Direction::Higher => c.value() - b.value(),
-        Direction::Lower => b.value() - c.value(),
-    };
-    let sd = (variance(c) + variance(b)).sqrt();
-    let z = normal_upper_quantile(alpha);
-    if sd.is_finite() && sd > 0.0 && delta / sd >= z {
+    let sd = d.variance.sqrt();
+    if sd.is_finite() && sd > 0.0 && d.delta / sd >= normal_upper_quantile(alpha) {
         Side::Above
     } else {
         Side::Unknown
+    }
+}
+
+/// A candidate's value minus the baseline's shifted by `shift`, oriented so that larger is
+/// better, with the sampling variance of that difference.
+struct Difference {
+    delta: f64,
+    variance: f64,
+    /// The baseline's value, unshifted.
+    baseline: f64,
+}
+
+impl Difference {
+    fn new(model: &Model, v: usize, t: usize, direction: Direction, shift: f64) -> Option<Self> {
+        let (Some(c), Some(b)) = (&model.posteriors[v][t], &model.posteriors[0][t]) else {
+            return None;
+        };
+        let limit = (1.0 + shift) * b.value();
+        let delta = match direction {
+            Direction::Higher => c.value() - limit,
+            Direction::Lower => limit - c.value(),
+        };
+        let variance = variance(c) + (1.0 + shift) * (1.0 + shift) * variance(b);
+        Some(Self {
+            delta,
+            variance,
+            baseline: b.value(),
+        })
     }
 }
 
