@@ -457,219 +457,144 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
     let resource = ApiResource::erase::<Experiment>(&());
     let api: Api<DynamicObject> =
         Api::namespaced_with(env.client.clone(), env.namespace.name(), &resource);
-    let base = || {
-        json!({
+    // A valid canary with one edit.
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut spec = json!({
             "kind": "canary",
             "versions": [{"name": "a", "backend": {"name": "a"}}, {"name": "b", "backend": {"name": "b"}}],
             "router": {"httpRoute": {"name": "r"}},
             "criteria": {"rewards": [{"metric": "m", "preferredDirection": "higher"}]}
-        })
+        });
+        edit(&mut spec);
+        spec
     };
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "three-versions",
-            {
-                let mut s = base();
+            edited(&|s| {
                 s["versions"]
                     .as_array_mut()
                     .expect("list")
                     .push(json!({"name": "c", "backend": {"name": "c"}}));
-                s
-            },
+            }),
             "spec.versions: Invalid value: a canary or ab experiment has exactly two versions",
         ),
         (
             "duplicate-names",
-            {
-                let mut s = base();
-                s["versions"][1]["name"] = json!("a");
-                s
-            },
+            edited(&|s| s["versions"][1]["name"] = json!("a")),
             "version names must be unique",
         ),
         (
             "two-routers",
-            {
-                let mut s = base();
-                s["router"]["virtualService"] = json!({"name": "r"});
-                s
-            },
+            edited(&|s| s["router"]["virtualService"] = json!({"name": "r"})),
             "set exactly one of router.httpRoute and router.virtualService",
         ),
         (
             "no-router",
-            {
-                let mut s = base();
+            edited(&|s| {
                 s.as_object_mut().expect("object").remove("router");
-                s
-            },
+            }),
             "spec.router: Invalid value: experiments that shift traffic need a router",
         ),
         (
             "ab-without-reward",
-            {
-                let mut s = base();
+            edited(&|s| {
                 s["kind"] = json!("ab");
                 s["criteria"] = json!({});
-                s
-            },
+            }),
             "ab and abn experiments pick their winner by a reward",
         ),
         (
             "min-above-max",
-            {
-                let mut s = base();
-                s["duration"] = json!({"minIterations": 9, "maxIterations": 3});
-                s
-            },
+            edited(&|s| s["duration"] = json!({"minIterations": 9, "maxIterations": 3})),
             "minIterations must not exceed maxIterations",
         ),
         (
             "bad-interval",
-            {
-                let mut s = base();
-                s["duration"] = json!({"interval": "soon"});
-                s
-            },
+            edited(&|s| s["duration"] = json!({"interval": "soon"})),
             "spec.duration.interval",
         ),
         (
             "unknown-kind",
-            {
-                let mut s = base();
-                s["kind"] = json!("bluegreen");
-                s
-            },
+            edited(&|s| s["kind"] = json!("bluegreen")),
             "spec.kind: Unsupported value: \"bluegreen\"",
         ),
         (
             "weight-too-high",
-            {
-                let mut s = base();
-                s["strategy"] = json!({"maxCandidateWeight": 150});
-                s
-            },
+            edited(&|s| s["strategy"] = json!({"maxCandidateWeight": 150})),
             "spec.strategy.maxCandidateWeight",
         ),
         (
             "perf-two-versions",
-            {
-                let mut s = base();
-                s["kind"] = json!("performanceTest");
-                s
-            },
+            edited(&|s| s["kind"] = json!("performanceTest")),
             "spec.versions: Invalid value: a performanceTest has exactly one version",
         ),
         (
             "abn-one-version",
-            {
-                let mut s = base();
+            edited(&|s| {
                 s["kind"] = json!("abn");
                 s["versions"].as_array_mut().expect("list").pop();
-                s
-            },
+            }),
             "spec.versions: Invalid value: an abn experiment has a baseline and at least one candidate",
         ),
         (
             "no-versions",
-            {
-                let mut s = base();
-                s["versions"] = json!([]);
-                s
-            },
+            edited(&|s| s["versions"] = json!([])),
             "should have at least 1 items",
         ),
         (
             "split-wrong-size",
-            {
-                let mut s = base();
-                s["strategy"] = json!({"algorithm": "fixed_split", "split": [100]});
-                s
-            },
+            edited(&|s| s["strategy"] = json!({"algorithm": "fixed_split", "split": [100]})),
             "strategy.split needs one weight per version",
         ),
         (
             "split-not-100",
-            {
-                let mut s = base();
-                s["strategy"] = json!({"algorithm": "fixed_split", "split": [50, 40]});
-                s
-            },
+            edited(&|s| s["strategy"] = json!({"algorithm": "fixed_split", "split": [50, 40]})),
             "strategy.split must sum to 100",
         ),
         (
             "version-without-backend",
-            {
-                let mut s = base();
+            edited(&|s| {
                 s["versions"][1]
                     .as_object_mut()
                     .expect("object")
                     .remove("backend");
-                s
-            },
+            }),
             "with a router, every version needs the backend it maps to",
         ),
         (
             "override-split-wrong-size",
-            {
-                let mut s = base();
-                s["manualOverride"] = json!({"action": "terminate", "split": [100]});
-                s
-            },
+            edited(&|s| s["manualOverride"] = json!({"action": "terminate", "split": [100]})),
             "manualOverride.split needs one weight per version",
         ),
         (
             "unknown-algorithm",
-            {
-                let mut s = base();
-                s["strategy"] = json!({"algorithm": "thompson"});
-                s
-            },
+            edited(&|s| s["strategy"] = json!({"algorithm": "thompson"})),
             "spec.strategy.algorithm: Unsupported value: \"thompson\"",
         ),
         (
             "zero-min-iterations",
-            {
-                let mut s = base();
-                s["duration"] = json!({"minIterations": 0});
-                s
-            },
+            edited(&|s| s["duration"] = json!({"minIterations": 0})),
             "spec.duration.minIterations",
         ),
         (
             "too-many-iterations",
-            {
-                let mut s = base();
-                s["duration"] = json!({"maxIterations": 10001});
-                s
-            },
+            edited(&|s| s["duration"] = json!({"maxIterations": 10001})),
             "spec.duration.maxIterations",
         ),
         (
             "zero-failures-allowed",
-            {
-                let mut s = base();
-                s["failurePolicy"] = json!({"maxConsecutiveFailures": 0});
-                s
-            },
+            edited(&|s| s["failurePolicy"] = json!({"maxConsecutiveFailures": 0})),
             "spec.failurePolicy.maxConsecutiveFailures",
         ),
         (
             "negative-interval",
-            {
-                let mut s = base();
-                s["duration"] = json!({"interval": "-5s"});
-                s
-            },
+            edited(&|s| s["duration"] = json!({"interval": "-5s"})),
             "spec.duration.interval",
         ),
         (
             "long-version-name",
-            {
-                let mut s = base();
-                s["versions"][1]["name"] = json!("v".repeat(64));
-                s
-            },
+            edited(&|s| s["versions"][1]["name"] = json!("v".repeat(64))),
             "spec.versions[1].name",
         ),
     ];
