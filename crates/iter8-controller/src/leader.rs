@@ -113,7 +113,7 @@ impl LeaderElection {
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) if crate::conflict::is_conflict(&e) => Ok(false),
                 Err(e) => Err(e),
             };
         };
@@ -142,7 +142,7 @@ impl LeaderElection {
             .await
         {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) if crate::conflict::is_conflict(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -746,11 +746,11 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         status: ExperimentStatus,
         e: RouterError,
     ) -> Result<Action, Error> {
-        if let RouterError::Kube(kube::Error::Api(ae)) = &e
-            && ae.code == 409
-        {
-            return Err(Error::Kube(kube::Error::Api(ae.clone())));
-        }
+        let e = match e {
+            // A lost race, not a broken router: the reconcile is retried.
+            RouterError::Kube(ke) if conflict::is_conflict(&ke) => return Err(Error::Kube(ke)),
+            other => other,
+        };
         let reason = match e {
             RouterError::NotFound { .. } => "RouterNotFound",
             RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
