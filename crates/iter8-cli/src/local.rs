@@ -86,10 +86,8 @@ pub async fn run(
         let stats = generator.snapshot();
         let observations: Vec<BTreeMap<String, Observation>> =
             stats.iter().map(VersionStats::observations).collect();
-        let mut request = spec.assessment_request(iteration, &weights, observations.clone());
-        for (version, past) in request.versions.iter_mut().zip(&history) {
-            version.history = past.clone();
-        }
+        let request =
+            spec.assessment_request(iteration, &weights, observations.clone(), history.clone());
         let asked = Instant::now();
         let response = analytics
             .assess(&request)

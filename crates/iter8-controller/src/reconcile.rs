@@ -365,12 +365,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             observations: observations.by_version,
             served_weights: current.clone(),
         };
-        let mut request =
-            spec.assessment_request(iteration, &current, observed.observations.clone());
-        let history = status.snapshots(request.versions.len());
-        for (version, past) in request.versions.iter_mut().zip(history) {
-            version.history = past;
-        }
+        let history = status.snapshots(spec.versions.len());
+        let request =
+            spec.assessment_request(iteration, &current, observed.observations.clone(), history);
         let url = spec
             .analytics
             .as_ref()

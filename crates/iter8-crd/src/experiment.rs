@@ -599,14 +599,16 @@ impl std::fmt::Display for Phase {
 }
 
 impl ExperimentSpec {
-    /// The analytics request for iteration `iteration`, given the current weights and the
-    /// observations collected per version (in version order). Shared by the controller and
+    /// The analytics request for iteration `iteration`, given the current weights, the
+    /// observations collected per version and each version's history (both in version
+    /// order). Shared by the controller and
     /// the CLI's local mode so both ask the engine the same question.
     pub fn assessment_request(
         &self,
         iteration: u32,
         weights: &[u32],
         observations: Vec<BTreeMap<String, iter8_api::Observation>>,
+        history: Vec<Vec<iter8_api::Snapshot>>,
     ) -> iter8_api::AssessmentRequest {
         let versions = self
             .versions
@@ -616,12 +618,13 @@ impl ExperimentSpec {
                     .into_iter()
                     .chain(std::iter::repeat_with(BTreeMap::new)),
             )
+            .zip(history.into_iter().chain(std::iter::repeat_with(Vec::new)))
             .enumerate()
-            .map(|(i, (v, metrics))| iter8_api::Version {
+            .map(|(i, ((v, metrics), history))| iter8_api::Version {
                 name: v.name.clone(),
                 weight: weights.get(i).copied().unwrap_or(0),
                 metrics,
-                history: Vec::new(),
+                history,
             })
             .collect();
         iter8_api::AssessmentRequest {
