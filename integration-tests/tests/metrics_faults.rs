@@ -358,11 +358,7 @@ async fn prometheus_killed_mid_experiment_holds_then_rolls_back() -> Result<()> 
     // split) until the policy rolls back. (The engine may have moved the candidate's share
     // back to 0 between the kill and the report; the hold is the same.)
     let recorded = reported.status.as_ref().expect("status");
-    let recorded_split: Vec<u64> = recorded
-        .weights
-        .iter()
-        .map(|w| u64::from(w.weight))
-        .collect();
+    let recorded_split = recorded_split(&reported);
     let (held, failed) =
         held_until_phase(&rig.env.client, rig.ns(), "blackout", Phase::Failed).await?;
     assert!(

@@ -659,6 +659,14 @@ pub async fn reviews_split(client: &Client, ns: &str) -> Result<[u64; 2]> {
     Ok([of("reviews-v1"), of("reviews-v2")])
 }
 
+/// The split recorded in the experiment's status, as the route carries it.
+pub fn recorded_split(exp: &Experiment) -> Vec<u64> {
+    exp.status
+        .as_ref()
+        .map(|s| s.weights.iter().map(|w| u64::from(w.weight)).collect())
+        .unwrap_or_default()
+}
+
 /// The reason of condition `type_`, if the experiment has it.
 pub fn condition_reason(exp: &Experiment, type_: &str) -> Option<String> {
     exp.status
