@@ -193,6 +193,19 @@ async fn negative_count_is_422_naming_the_counter() {
 }
 
 #[tokio::test]
+async fn count_beyond_two_to_the_53_is_422_naming_the_counter_and_the_limit() {
+    let server = TestServer::start(Config::default()).await;
+    let mut request = example();
+    request["versions"][1]["metrics"]["errors"]["counter"] = json!(1e300);
+    let error = expect_invalid(&server, &request, "versions[1].metrics.errors.counter").await;
+    assert!(
+        error.reason.contains("must be at most 2^53"),
+        "{}",
+        error.reason
+    );
+}
+
+#[tokio::test]
 async fn nan_string_where_a_number_goes_is_422_naming_the_counter() {
     let server = TestServer::start(Config::default()).await;
     let mut request = example();
