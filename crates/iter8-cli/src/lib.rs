@@ -1,4 +1,5 @@
-//! iter8's command line and local mode: experiments with no cluster. iter8 generates the
+//! iter8's command line: steering experiments on a cluster ([`cluster`]) and local mode,
+//! experiments with no cluster. In local mode iter8 generates the
 //! traffic itself, splits it by the current weights, measures each version and asks the
 //! analytics engine (in process, or a remote service) what to do next.
 //!
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod cluster;
 pub mod demo;
 pub mod load;
 pub mod local;

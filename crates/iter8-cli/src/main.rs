@@ -1,24 +1,33 @@
-//! The `iter8` command: `run`, `demo`, `report` and `assess`.
+//! The `iter8` command: local mode (`run`, `demo`, `report -f`, `assess`) and, on a cluster,
+//! `get`, `describe`, `report`, `watch`, `pause`, `resume`, `terminate` and `split`. Installed
+//! (or linked) as `kubectl-iter8`, it is also the kubectl plugin `kubectl iter8`.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use iter8_api::AssessmentRequest;
+use iter8_cli::cluster::{self, Output, Target};
 use iter8_cli::progress::Progress;
 use iter8_cli::report::{self, Format};
 use iter8_cli::{Analytics, RunRecord, demo, local, spec};
+use iter8_crd::OverrideAction;
 
 /// iter8: performance tests, canaries, A/B and A/B/n experiments decided with Bayesian
-/// statistics, here without a cluster.
+/// statistics, locally without a cluster or run by the controller on one.
 #[derive(Debug, Parser)]
 #[command(name = "iter8", version, about)]
 struct Cli {
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The name under which kubectl finds the binary as a plugin (`kubectl iter8 ...`).
+const PLUGIN_NAME: &str = "kubectl-iter8";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -47,17 +56,78 @@ enum Command {
         #[arg(long, env = "ITER8_ANALYTICS_URL")]
         analytics_url: Option<String>,
     },
-    /// Render a saved run as text, JSON or a self-contained HTML page.
+    /// Render a saved run (-f FILE) or a cluster Experiment (NAME): text, JSON or a
+    /// self-contained HTML page.
     Report {
+        /// The Experiment on the cluster (its report is HTML unless --format says otherwise).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
         /// The saved run (from `iter8 run` or `iter8 demo`).
         #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// The format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        file: Option<PathBuf>,
+        /// The format (default: text for a saved run, html for an Experiment; text for an
+        /// Experiment is `iter8 describe`'s).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Write here instead of standard output.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+    },
+    /// List Experiments on the cluster, or show one: phase, iteration, winner, weights, age.
+    Get {
+        /// Only this Experiment.
+        name: Option<String>,
+        /// List the Experiments of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "name")]
+        all_namespaces: bool,
+        /// How to print.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show why an Experiment is where it is: estimates and credible intervals, the
+    /// criteria's probabilities, the decision and its reason, conditions, splits, Events.
+    Describe {
+        /// The Experiment.
+        name: String,
+        /// How to print (json and yaml give the object and its Events).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Follow an Experiment: a line per iteration until it ends. Exit code: 0 completed
+    /// (promoted, passed or inconclusive), 2 rolled back, 3 failed, 4 aborted, 1 error.
+    Watch {
+        /// The Experiment.
+        name: String,
+    },
+    /// Stop iterating and hold the current split (spec.manualOverride: pause).
+    Pause {
+        /// The Experiment.
+        name: String,
+    },
+    /// Iterate again after a pause or a split (spec.manualOverride: resume).
+    Resume {
+        /// The Experiment.
+        name: String,
+    },
+    /// End the Experiment now, with the given split or else by its termination policy.
+    Terminate {
+        /// The Experiment.
+        name: String,
+        /// The final split: one weight per version, in order, summing to 100.
+        weights: Vec<u32>,
+    },
+    /// Set the split by hand and hold it (a pause with a split), e.g. `split NAME 70 30`.
+    Split {
+        /// The Experiment.
+        name: String,
+        /// One weight per version, in order, summing to 100.
+        #[arg(required = true)]
+        weights: Vec<u32>,
+    },
+    /// Print a shell completion script: `source <(iter8 completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Send one assessment request to the analytics and print the answer.
     Assess {
@@ -75,7 +145,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = parse();
+    let target = cli.target;
+    match cli.command {
         Command::Run {
             file,
             output,
@@ -84,11 +156,110 @@ async fn main() -> Result<()> {
         } => run(&file, output, html, analytics_url.as_deref()).await,
         Command::Demo { out, analytics_url } => demo(&out, analytics_url.as_deref()).await,
         Command::Report {
-            file,
+            name: None,
+            file: Some(file),
             format,
             output,
-        } => report(&file, format, output.as_deref()),
+        } => report(&file, format.unwrap_or(Format::Text), output.as_deref()),
+        Command::Report {
+            name, format, output, ..
+        } => {
+            let name = name.context("name an Experiment, or a saved run with -f")?;
+            cluster_report(&target, &name, format, output.as_deref()).await
+        }
         Command::Assess { file, url, json } => assess(&file, url.as_deref(), json).await,
+        Command::Get {
+            name,
+            all_namespaces,
+            output,
+        } => {
+            let cluster = target.connect().await?;
+            print!(
+                "{}",
+                cluster::get::run(&cluster, name.as_deref(), all_namespaces, output).await?
+            );
+            Ok(())
+        }
+        Command::Describe { name, output } => {
+            let cluster = target.connect().await?;
+            print!("{}", cluster::describe::run(&cluster, &name, output).await?);
+            Ok(())
+        }
+        Command::Watch { name } => {
+            let cluster = target.connect().await?;
+            let outcome = cluster::watch::run(&cluster, &name, &mut std::io::stdout()).await?;
+            std::process::exit(outcome.exit_code())
+        }
+        Command::Pause { name } => control(&target, &name, OverrideAction::Pause, None).await,
+        Command::Resume { name } => control(&target, &name, OverrideAction::Resume, None).await,
+        Command::Terminate { name, weights } => {
+            let weights = (!weights.is_empty()).then_some(weights);
+            control(&target, &name, OverrideAction::Terminate, weights).await
+        }
+        Command::Split { name, weights } => {
+            control(&target, &name, OverrideAction::Pause, Some(weights)).await
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "iter8", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// The command line, read as `kubectl iter8` when the binary is invoked as `kubectl-iter8`
+/// (kubectl runs plugins by that name), so help and errors show what the user typed.
+fn parse() -> Cli {
+    let invoked_as = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            Path::new(&arg0)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut command = Cli::command();
+    if invoked_as == PLUGIN_NAME {
+        command = command.name(PLUGIN_NAME).bin_name("kubectl iter8");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+async fn control(
+    target: &Target,
+    name: &str,
+    action: OverrideAction,
+    weights: Option<Vec<u32>>,
+) -> Result<()> {
+    let cluster = target.connect().await?;
+    print!(
+        "{}",
+        cluster::control::run(&cluster, name, action, weights).await?
+    );
+    Ok(())
+}
+
+async fn cluster_report(
+    target: &Target,
+    name: &str,
+    format: Option<Format>,
+    output: Option<&Path>,
+) -> Result<()> {
+    let cluster = target.connect().await?;
+    let rendered = match format.unwrap_or(Format::Html) {
+        Format::Html => report::html::page(&cluster::report::fetch(&cluster, name).await?),
+        Format::Text => cluster::describe::run(&cluster, name, Output::Table).await?,
+        Format::Json => cluster::describe::run(&cluster, name, Output::Json).await?,
+    };
+    match output {
+        Some(path) => {
+            write(path, &rendered)?;
+            println!("report: {}", path.display());
+            Ok(())
+        }
+        None => {
+            print!("{rendered}");
+            Ok(())
+        }
     }
 }
 

@@ -98,3 +98,48 @@ fn the_documented_example_experiment_is_valid() {
     assert_eq!(experiment.name, "checkout-canary");
     assert_eq!(experiment.load.requests_per_iteration, Some(1000));
 }
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "_iter8()"),
+        ("zsh", "#compdef iter8"),
+        ("fish", "complete -c iter8"),
+    ] {
+        let out = iter8(&["completion", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        for command in ["get", "describe", "watch", "split", "terminate"] {
+            assert!(script.contains(command), "{shell}: {command} not completed");
+        }
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("iter8.bash");
+    std::fs::write(&file, iter8(&["completion", "bash"]).stdout).expect("write");
+    let status = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "bash -n refused the completion script");
+}
+
+#[test]
+fn cluster_commands_check_their_arguments_before_connecting() {
+    // `split` needs weights; `report` needs a name or a file.
+    let out = iter8(&["split", "reviews"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<WEIGHTS>..."));
+    let out = iter8(&["report"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A kubeconfig that does not exist is named.
+    let out = iter8(&["get", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot use the kubeconfig /nonexistent/kubeconfig"),
+        "{stderr}"
+    );
+}

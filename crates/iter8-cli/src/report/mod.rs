@@ -1,8 +1,11 @@
 //! Reports of a finished run: text for the terminal, JSON, and a self-contained HTML page.
 
 pub mod html;
+pub mod model;
 pub mod svg;
 pub mod text;
+
+pub use model::Report;
 
 use crate::record::RunRecord;
 

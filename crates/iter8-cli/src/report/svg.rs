@@ -191,6 +191,18 @@ pub fn line_chart(
                 pts.join(" "),
                 color(i)
             );
+        } else if let [(x, lo, hi)] = band[..] {
+            // One point (a cluster experiment keeps only its latest assessment): the
+            // interval as an error bar.
+            let _ = write!(
+                out,
+                r#"<line class="interval" data-series="{}" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="{}" stroke-width="6" stroke-opacity="0.35"/>"#,
+                esc(&s.label),
+                f.y(hi),
+                f.y(lo),
+                color(i),
+                x = f.x(x),
+            );
         }
     }
     for (value, label) in references {
