@@ -162,7 +162,10 @@ async fn main() -> Result<()> {
             output,
         } => report(&file, format.unwrap_or(Format::Text), output.as_deref()),
         Command::Report {
-            name, format, output, ..
+            name,
+            format,
+            output,
+            ..
         } => {
             let name = name.context("name an Experiment, or a saved run with -f")?;
             cluster_report(&target, &name, format, output.as_deref()).await

@@ -21,10 +21,7 @@ pub async fn run(cluster: &Cluster, name: &str, output: Output) -> Result<String
     let events = events(cluster, &experiment).await?;
     match output {
         Output::Table => Ok(render(&experiment, &events, super::now())),
-        _ => super::encode(
-            &json!({"experiment": experiment, "events": events}),
-            output,
-        ),
+        _ => super::encode(&json!({"experiment": experiment, "events": events}), output),
     }
 }
 
@@ -55,7 +52,12 @@ fn last_seen(e: &Event) -> Option<i64> {
         .or(e.first_timestamp.as_ref())
         .map(|t| t.0.as_second())
         .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
-        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
 }
 
 /// The description, as text.
@@ -102,7 +104,11 @@ pub fn render(e: &Experiment, events: &[Event], now: i64) -> String {
             field(&mut out, "Decision", &d.to_string());
             field(&mut out, "Reason", &d.reason);
         }
-        None => field(&mut out, "Decision", "none yet (no iteration has completed)"),
+        None => field(
+            &mut out,
+            "Decision",
+            "none yet (no iteration has completed)",
+        ),
     }
     if let Some(o) = &spec.manual_override {
         let action = serde_json::to_value(o.action)
@@ -112,7 +118,12 @@ pub fn render(e: &Experiment, events: &[Event], now: i64) -> String {
         let split = o
             .split
             .as_ref()
-            .map(|s| format!(" with split {}", iter8_crd::weights_summary(&spec.versions, s)))
+            .map(|s| {
+                format!(
+                    " with split {}",
+                    iter8_crd::weights_summary(&spec.versions, s)
+                )
+            })
             .unwrap_or_default();
         field(&mut out, "Override", &format!("{action}{split}"));
     }
@@ -257,7 +268,12 @@ fn versions(out: &mut String, e: &Experiment, status: &iter8_crd::ExperimentStat
                     (Some(value), None) => (format!("{value:.4}"), "-".into()),
                     _ => ("no data".into(), "-".into()),
                 };
-                vec![target.to_string(), value, interval, format!("{}", m.sample_size)]
+                vec![
+                    target.to_string(),
+                    value,
+                    interval,
+                    format!("{}", m.sample_size),
+                ]
             })
             .collect();
         if !rows.is_empty() {

@@ -22,15 +22,17 @@ pub async fn run(
             } else {
                 cluster.experiments()
             };
-            let namespace = if all_namespaces { "*" } else { &cluster.namespace };
+            let namespace = if all_namespaces {
+                "*"
+            } else {
+                &cluster.namespace
+            };
             let mut list = api
                 .list(&ListParams::default())
                 .await
                 .map_err(|e| super::api_error(e, "list", EXPERIMENTS, namespace, None))?
                 .items;
-            list.sort_by(|a, b| {
-                (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any()))
-            });
+            list.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
             list
         }
     };

@@ -80,7 +80,9 @@ pub enum Error {
     #[error("{0}")]
     Weights(String),
     /// The experiment has ended: an override would change nothing.
-    #[error("experiment {namespace}/{name} has already ended (phase {phase}); there is nothing to {verb}")]
+    #[error(
+        "experiment {namespace}/{name} has already ended (phase {phase}); there is nothing to {verb}"
+    )]
     Ended {
         /// The namespace.
         namespace: String,
@@ -260,11 +262,7 @@ mod tests {
     use kube::core::Status;
 
     fn status(code: u16, reason: &str, message: &str) -> kube::Error {
-        kube::Error::Api(
-            Status::failure(message, reason)
-                .with_code(code)
-                .boxed(),
-        )
+        kube::Error::Api(Status::failure(message, reason).with_code(code).boxed())
     }
 
     #[test]

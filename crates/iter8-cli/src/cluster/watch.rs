@@ -113,7 +113,10 @@ pub fn line(e: &Experiment) -> String {
         .status
         .as_ref()
         .and_then(|s| s.decision.as_ref())
-        .map_or_else(|| "no decision yet".into(), |d| format!("{d}: {}", d.reason));
+        .map_or_else(
+            || "no decision yet".into(),
+            |d| format!("{d}: {}", d.reason),
+        );
     format!(
         "iteration {:<7} {:<9} {:<24} {decision}\n",
         get::iteration(e),

@@ -265,9 +265,10 @@ fn charts(out: &mut String, run: &Report, names: &[String]) {
                 points: its
                     .iter()
                     .filter_map(|(iteration, versions)| {
-                        let est = versions.get(v)?.metrics.iter().find(|e| {
-                            e.metric == target.metric && e.quantile == target.quantile
-                        })?;
+                        let est =
+                            versions.get(v)?.metrics.iter().find(|e| {
+                                e.metric == target.metric && e.quantile == target.quantile
+                            })?;
                         let value = est.value?;
                         Some((
                             f64::from(*iteration),
