@@ -32,7 +32,7 @@ pub async fn run(
                 .await
                 .map_err(|e| super::api_error(e, "list", EXPERIMENTS, namespace, None))?
                 .items;
-            list.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+            list.sort_by_key(|e| (e.namespace(), e.name_any()));
             list
         }
     };

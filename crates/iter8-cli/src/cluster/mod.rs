@@ -53,7 +53,7 @@ pub enum Error {
     },
     /// The client could not be built from the kubeconfig.
     #[error("cannot connect to the cluster: {0}")]
-    Client(#[source] kube::Error),
+    Client(#[source] Box<kube::Error>),
     /// No such Experiment.
     #[error("experiment {name:?} not found in namespace {namespace:?}")]
     NotFound {
@@ -104,18 +104,15 @@ pub enum Error {
         namespace: String,
         /// The API server's answer.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
-    /// A watch ended with an error.
-    #[error("watching experiment {namespace}/{name}: {source}")]
-    Watch {
+    /// The watch stream ended before the experiment did.
+    #[error("the watch on experiment {namespace}/{name} ended before the experiment did")]
+    WatchEnded {
         /// The namespace.
         namespace: String,
         /// The name.
         name: String,
-        /// Why.
-        #[source]
-        source: kube::runtime::watcher::Error,
     },
     /// Output could not be encoded.
     #[error("cannot encode the output: {0}")]
@@ -148,7 +145,7 @@ impl Target {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(Error::Client)?;
+        let client = Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))?;
         Ok(Cluster { client, namespace })
     }
 }
@@ -203,7 +200,7 @@ pub fn api_error(
             verb: verb.into(),
             resource: resource.into(),
             namespace: namespace.into(),
-            source: error,
+            source: Box::new(error),
         },
     }
 }

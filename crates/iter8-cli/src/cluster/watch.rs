@@ -100,10 +100,9 @@ pub async fn run(cluster: &Cluster, name: &str, out: &mut impl Write) -> Result<
             return Ok(outcome);
         }
     }
-    Err(Error::Watch {
+    Err(Error::WatchEnded {
         namespace: cluster.namespace.clone(),
         name: name.into(),
-        source: watcher::Error::NoResourceVersion,
     })
 }
 
