@@ -177,16 +177,11 @@ async fn main() -> Result<()> {
             output,
         } => {
             let cluster = target.connect().await?;
-            print!(
-                "{}",
-                cluster::get::run(&cluster, name.as_deref(), all_namespaces, output).await?
-            );
-            Ok(())
+            emit(&cluster::get::run(&cluster, name.as_deref(), all_namespaces, output).await?)
         }
         Command::Describe { name, output } => {
             let cluster = target.connect().await?;
-            print!("{}", cluster::describe::run(&cluster, &name, output).await?);
-            Ok(())
+            emit(&cluster::describe::run(&cluster, &name, output).await?)
         }
         Command::Watch { name } => {
             let cluster = target.connect().await?;
@@ -234,11 +229,7 @@ async fn control(
     weights: Option<Vec<u32>>,
 ) -> Result<()> {
     let cluster = target.connect().await?;
-    print!(
-        "{}",
-        cluster::control::run(&cluster, name, action, weights).await?
-    );
-    Ok(())
+    emit(&cluster::control::run(&cluster, name, action, weights).await?)
 }
 
 async fn cluster_report(
@@ -259,10 +250,16 @@ async fn cluster_report(
             println!("report: {}", path.display());
             Ok(())
         }
-        None => {
-            print!("{rendered}");
-            Ok(())
-        }
+        None => emit(&rendered),
+    }
+}
+
+/// Prints `text`; a closed pipe (`iter8 describe x | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
     }
 }
 

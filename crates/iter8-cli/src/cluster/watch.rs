@@ -117,7 +117,7 @@ pub fn line(e: &Experiment) -> String {
             |d| format!("{d}: {}", d.reason),
         );
     format!(
-        "iteration {:<7} {:<9} {:<24} {decision}\n",
+        "iteration {:<6} {:<9}  {:<24}  {decision}\n",
         get::iteration(e),
         get::phase(e),
         get::weights(e),
@@ -187,7 +187,7 @@ mod tests {
         );
         assert_eq!(
             line(&e),
-            "iteration 2/20    Running   v1=70,v2=30              continue: v2 meets the criteria\n"
+            "iteration 2/20   Running    v1=70,v2=30               continue: v2 meets the criteria\n"
         );
     }
 }

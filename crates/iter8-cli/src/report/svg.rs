@@ -154,10 +154,13 @@ pub fn line_chart(
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
-    let (x0, x1) = if x0.is_finite() {
-        (x0, x1.max(x0 + 1.0))
-    } else {
+    let (x0, x1) = if !x0.is_finite() {
         (1.0, 2.0)
+    } else if x1 > x0 {
+        (x0, x1)
+    } else {
+        // One iteration (a cluster experiment keeps only its latest assessment): centred.
+        (x0 - 1.0, x0 + 1.0)
     };
     let (y0, y1) = fixed_range.unwrap_or_else(|| value_range(series, references));
     let f = Frame { x0, x1, y0, y1 };
