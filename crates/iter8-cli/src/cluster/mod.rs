@@ -1,6 +1,6 @@
 //! `iter8` on a cluster: list, describe, report on, watch and steer the `Experiment`s the
 //! controller runs. The kubeconfig is found the way kubectl finds it (`--kubeconfig`, then
-//! `KUBECONFIG`, then `~/.kube/config`; `--context`; `-n`, then the context's namespace, then
+//! `KUBECONFIG`, then `~/.kube/config`, then the Pod's ServiceAccount; `--context`; `-n`, then the context's namespace, then
 //! `default`), and every API error is turned into a sentence that names what was refused.
 
 pub mod control;
@@ -19,7 +19,8 @@ use kube::{Api, Client, Config};
 /// Where to find the cluster: the kubectl flags every cluster command takes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Target {
-    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in a Pod its
+    /// ServiceAccount).
     #[arg(long, global = true, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current context).
@@ -51,6 +52,9 @@ pub enum Error {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    /// Neither a kubeconfig nor an in-cluster ServiceAccount was found.
+    #[error("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not in a Pod: {0}")]
+    NoConfig(#[source] Box<kube::config::InferConfigError>),
     /// The client could not be built from the kubeconfig.
     #[error("cannot connect to the cluster: {0}")]
     Client(#[source] Box<kube::Error>),
@@ -133,14 +137,21 @@ impl Target {
             path: self.kubeconfig.clone(),
             source,
         };
-        let config = match &self.kubeconfig {
-            Some(path) => {
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
                 let kubeconfig = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
-                Config::from_custom_kubeconfig(kubeconfig, &options).await
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(kubeconfig_error)?
             }
-            None => Config::from_kubeconfig(&options).await,
-        }
-        .map_err(kubeconfig_error)?;
+            (None, Some(_)) => Config::from_kubeconfig(&options)
+                .await
+                .map_err(kubeconfig_error)?,
+            // Like kubectl: $KUBECONFIG or ~/.kube/config, else the Pod's ServiceAccount.
+            (None, None) => Config::infer()
+                .await
+                .map_err(|e| Error::NoConfig(Box::new(e)))?,
+        };
         let namespace = self
             .namespace
             .clone()
