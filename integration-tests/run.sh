@@ -19,8 +19,9 @@ source "$IT_DIR/kube-env/up.sh"
 export ITER8_TEST_KUBECONFIG
 
 cd "$ROOT"
-# The chart test runs the service binaries as the chart configures them (tests/chart.rs).
-cargo build -p iter8-controller -p iter8-analytics --bins
+# The chart test runs the service binaries as the chart configures them (tests/chart.rs);
+# tests/cli.rs runs the iter8 command against a running controller.
+cargo build -p iter8-controller -p iter8-analytics -p iter8-cli --bins
 status=0
 if (($#)); then
   cargo test "$@" || status=$?
