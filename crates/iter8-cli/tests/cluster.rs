@@ -18,6 +18,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod support;
+
 /// The engine's answer to the documented example request: an A/B/n assessment shaped
 /// exactly as the controller stores it in `status.versions`.
 fn assessment() -> iter8_api::AssessmentResponse {
@@ -372,17 +374,6 @@ async fn describe_explains_the_decision_with_estimates_criteria_conditions_histo
     env.cleanup().await.expect("cleanup");
 }
 
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output()
-            && out.status.success()
-        {
-            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        }
-    }
-    panic!("chromium is not installed: run `bash integration-tests/setup.sh`");
-}
-
 #[tokio::test]
 async fn report_renders_the_local_mode_page_from_the_experiment_in_chromium() {
     let env = env("cli-report").await;
@@ -405,62 +396,17 @@ async fn report_renders_the_local_mode_page_from_the_experiment_in_chromium() {
     ));
     assert_eq!(said, format!("report: {}\n", page.display()));
     let html = std::fs::read_to_string(&page).expect("report written");
-    let outside = html.replace("http://www.w3.org/2000/svg", "");
-    for external in ["http://", "https://", "<script", "@import", "url("] {
-        assert!(!outside.contains(external), "loads {external:?}");
-    }
-
-    let profile = tempfile::tempdir().expect("profile");
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dom = String::from_utf8_lossy(&out.stdout);
+    support::assert_self_contained(&html);
+    let dom = support::dom_with_every_chart(&page);
     assert!(dom.contains("iter8 experiment: reviews"), "title");
     assert!(dom.contains(r#"<span class="decision continue">continue</span>"#));
     assert!(dom.contains("reviews-v2 leads but is not sure enough yet"));
     assert!(dom.contains("Current split: reviews-v1=35,reviews-v2=45,reviews-v3=20"));
-    for chart in [
-        "chart-split",
-        "chart-win",
-        "chart-metric-0",
-        "chart-criterion-0",
-    ] {
-        assert!(
-            dom.contains(&format!(r#"<svg id="{chart}""#)),
-            "{chart} missing"
-        );
-    }
     // One bar per recorded iteration, a segment per version with traffic.
-    let split = dom
-        .split(r#"<svg id="chart-split""#)
-        .nth(1)
-        .and_then(|rest| rest.split("</svg>").next())
-        .expect("split chart");
+    let split = support::chart(&dom, "chart-split");
     assert_eq!(split.matches(r#"<rect class="segment""#).count(), 16);
     // The latest estimates, each with its interval as an error bar.
-    let metric = dom
-        .split(r#"<svg id="chart-metric-0""#)
-        .nth(1)
-        .and_then(|rest| rest.split("</svg>").next())
-        .expect("metric chart");
+    let metric = support::chart(&dom, "chart-metric-0");
     for v in ["reviews-v1", "reviews-v2", "reviews-v3"] {
         assert!(
             metric.contains(&format!(r#"<line class="interval" data-series="{v}""#)),

@@ -1,53 +1,15 @@
 //! `iter8 demo` names the winner and writes an HTML report whose charts render in headless
 //! Chromium (Debian `chromium`, installed by integration-tests/setup.sh).
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use iter8_api::Action;
 use iter8_cli::progress::{Mode, Progress};
 use iter8_cli::{Analytics, demo};
-
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output()
-            && out.status.success()
-        {
-            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        }
-    }
-    panic!(
-        "chromium is not installed: the HTML report test needs it; run \
-         `bash integration-tests/setup.sh` (it installs the Debian package chromium)"
-    );
-}
-
-/// Runs headless Chromium on `page` with `extra` arguments and returns its stdout.
-fn headless(page: &Path, profile: &Path, extra: &[String]) -> String {
-    let mut cmd = Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,2600",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(format!("file://{}", page.display()));
-    let out = cmd.output().expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_names_the_winner_and_its_report_renders_in_chromium() {
@@ -112,35 +74,13 @@ async fn the_demo_names_the_winner_and_its_report_renders_in_chromium() {
         "the saved run renders the same charts"
     );
     assert!(rendered.contains("promote v2"));
-    for external in ["http://", "https://", "<script src", "@import", "url("] {
-        let outside_svg_namespace = html.replace("http://www.w3.org/2000/svg", "");
-        assert!(
-            !outside_svg_namespace.contains(external),
-            "the report must load nothing from outside: found {external:?}"
-        );
-    }
+    support::assert_self_contained(&html);
 
     // The DOM as Chromium builds it: every chart is there with a series per version.
-    let profile = tempfile::tempdir().expect("profile dir");
-    let dom = headless(&outcome.html, profile.path(), &["--dump-dom".into()]);
+    let dom = support::dom_with_every_chart(&outcome.html);
     assert!(dom.contains("promote v2"), "decision at the top");
     assert!(dom.contains(r#"id="reason""#));
-    for chart in [
-        "chart-split",
-        "chart-win",
-        "chart-metric-0",
-        "chart-criterion-0",
-    ] {
-        assert!(
-            dom.contains(&format!(r#"<svg id="{chart}""#)),
-            "{chart} missing"
-        );
-    }
-    let win = dom
-        .split(r#"<svg id="chart-win""#)
-        .nth(1)
-        .and_then(|rest| rest.split("</svg>").next())
-        .expect("win chart");
+    let win = support::chart(&dom, "chart-win");
     for v in ["v1", "v2", "v3"] {
         assert!(
             win.contains(&format!(r#"<g class="series" data-series="{v}""#)),
@@ -159,12 +99,7 @@ async fn the_demo_names_the_winner_and_its_report_renders_in_chromium() {
     std::fs::copy(&outcome.html, artifacts.join("report.html")).expect("copy report");
     let shot = artifacts.join("report.png");
     let _ = std::fs::remove_file(&shot);
-    let profile = tempfile::tempdir().expect("profile dir");
-    headless(
-        &outcome.html,
-        profile.path(),
-        &[format!("--screenshot={}", shot.display())],
-    );
+    support::headless(&outcome.html, &[format!("--screenshot={}", shot.display())]);
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 20_000,
