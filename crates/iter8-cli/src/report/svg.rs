@@ -384,6 +384,27 @@ mod tests {
     }
 
     #[test]
+    fn a_single_iteration_is_centred_with_its_interval_as_an_error_bar() {
+        let series = [Series {
+            label: "v1".into(),
+            points: vec![(6.0, 0.5, Some((0.4, 0.6)))],
+        }];
+        let svg = line_chart("c", "one point", &series, Some((0.0, 1.0)), &[]);
+        assert_eq!(
+            svg.matches(r#"<line class="interval" data-series="v1""#)
+                .count(),
+            1
+        );
+        assert!(!svg.contains("<polygon"), "no band for one point");
+        // The x axis runs from 5 to 7: the point sits in the middle of the plot.
+        let middle = LEFT + (WIDTH - LEFT - RIGHT) / 2.0;
+        assert!(
+            svg.contains(&format!(r#"<circle cx="{middle:.1}""#)),
+            "{svg}"
+        );
+    }
+
+    #[test]
     fn a_line_chart_has_one_group_and_one_band_per_series() {
         let s = |label: &str, v: f64| Series {
             label: label.into(),
