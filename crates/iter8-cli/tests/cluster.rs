@@ -526,6 +526,47 @@ async fn pause_split_resume_and_terminate_write_the_override_the_controller_read
 }
 
 #[tokio::test]
+async fn resume_moves_the_generation_past_a_failure_policy_pause_even_when_the_override_says_resume()
+ {
+    let env = env("cli-resume").await;
+    let ns = env.namespace.name().to_string();
+    let answer = assessment();
+    create(&env.client, &ns, "reviews", &running_status(&answer)).await;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    // An earlier resume, then the failure policy paused it at the current generation: the
+    // controller waits for the spec to change (status.pausedAtGeneration).
+    let resumed = api
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"manualOverride": {"action": "resume"}}})),
+        )
+        .await
+        .expect("override");
+    let paused_at = resumed.metadata.generation.expect("generation");
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Paused", "pausedAtGeneration": paused_at}})),
+    )
+    .await
+    .expect("status");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = kubeconfig(env.control_plane, dir.path(), &ns);
+
+    let said = stdout(&iter8(&config, &["resume", "reviews", "-n", &ns]));
+    assert!(said.contains("resume requested"), "{said}");
+    let e = api.get("reviews").await.expect("get");
+    assert!(
+        e.metadata.generation.expect("generation") > paused_at,
+        "the spec changed, so the controller goes on"
+    );
+    assert_eq!(manual_override(&e), json!({"action": "resume"}));
+
+    env.cleanup().await.expect("cleanup");
+}
+
+#[tokio::test]
 async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence() {
     let env = env("cli-rbac").await;
     let ns = env.namespace.name().to_string();

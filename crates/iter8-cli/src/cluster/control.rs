@@ -8,7 +8,7 @@
 //! | `resume NAME` | `{action: resume}` | iterates again from where it stopped |
 //! | `terminate NAME [W...]` | `{action: terminate, split?}` | ends now: the given split, else the termination policy |
 
-use iter8_crd::{Experiment, ManualOverride, OverrideAction};
+use iter8_crd::{Experiment, ManualOverride, OverrideAction, Phase};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -48,22 +48,29 @@ pub async fn run(
         action,
         split: weights,
     };
-    // A merge patch replaces the whole override: `split: null` clears a split left by an
-    // earlier command.
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    if action == OverrideAction::Resume && held_by_failure_policy(&experiment, &manual_override) {
+        // The override already says resume, so writing it again would change nothing and the
+        // generation the failure policy waits past would not move: clear it first.
+        let clear = json!({"spec": {"manualOverride": null}});
+        cluster
+            .experiments()
+            .patch(name, &params, &Patch::Merge(&clear))
+            .await
+            .map_err(|e| cluster.api_error(e, "patch", EXPERIMENTS, Some(name)))?;
+    }
+    // Both fields are written: a merge patch keeps what it does not name, so `split: null`
+    // is what removes a split left by an earlier command.
     let patch = json!({"spec": {"manualOverride": {
         "action": manual_override.action,
         "split": manual_override.split,
     }}});
     cluster
         .experiments()
-        .patch(
-            name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&patch),
-        )
+        .patch(name, &params, &Patch::Merge(&patch))
         .await
         .map_err(|e| cluster.api_error(e, "patch", EXPERIMENTS, Some(name)))?;
     Ok(account(&experiment, &manual_override, &cluster.namespace))
@@ -77,6 +84,18 @@ fn verb(action: OverrideAction, with_split: bool) -> &'static str {
         (OverrideAction::Resume, _) => "resume",
         (OverrideAction::Terminate, _) => "terminate",
     }
+}
+
+/// Whether the failure policy holds `experiment` paused until its spec changes
+/// (`status.pausedAtGeneration`) while `spec.manualOverride` already is `wanted`.
+fn held_by_failure_policy(experiment: &Experiment, wanted: &ManualOverride) -> bool {
+    let generation = experiment.metadata.generation;
+    let held = experiment.status.as_ref().is_some_and(|s| {
+        s.phase == Phase::Paused
+            && s.paused_at_generation
+                .is_some_and(|at| generation.is_none_or(|g| g <= at))
+    });
+    held && experiment.spec.manual_override.as_ref() == Some(wanted)
 }
 
 /// One weight per version, summing to 100; the error names the versions.
