@@ -219,7 +219,17 @@ fn parse() -> Cli {
     if invoked_as == PLUGIN_NAME {
         command = command.name(PLUGIN_NAME).bin_name("kubectl iter8");
     }
-    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+    command
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|e| usage_exit(e))
+}
+
+/// Prints clap's help, version or usage error and exits: 0 for help and version, 1 (like
+/// kubectl) for a usage error, since clap's 2 is `iter8 watch`'s "rolled back".
+fn usage_exit(error: clap::Error) -> ! {
+    let _ = error.print();
+    std::process::exit(if error.use_stderr() { 1 } else { 0 })
 }
 
 async fn control(

@@ -128,12 +128,18 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
 
 #[test]
 fn cluster_commands_check_their_arguments_before_connecting() {
-    // `split` needs weights; `report` needs a name or a file.
+    // `split` needs weights; `report` and `watch` need a name. A usage error exits 1, never
+    // 2, which `iter8 watch` keeps for "rolled back".
     let out = iter8(&["split", "reviews"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("<WEIGHTS>..."));
     let out = iter8(&["report"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
+    let out = iter8(&["watch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<NAME>"));
+    let out = iter8(&["watch", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
     // A kubeconfig that does not exist is named.
     let out = iter8(&["get", "--kubeconfig", "/nonexistent/kubeconfig"]);
     assert_eq!(out.status.code(), Some(1));
