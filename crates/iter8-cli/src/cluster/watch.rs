@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Phase};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -62,26 +62,52 @@ pub async fn run(cluster: &Cluster, name: &str, out: &mut impl Write) -> Result<
     // A named, missing experiment is an error now, not a watch that never ends.
     cluster.experiment(name).await?;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(cluster.experiments(), config)
-        .default_backoff()
-        .boxed();
+    let stream = watcher(cluster.experiments(), config).default_backoff();
+    follow(stream, &cluster.namespace, name, out).await
+}
+
+/// The watch loop of [`run`], over the watcher's events for the one Experiment `name`.
+pub async fn follow(
+    stream: impl Stream<Item = Result<watcher::Event<Experiment>, watcher::Error>>,
+    namespace: &str,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<Outcome, Error> {
+    let not_found = || Error::NotFound {
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let mut stream = std::pin::pin!(stream);
     let mut last: Option<String> = None;
+    // Whether the current (re)list has returned the experiment: a relist after a dropped
+    // watch reports a deletion only by leaving the object out, never by a Delete event.
+    let mut listed = false;
     while let Some(event) = stream.next().await {
         let experiment = match event {
-            Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) => e,
-            Ok(watcher::Event::Delete(_)) => {
-                return Err(Error::NotFound {
-                    namespace: cluster.namespace.clone(),
-                    name: name.into(),
-                });
+            Ok(watcher::Event::Apply(e)) => e,
+            Ok(watcher::Event::InitApply(e)) => {
+                listed = true;
+                e
             }
-            Ok(_) => continue,
+            Ok(watcher::Event::Init) => {
+                listed = false;
+                continue;
+            }
+            Ok(watcher::Event::InitDone) if !listed => return Err(not_found()),
+            Ok(watcher::Event::InitDone) => continue,
+            Ok(watcher::Event::Delete(_)) => return Err(not_found()),
             Err(
                 watcher::Error::InitialListFailed(e)
                 | watcher::Error::WatchStartFailed(e)
                 | watcher::Error::WatchFailed(e),
             ) if matches!(&e, kube::Error::Api(s) if s.is_forbidden()) => {
-                return Err(cluster.api_error(e, "watch", EXPERIMENTS, Some(name)));
+                return Err(super::api_error(
+                    e,
+                    "watch",
+                    EXPERIMENTS,
+                    namespace,
+                    Some(name),
+                ));
             }
             Err(e) => {
                 // The watch is restarted with a backoff; say so once per error.
@@ -101,7 +127,7 @@ pub async fn run(cluster: &Cluster, name: &str, out: &mut impl Write) -> Result<
         }
     }
     Err(Error::WatchEnded {
-        namespace: cluster.namespace.clone(),
+        namespace: namespace.into(),
         name: name.into(),
     })
 }
@@ -176,6 +202,28 @@ mod tests {
         assert_eq!(code("  phase: Aborted\n"), Some(4));
         assert_eq!(code("  phase: Running\n"), None);
         assert_eq!(code("  phase: Paused\n"), None);
+    }
+
+    #[tokio::test]
+    async fn an_experiment_missing_from_a_relist_is_reported_deleted() {
+        let running = with_status("  phase: Running\n  completedIterations: 1\n");
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(running)),
+            Ok(watcher::Event::InitDone),
+            // The watch dropped, the object was deleted meanwhile: the relist lacks it.
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ];
+        let mut out = Vec::new();
+        let err = follow(futures::stream::iter(events), "shop", "r", &mut out)
+            .await
+            .expect_err("deleted");
+        assert_eq!(
+            err.to_string(),
+            r#"experiment "r" not found in namespace "shop""#
+        );
+        assert!(String::from_utf8_lossy(&out).starts_with("iteration 1/20 "));
     }
 
     #[test]
