@@ -266,6 +266,9 @@ async fn get_lists_experiments_like_kubectl_in_every_output_and_as_a_kubectl_plu
     )))
     .expect("yaml");
     assert_eq!(one["kind"], "Experiment");
+    // As kubectl prints them: without the API server's managedFields.
+    assert!(one["metadata"].get("managedFields").is_none(), "{one:?}");
+    assert!(list["items"][0]["metadata"].get("managedFields").is_none());
     assert_eq!(one["spec"]["versions"][1]["name"], "reviews-v2");
 
     // Not found names the namespace and the name.
@@ -572,12 +575,11 @@ async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence()
     let ns = env.namespace.name().to_string();
     let answer = assessment();
     create(&env.client, &ns, "reviews", &running_status(&answer)).await;
-    // A ServiceAccount that may read Experiments and Events, nothing else.
+    // A ServiceAccount that may read Experiments, nothing else (not even Events).
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "iter8-viewer"},
         "rules": [
-            {"apiGroups": ["iter8.tools"], "resources": ["experiments"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}
+            {"apiGroups": ["iter8.tools"], "resources": ["experiments"], "verbs": ["get", "list", "watch"]}
         ]
     }))
     .expect("role");
@@ -642,7 +644,19 @@ async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence()
     // Reading works...
     let table = stdout(&iter8(&config, &["get"]));
     assert!(table.contains("reviews "), "{table}");
-    stdout(&iter8(&config, &["describe", "reviews"]));
+    // `describe` without Events, as kubectl's does, saying why on both streams.
+    let described = iter8(&config, &["describe", "reviews"]);
+    let text = stdout(&described);
+    assert!(text.contains("Phase:        Running"), "{text}");
+    assert!(
+        text.ends_with("\nEvents:\n  <not shown: no permission to list events>\n"),
+        "{text}"
+    );
+    let warning = String::from_utf8_lossy(&described.stderr);
+    assert!(
+        warning.contains("may not list events in namespace"),
+        "{warning}"
+    );
     // ... writing is refused, in a sentence naming who, the verb and the resource.
     let refused = stderr_of_failure(&iter8(&config, &["pause", "reviews"]));
     assert!(

@@ -18,10 +18,22 @@ const RECENT_EVENTS: usize = 10;
 /// Describes the Experiment `name`: as text, or (JSON, YAML) the object and its Events.
 pub async fn run(cluster: &Cluster, name: &str, output: Output) -> Result<String, Error> {
     let experiment = cluster.experiment(name).await?;
-    let events = events(cluster, &experiment).await?;
+    // Like `kubectl describe`, a user who may read the Experiment but not Events still gets
+    // the description; the Events section says why it is empty.
+    let events = match events(cluster, &experiment).await {
+        Ok(events) => Some(events),
+        Err(e @ Error::Forbidden { .. }) => {
+            eprintln!("warning: {e}; Events are not shown");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     match output {
-        Output::Table => Ok(render(&experiment, &events, super::now())),
-        _ => super::encode(&json!({"experiment": experiment, "events": events}), output),
+        Output::Table => Ok(render(&experiment, events.as_deref(), super::now())),
+        _ => super::encode(
+            &json!({"experiment": super::for_printing(experiment), "events": events}),
+            output,
+        ),
     }
 }
 
@@ -60,8 +72,8 @@ fn last_seen(e: &Event) -> Option<i64> {
         })
 }
 
-/// The description, as text.
-pub fn render(e: &Experiment, events: &[Event], now: i64) -> String {
+/// The description, as text; `events` is `None` when they could not be listed.
+pub fn render(e: &Experiment, events: Option<&[Event]>, now: i64) -> String {
     let mut out = String::new();
     let status = e.status.clone().unwrap_or_default();
     let spec = &e.spec;
@@ -187,6 +199,10 @@ pub fn render(e: &Experiment, events: &[Event], now: i64) -> String {
     }
 
     out.push_str("\nEvents:\n");
+    let Some(events) = events else {
+        out.push_str("  <not shown: no permission to list events>\n");
+        return out;
+    };
     if events.is_empty() {
         out.push_str("  <none>\n");
     } else {

@@ -43,11 +43,18 @@ pub async fn run(
             format!("No experiments found in namespace {}.\n", cluster.namespace)
         }),
         (Output::Table, _) => Ok(render(&experiments, all_namespaces, super::now())),
-        (_, Some(_)) => super::encode(&experiments[0], output),
-        (_, None) => super::encode(
-            &json!({"apiVersion": "v1", "kind": "List", "items": experiments}),
-            output,
-        ),
+        (_, Some(_)) => {
+            // The one Experiment asked for (an `Option` serializes as its value).
+            let one = experiments.into_iter().next().map(super::for_printing);
+            super::encode(&one, output)
+        }
+        (_, None) => {
+            let items: Vec<Experiment> = experiments.into_iter().map(super::for_printing).collect();
+            super::encode(
+                &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+                output,
+            )
+        }
     }
 }
 

@@ -247,6 +247,13 @@ pub fn encode<T: serde::Serialize>(value: &T, output: Output) -> Result<String, 
     }
 }
 
+/// `experiment` as kubectl prints it with `-o json|yaml`: without `metadata.managedFields`,
+/// the API server's bookkeeping of who owns which field.
+pub fn for_printing(mut experiment: Experiment) -> Experiment {
+    experiment.metadata.managed_fields = None;
+    experiment
+}
+
 /// How long ago `then` was, the way kubectl prints ages: `45s`, `12m`, `5h`, `3d`.
 pub fn age(then: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time, now: i64) -> String {
     let seconds = (now - then.0.as_second()).max(0);
