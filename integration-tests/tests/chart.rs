@@ -1165,7 +1165,7 @@ async fn a_standby_controller_process_is_ready_and_takes_over_when_the_old_one_s
         "--skip-crds",
         "--set",
         &format!(
-            "controller.watchNamespace={ns},metricLibrary.enabled=false,analytics.enabled=false,\
+            "controller.watchNamespace={ns},metricLibrary.enabled=false,analytics.enabled=false,defaults.analyticsURL=http://127.0.0.1:9,\
              controller.logJson=false,controller.leaderElection.leaseDuration=6s,\
              controller.leaderElection.renewDeadline=4s,controller.leaderElection.retryPeriod=500ms"
         ),
@@ -1580,7 +1580,9 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         "controller exit {exit:?}\n{}",
         controller.log()
     );
-    let lease = leases.get("iter8-controller").await?;
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("iter8-controller")
+        .await?;
     assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
 
     // helm upgrade changes the install in place; helm uninstall removes it.
