@@ -185,13 +185,11 @@ mod tests {
         }
     }
 
+    /// The counting service the fence tests put behind it.
+    type Counted = tower::util::BoxCloneService<Request<()>, (), Infallible>;
+
     /// A fence in front of a service that counts what reaches it.
-    fn fence(
-        leadership: &Leadership,
-    ) -> (
-        Fence<tower::util::BoxCloneService<Request<()>, (), Infallible>>,
-        Arc<AtomicU32>,
-    ) {
+    fn fence(leadership: &Leadership) -> (Fence<Counted>, Arc<AtomicU32>) {
         let reached = Arc::new(AtomicU32::new(0));
         let seen = reached.clone();
         let inner = tower::service_fn(move |_: Request<()>| {

@@ -251,10 +251,7 @@ impl LeaderElection {
     /// Renews the lease; returns (and stops leading) once another holder has it or no renewal
     /// succeeded within the renew deadline. Each renewal is cut off at that deadline.
     pub async fn hold(&self) {
-        loop {
-            let Some(left) = self.leadership.remaining() else {
-                break;
-            };
+        while let Some(left) = self.leadership.remaining() {
             tokio::time::sleep(self.timing.retry_period.min(left)).await;
             let Some(left) = self.leadership.remaining() else {
                 break;

@@ -1,7 +1,6 @@
 //! Data-quality checks that turn raw numbers into observations, or into
 //! [`MetricsError::NoData`] when the numbers cannot be trusted.
 
-
 use iter8_api::{
     Bucket, BucketBound, HistogramObservation, InfinityLiteral, MeanObservation, Observation,
 };

@@ -37,6 +37,9 @@ pub struct ScriptedMetrics {
     data: Arc<Mutex<HashMap<String, BTreeMap<String, Observation>>>>,
     queries: Arc<Mutex<HashMap<(String, String), u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Typical time one query takes (none by default), and a counter for its jitter.
+    latency: Arc<Mutex<Option<Duration>>>,
+    answered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ScriptedMetrics {
@@ -55,6 +58,27 @@ impl ScriptedMetrics {
 }
 
 impl ScriptedMetrics {
+    /// Makes every query take about `typical` (from half to twice it, spread evenly and
+    /// deterministically), as a Prometheus answering over the network does.
+    pub fn set_latency(&self, typical: Duration) {
+        *self.latency.lock().expect("not poisoned") = Some(typical);
+    }
+
+    /// The latency of the next query: `typical` times a factor in [0.5, 2), from a
+    /// SplitMix64 sequence over the queries answered so far.
+    fn next_latency(&self) -> Option<Duration> {
+        let typical = (*self.latency.lock().expect("not poisoned"))?;
+        let n = self
+            .answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        Some(typical.mul_f64(0.5 + 1.5 * unit))
+    }
+
     /// Makes the backend answer as an unreachable Prometheus would.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
@@ -63,6 +87,9 @@ impl ScriptedMetrics {
 
 impl MetricsBackend for ScriptedMetrics {
     async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        if let Some(latency) = self.next_latency() {
+            tokio::time::sleep(latency).await;
+        }
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(MetricsError::Unavailable {
                 metric: query.name.to_string(),
