@@ -1133,6 +1133,16 @@ async fn wait_lease_holder(
     }
 }
 
+/// Waits until the process serving probes on loopback `port` is Ready.
+async fn wait_ready(port: u16, logs: &dyn Fn() -> String) -> Result<()> {
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+        logs,
+    )
+    .await
+}
+
 /// An HTTP GET's status code, or `None` when nothing answers.
 async fn status_of(url: &str) -> Option<u16> {
     reqwest::get(url).await.ok().map(|r| r.status().as_u16())
@@ -1181,12 +1191,7 @@ async fn a_standby_controller_process_is_ready_and_takes_over_when_the_old_one_s
         spawn_chart_controller(&admin, &ns, ("new", new_pod), &sa_kubeconfig, work.path()).await?;
     let logs = || format!("{}\n{}", old.log(), new.log());
     // The surge pod is Ready as a standby: the Deployment may now stop the old pod.
-    wait_http_ok(
-        &format!("http://127.0.0.1:{new_port}/readyz"),
-        Duration::from_secs(30),
-        &logs,
-    )
-    .await?;
+    wait_ready(new_port, &logs).await?;
     assert_eq!(
         status_of(&format!("http://127.0.0.1:{old_port}/readyz")).await,
         Some(200),
@@ -1355,12 +1360,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     )
     .await?;
     let logs = || format!("{}\n{}", controller.log(), analytics.log());
-    wait_http_ok(
-        &format!("http://127.0.0.1:{controller_port}/readyz"),
-        Duration::from_secs(30),
-        &logs,
-    )
-    .await?;
+    wait_ready(controller_port, &logs).await?;
     // It leads: the Lease RBAC works.
     wait_lease_holder(&admin, &ns, pod_name, &logs).await?;
 

@@ -20,7 +20,6 @@ use iter8_controller::fence::FenceLayer;
 use iter8_controller::leader::{LeaderElection, Leadership, Timing};
 use iter8_controller::{Stopped, run_elected};
 use iter8_crd::Experiment;
-use iter8_integration_tests::TestEnv;
 use iter8_integration_tests::partition::Partition;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -115,15 +114,8 @@ fn holder(lease: Lease) -> String {
 #[tokio::test]
 async fn a_leader_cut_off_from_the_api_server_writes_nothing_after_its_renew_deadline() -> Result<()>
 {
-    let env = TestEnv::new("partition").await?;
-    install_crds(&env.client).await?;
+    let (env, metrics, assessed) = replicas_fixture("partition").await?;
     let ns = env.namespace.name().to_string();
-    create_metrics(&env.client, &ns).await?;
-    create_http_route(&env.client, &ns, "reviews").await?;
-    let metrics = ScriptedMetrics::default();
-    metrics.set("v1", 400.0, 3.0, 0.0);
-    metrics.set("v2", 400.0, 3.0, 0.0);
-    let assessed = AssessmentLog::start(start_analytics().await?).await?;
     let timing = Timing {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),

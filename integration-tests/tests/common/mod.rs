@@ -120,6 +120,22 @@ impl MetricsBackend for ScriptedMetrics {
     }
 }
 
+/// What a test of several controller replicas starts from: a namespace with the CRDs, the
+/// Metrics and HTTPRoute `reviews`; scripted metrics for `v1` and `v2` that never decide; and
+/// the real analytics server behind a recording proxy.
+pub async fn replicas_fixture(test: &str) -> Result<(TestEnv, ScriptedMetrics, AssessmentLog)> {
+    let env = TestEnv::new(test).await?;
+    install_crds(&env.client).await?;
+    let ns = env.namespace.name().to_string();
+    create_metrics(&env.client, &ns).await?;
+    create_http_route(&env.client, &ns, "reviews").await?;
+    let metrics = ScriptedMetrics::default();
+    metrics.set("v1", 400.0, 3.0, 0.0);
+    metrics.set("v2", 400.0, 3.0, 0.0);
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    Ok((env, metrics, assessed))
+}
+
 /// The real analytics server, in this process, on a free loopback port.
 pub async fn start_analytics() -> Result<SocketAddr> {
     start_analytics_with(iter8_analytics::config::Config::default()).await
