@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crds;
+pub mod partition;
 pub mod pki;
 pub mod prometheus;
 

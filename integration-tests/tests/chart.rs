@@ -496,15 +496,9 @@ fn one_token_secret_serves_both_sides_and_tls_values_configure_https_and_mtls() 
     );
     let monitor = one(&docs, "ServiceMonitor", "iter8-analytics");
     let endpoint = &monitor["spec"]["endpoints"][0];
-    assert_eq!(endpoint["scheme"], "https");
-    assert_eq!(
-        endpoint["tlsConfig"]["ca"]["secret"]["name"],
-        "analytics-tls"
-    );
-    assert_eq!(
-        endpoint["tlsConfig"]["serverName"],
-        "iter8-analytics.iter8-system.svc"
-    );
+    // /metrics has a plain-HTTP port of its own; TLS guards the API.
+    assert_eq!(endpoint["port"], "http-metrics");
+    assert!(endpoint.get("scheme").is_none(), "{endpoint}");
 
     // mTLS without the Secrets it needs is refused with the reason.
     assert_refused(&[
@@ -564,6 +558,43 @@ fn service_monitors_scrape_the_named_metrics_ports_of_both_services() -> Result<
             "{monitor} names a port of {service}"
         );
         assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+        assert_eq!(
+            *port, "http-metrics",
+            "{monitor} scrapes a port of its own, not the API's"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_controller_rolls_out_with_a_surge_pod_ready_as_a_standby() -> Result<()> {
+    // A rollout completes only if the new pod can become Ready while the old one leads:
+    // a surge pod, no unavailability, and a readiness probe that a standby passes (/readyz,
+    // which does not depend on the Lease: see the standby process test below).
+    for sets in [&[][..], &["controller.replicas=2"][..]] {
+        let docs = render(sets)?;
+        let deployment = one(&docs, "Deployment", "iter8-controller");
+        assert_eq!(
+            deployment["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+            "{sets:?}"
+        );
+        assert_eq!(
+            container(deployment)["readinessProbe"]["httpGet"],
+            json!({"path": "/readyz", "port": "http-metrics"})
+        );
+        let env = container(deployment);
+        for (name, value) in [
+            ("ITER8_LEASE_DURATION", "15s"),
+            ("ITER8_LEASE_RENEW_DEADLINE", "10s"),
+            ("ITER8_LEASE_RETRY_PERIOD", "2s"),
+        ] {
+            assert_eq!(
+                env_value(env, name).map(|e| &e["value"]),
+                Some(&json!(value)),
+                "{name}"
+            );
+        }
     }
     Ok(())
 }
@@ -579,9 +610,20 @@ fn network_policies_admit_only_the_controller_and_scrapers_to_analytics() -> Res
             .clone();
     let analytics = one(&docs, "NetworkPolicy", "iter8-analytics");
     assert_eq!(analytics["spec"]["policyTypes"], json!(["Ingress"]));
+    let release_ns = analytics["metadata"]["namespace"].clone();
     let ingress = analytics["spec"]["ingress"].as_array().expect("ingress");
-    assert_eq!(ingress.len(), 1);
+    // The API port admits the controller's pods, in the release namespace only.
+    assert_eq!(ingress.len(), 2, "{ingress:#?}");
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
     let from = ingress[0]["from"].as_array().expect("from");
+    assert_eq!(
+        from.len(),
+        1,
+        "only the controller reaches the API: {from:#?}"
+    );
     let selector = from[0]["podSelector"]["matchLabels"]
         .as_object()
         .expect("pod selector");
@@ -589,12 +631,33 @@ fn network_policies_admit_only_the_controller_and_scrapers_to_analytics() -> Res
         assert_eq!(&controller_pods[k], v, "the controller's pods are admitted");
     }
     assert_eq!(
-        from[1],
-        json!({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}})
+        from[0]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": release_ns}})
     );
+    // Scrapers reach the metrics port, and nothing else.
     assert_eq!(
-        ingress[0]["ports"],
-        json!([{"port": "http", "protocol": "TCP"}])
+        ingress[1],
+        json!({
+            "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "ports": [{"port": "http-metrics", "protocol": "TCP"}]
+        })
+    );
+    let deployment = one(&docs, "Deployment", "iter8-analytics");
+    let c = container(deployment);
+    assert!(
+        c["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == "http-metrics" && p["containerPort"] == 9090),
+        "{c:#?}"
+    );
+    assert!(
+        c["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--metrics-listen=0.0.0.0:9090")),
+        "{c:#?}"
     );
     let controller = one(&docs, "NetworkPolicy", "iter8-controller");
     assert_eq!(
@@ -989,6 +1052,184 @@ async fn container_command(
     Ok((c.args.clone().unwrap_or_default(), env))
 }
 
+/// A kubeconfig file holding a token of the chart's controller ServiceAccount, and nothing
+/// else.
+async fn service_account_kubeconfig(env: &TestEnv, dir: &Path) -> Result<PathBuf> {
+    let token = Api::<ServiceAccount>::namespaced(env.client.clone(), env.namespace.name())
+        .create_token_request(
+            "iter8-controller",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("no token in the TokenRequest's status")?;
+    let path = dir.join("controller.kubeconfig");
+    std::fs::write(&path, token_kubeconfig(env.control_plane, &token)?)?;
+    Ok(path)
+}
+
+/// The controller binary as the installed chart's Deployment runs it, as pod `pod_name`, on
+/// `kubeconfig`, serving its probes on a free loopback port (returned).
+async fn spawn_chart_controller(
+    admin: &Client,
+    ns: &str,
+    (name, pod_name): (&'static str, &str),
+    kubeconfig: &Path,
+    dir: &Path,
+) -> Result<(Process, u16)> {
+    let (args, mut vars) = container_command(admin, ns, "iter8-controller", pod_name).await?;
+    assert_eq!(
+        args,
+        vec![
+            "--leader-elect=true".to_string(),
+            format!("--namespace={ns}")
+        ]
+    );
+    let port = free_port()?;
+    vars.insert(
+        "ITER8_CONTROLLER_LISTEN".into(),
+        format!("127.0.0.1:{port}"),
+    );
+    vars.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
+    let mut cmd = Command::new(workspace_binary("iter8-controller")?);
+    cmd.env_clear().envs(&vars).args(&args);
+    Ok((Process::spawn(name, cmd, dir)?, port))
+}
+
+/// Waits until `identity` holds the controller's Lease.
+async fn wait_lease_holder(
+    admin: &Client,
+    ns: &str,
+    identity: &str,
+    logs: &dyn Fn() -> String,
+) -> Result<()> {
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let holder = leases
+            .get_opt("iter8-controller")
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        if holder.as_deref() == Some(identity) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{identity} did not take the Lease (holder {holder:?})\n{}",
+                logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the process serving probes on loopback `port` is Ready.
+async fn wait_ready(port: u16, logs: &dyn Fn() -> String) -> Result<()> {
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+        logs,
+    )
+    .await
+}
+
+/// An HTTP GET's status code, or `None` when nothing answers.
+async fn status_of(url: &str) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn a_standby_controller_process_is_ready_and_takes_over_when_the_old_one_stops() -> Result<()>
+{
+    // A rollout as the chart's strategy runs it: the old pod leads; a surge pod starts and
+    // must become Ready while the old one still holds the Lease; then the old pod gets
+    // SIGTERM and the new one takes over.
+    let env = TestEnv::new("chart-rollout").await?;
+    let ns = env.namespace.name().to_string();
+    let admin = env.client.clone();
+    let work = tempfile::tempdir()?;
+    let kubeconfig = env
+        .control_plane
+        .kubeconfig_path()
+        .to_str()
+        .context("path")?;
+    let chart = chart_dir();
+    helm_ok(&[
+        "install",
+        "iter8",
+        chart.to_str().context("chart")?,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        &ns,
+        "--skip-crds",
+        "--set",
+        &format!(
+            "controller.watchNamespace={ns},metricLibrary.enabled=false,analytics.enabled=false,defaults.analyticsURL=http://127.0.0.1:9,\
+             controller.logJson=false,controller.leaderElection.leaseDuration=6s,\
+             controller.leaderElection.renewDeadline=4s,controller.leaderElection.retryPeriod=500ms"
+        ),
+    ])?;
+    crds::install(&admin, &crds::iter8_crds(), None).await?;
+    let sa_kubeconfig = service_account_kubeconfig(&env, work.path()).await?;
+
+    let (old_pod, new_pod) = ("iter8-controller-old-aaaaa", "iter8-controller-new-bbbbb");
+    let (mut old, old_port) =
+        spawn_chart_controller(&admin, &ns, ("old", old_pod), &sa_kubeconfig, work.path()).await?;
+    wait_lease_holder(&admin, &ns, old_pod, &|| old.log()).await?;
+    let (new, new_port) =
+        spawn_chart_controller(&admin, &ns, ("new", new_pod), &sa_kubeconfig, work.path()).await?;
+    let logs = || format!("{}\n{}", old.log(), new.log());
+    // The surge pod is Ready as a standby: the Deployment may now stop the old pod.
+    wait_ready(new_port, &logs).await?;
+    assert_eq!(
+        status_of(&format!("http://127.0.0.1:{old_port}/readyz")).await,
+        Some(200),
+        "the leader is Ready too"
+    );
+    wait_lease_holder(&admin, &ns, old_pod, &logs).await?;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{new_port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("iter8_controller_leader 0"),
+        "the standby says it does not lead\n{metrics}"
+    );
+
+    // The old pod is stopped; it releases the Lease and the standby takes over at once
+    // (well within the 6 s lease duration it would otherwise wait).
+    let stopped = tokio::time::Instant::now();
+    let status = old.terminate()?;
+    assert!(
+        status.success(),
+        "old controller exited with {status}\n{}",
+        old.log()
+    );
+    wait_lease_holder(&admin, &ns, new_pod, &|| new.log()).await?;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        status_of(&format!("http://127.0.0.1:{new_port}/readyz")).await,
+        Some(200)
+    );
+    drop(new);
+    env.cleanup().await
+}
+
 async fn wait_http_ok(url: &str, timeout: Duration, logs: &dyn Fn() -> String) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -1015,7 +1256,6 @@ fn http_route_resource() -> ApiResource {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothing_else()
 -> Result<()> {
-    let controller_bin = workspace_binary("iter8-controller")?;
     let analytics_bin = workspace_binary("iter8-analytics")?;
     let env = TestEnv::new("chart-install").await?;
     let ns = env.namespace.name().to_string();
@@ -1109,61 +1349,20 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     )
     .await?;
 
-    // A token of the chart's ServiceAccount, and a kubeconfig with nothing else in it.
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-        .create_token_request(
-            "iter8-controller",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token in the TokenRequest's status")?;
-    let sa_kubeconfig = token_kubeconfig(env.control_plane, &token)?;
-    let kubeconfig_path = work.path().join("controller.kubeconfig");
-    std::fs::write(&kubeconfig_path, &sa_kubeconfig)?;
-
-    // The controller binary, as the chart's controller Deployment runs it.
+    let kubeconfig_path = service_account_kubeconfig(&env, work.path()).await?;
     let pod_name = "iter8-controller-7d9f-abcde";
-    let (args, mut vars) = container_command(&admin, &ns, "iter8-controller", pod_name).await?;
-    assert_eq!(
-        args,
-        vec![
-            "--leader-elect=true".to_string(),
-            format!("--namespace={ns}")
-        ]
-    );
-    let controller_port = free_port()?;
-    vars.insert(
-        "ITER8_CONTROLLER_LISTEN".into(),
-        format!("127.0.0.1:{controller_port}"),
-    );
-    vars.insert("KUBECONFIG".into(), kubeconfig_path.display().to_string());
-    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
-    let mut cmd = Command::new(&controller_bin);
-    cmd.env_clear().envs(&vars).args(&args);
-    let mut controller = Process::spawn("controller", cmd, work.path())?;
-    let logs = || format!("{}\n{}", controller.log(), analytics.log());
-    // Ready only once it leads: the Lease RBAC works.
-    wait_http_ok(
-        &format!("http://127.0.0.1:{controller_port}/readyz"),
-        Duration::from_secs(30),
-        &logs,
+    let (mut controller, controller_port) = spawn_chart_controller(
+        &admin,
+        &ns,
+        ("controller", pod_name),
+        &kubeconfig_path,
+        work.path(),
     )
     .await?;
-    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
-    let lease = leases.get("iter8-controller").await?;
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(pod_name)
-    );
+    let logs = || format!("{}\n{}", controller.log(), analytics.log());
+    wait_ready(controller_port, &logs).await?;
+    // It leads: the Lease RBAC works.
+    wait_lease_holder(&admin, &ns, pod_name, &logs).await?;
 
     // A canary on the chart's sample-app Metrics, through an HTTPRoute.
     let routes: Api<DynamicObject> =
@@ -1280,7 +1479,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     );
 
     // ... and nothing more: the same token, refused.
-    let sa = client_from(&sa_kubeconfig).await?;
+    let sa = client_from(&std::fs::read_to_string(&kubeconfig_path)?).await?;
     let secrets_admin: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     for name in ["prometheus-credentials", "unrelated"] {
         secrets_admin
@@ -1381,7 +1580,9 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         "controller exit {exit:?}\n{}",
         controller.log()
     );
-    let lease = leases.get("iter8-controller").await?;
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("iter8-controller")
+        .await?;
     assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
 
     // helm upgrade changes the install in place; helm uninstall removes it.
@@ -1417,5 +1618,72 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             .is_none()
     );
     drop(analytics);
+    env.cleanup().await
+}
+
+/// The YAML blocks of a document under `docs/` that hold `kind: Experiment`.
+fn documented_experiments(doc: &str) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(repo_root().join("docs").join(doc))?;
+    let mut found = Vec::new();
+    for block in text.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap_or_default();
+        if yaml.contains("kind: Experiment") {
+            found.extend(parse_documents(yaml)?);
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::test]
+async fn the_docs_example_experiment_is_admitted_and_names_metrics_the_chart_ships() -> Result<()> {
+    let env = TestEnv::new("docs-example").await?;
+    let ns = env.namespace.name().to_string();
+    crds::install(&env.client, &crds::iter8_crds(), None).await?;
+    // The chart's Metric library, as `helm install` puts it in the release namespace.
+    let chart = chart_dir();
+    let rendered = parse_documents(&helm_ok(&[
+        "template",
+        "iter8",
+        chart.to_str().context("chart path")?,
+        "--namespace",
+        &ns,
+    ])?)?;
+    let metrics: Api<Metric> = Api::namespaced(env.client.clone(), &ns);
+    for doc in of_kind(&rendered, "Metric") {
+        metrics
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(doc.clone())?,
+            )
+            .await?;
+    }
+    let examples = documented_experiments("experiments.md")?;
+    ensure!(
+        !examples.is_empty(),
+        "docs/experiments.md shows no Experiment"
+    );
+    let experiments: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    for example in examples {
+        // The docs install into iter8-system; here the release namespace is the test's.
+        let text = serde_json::to_string(&example)?.replace("\"iter8-system\"", &format!("{ns:?}"));
+        let experiment: Experiment = serde_json::from_str(&text)?;
+        let name = experiment.metadata.name.clone().unwrap_or_default();
+        experiments
+            .create(&PostParams::default(), &experiment)
+            .await
+            .with_context(|| format!("the API server refused the docs' {name}"))?;
+        for reference in &experiment.spec.metrics {
+            let metric = &reference.metric;
+            let namespace = metric.namespace.as_deref().unwrap_or(&ns);
+            ensure!(
+                Api::<Metric>::namespaced(env.client.clone(), namespace)
+                    .get_opt(&metric.name)
+                    .await?
+                    .is_some(),
+                "the docs' {name} names Metric {namespace}/{}, which the chart does not ship",
+                metric.name
+            );
+        }
+    }
     env.cleanup().await
 }

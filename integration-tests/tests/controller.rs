@@ -613,15 +613,8 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
 
 #[tokio::test]
 async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
-    let env = TestEnv::new("failover").await?;
-    install_crds(&env.client).await?;
+    let (env, metrics, assessed) = replicas_fixture("failover").await?;
     let ns = env.namespace.name().to_string();
-    create_metrics(&env.client, &ns).await?;
-    create_http_route(&env.client, &ns, "reviews").await?;
-    let metrics = ScriptedMetrics::default();
-    metrics.set("v1", 400.0, 3.0, 0.0);
-    metrics.set("v2", 400.0, 3.0, 0.0);
-    let assessed = AssessmentLog::start(start_analytics().await?).await?;
     let analytics = assessed.addr;
     let replica = |identity: &'static str| {
         let (client, ns, metrics) = (env.client.clone(), ns.clone(), metrics.clone());

@@ -223,7 +223,6 @@ impl Rig {
         let backends = Backends::new(Settings {
             default_prometheus_address: Some(prometheus.url().to_owned()),
             default_timeout: Duration::from_secs(2),
-            ..Settings::default()
         })?;
         let (controller, _) = start_controller_with(
             &env.client,

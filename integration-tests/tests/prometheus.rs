@@ -315,3 +315,57 @@ async fn prometheus_backend_matches_what_the_sample_apps_served() {
         "{stopped:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instant_query_answers_carry_the_evaluation_time_not_the_scrape_time() {
+    // Why the backend judges no staleness (docs/reliability.md): minutes after the last scrape,
+    // the answer's timestamp is still the time asked for, and the value the last one.
+    prometheus_binary().expect("prometheus installed");
+    let app = start_app(Config {
+        version: "v1".to_owned(),
+        latency_ms: 1.0,
+        latency_sigma: 0.1,
+        error_rate: 0.0,
+        conversion_rate: 0.0,
+        seed: 1,
+        buckets_ms: vec![1.0, 10.0],
+    })
+    .await
+    .expect("sample app");
+    let prom = Prometheus::start(&[app]).expect("prometheus starts");
+    let http = reqwest::Client::new();
+    prom.wait_scraped(&http, 1, Duration::from_secs(60))
+        .await
+        .expect("prometheus scrapes the app");
+    drive(&http, app, 20).await.expect("load");
+    tokio::time::sleep(2 * SCRAPE + Duration::from_millis(500)).await;
+    let scraped = last_scrape(&prom, &http, "v1").await;
+    // Evaluated four minutes after the newest sample (inside Prometheus' 5-minute lookback).
+    let later = scraped + Duration::from_secs(240);
+    let at = later
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let answer: serde_json::Value = http
+        .get(format!("{}/api/v1/query", prom.url()))
+        .query(&[
+            (
+                "query",
+                "sum(iter8_sample_requests_total{version=\"v1\"})".to_owned(),
+            ),
+            ("time", format!("{at:.3}")),
+        ])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let sample = &answer["data"]["result"][0]["value"];
+    let stamped = sample[0].as_f64().expect("a timestamp");
+    assert!(
+        (stamped - at).abs() < 1e-3,
+        "stamped {stamped}, evaluated at {at}: {answer}"
+    );
+    assert_eq!(sample[1], "20", "{answer}");
+}

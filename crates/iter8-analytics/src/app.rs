@@ -30,6 +30,8 @@ pub type Engine = fn(&AssessmentRequest) -> Result<AssessmentResponse, InvalidRe
 pub struct App {
     /// Every route with its layers, ready for `axum::serve`.
     pub router: Router,
+    /// `/metrics` alone, for a port of its own (see `Config::metrics_listen`).
+    pub metrics_router: Router,
     /// Flipped when shutdown starts, so `/readyz` turns away new traffic.
     pub readiness: Readiness,
     /// The registry behind `/metrics`.
@@ -112,6 +114,9 @@ impl App {
                 auth::require_client_certificate,
             ));
         }
+        let metrics_router = Router::new()
+            .route("/metrics", get(render_metrics))
+            .with_state(state.clone());
         let router = Router::new()
             .merge(api)
             .route("/healthz", get(healthz))
@@ -135,6 +140,7 @@ impl App {
             .with_state(state);
         Ok(Self {
             router,
+            metrics_router,
             readiness,
             metrics,
         })

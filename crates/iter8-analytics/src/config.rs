@@ -18,12 +18,22 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// How many assessments may be in flight at once before the excess is shed with 503.
 pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(64).expect("64 is not zero");
 
+/// How long a client may take to send a request's headers before its connection is closed.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connections are served at once; further ones wait to be accepted.
+pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(512).expect("512 is not zero");
+
 /// The service's settings; the binary fills them from flags and `ITER8_ANALYTICS_*` variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "ITER8_ANALYTICS_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Also serve `/metrics` alone, in plain HTTP, on this address, so that a NetworkPolicy can
+    /// admit scrapers there and keep them off the API.
+    #[arg(long, env = "ITER8_ANALYTICS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Longest time one request may take (e.g. `10s`, `500ms`); slower ones get 503.
     #[arg(
@@ -33,6 +43,20 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub request_timeout: Duration,
+
+    /// Longest time a client may take to send a request's headers (e.g. `10s`); the
+    /// connection is closed after it. Also closes keep-alive connections idle that long.
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub header_read_timeout: Duration,
+
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "ITER8_ANALYTICS_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: NonZeroUsize,
 
     /// Largest accepted request body, in bytes; larger ones get 413.
     #[arg(long, env = "ITER8_ANALYTICS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
@@ -101,7 +125,10 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             body_limit: DEFAULT_BODY_LIMIT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             engine_threads: None,
@@ -125,24 +152,9 @@ fn read_token(path: &str) -> Result<BearerToken, String> {
     BearerToken::from_file(Path::new(path)).map_err(|e| e.to_string())
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+/// Parses a duration flag in iter8's one grammar (`10s`, `250ms`, `1m30s`).
+fn parse_duration(text: &str) -> Result<Duration, iter8_api::duration::DurationError> {
+    iter8_api::duration::parse(text)
 }
 
 #[cfg(test)]
@@ -150,14 +162,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_and_without_units() {
+    fn duration_flags_use_the_crd_grammar() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("1.5").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 
     #[test]

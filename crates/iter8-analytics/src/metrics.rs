@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
@@ -116,7 +117,7 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str)
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let start = Instant::now();
     // A guard, so a request whose client hangs up (and whose future is dropped) leaves.
     let _in_flight = InFlight::enter(&metrics.in_flight);
@@ -124,13 +125,30 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
     let status = response.status().as_u16().to_string();
     metrics
         .requests
-        .with_label_values(&[endpoint.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[endpoint.as_str(), method, status.as_str()])
         .inc();
     metrics
         .duration
         .with_label_values(&[endpoint.as_str(), status.as_str()])
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard methods by name, anything else (any client can invent
+/// methods, before authentication) as `other`, so the series stay bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 struct InFlight(IntGauge);

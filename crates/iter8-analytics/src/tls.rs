@@ -121,11 +121,10 @@ pub struct ClientCertificate {
     pub verified: bool,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
-    for ClientCertificate
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
+impl ClientCertificate {
+    /// What `stream`'s handshake established.
+    pub fn of(stream: &TlsStream<TcpStream>) -> Self {
+        let (_, session) = stream.get_ref();
         Self {
             verified: session.peer_certificates().is_some_and(|c| !c.is_empty()),
         }

@@ -549,3 +549,124 @@ async fn engine_panic_is_a_500_json_and_the_server_keeps_serving() {
     let again = server.assess(&example()).await;
     assert_eq!(again.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+/// The number of `iter8_analytics_http_requests_total` series `/metrics` shows.
+async fn request_series(server: &TestServer) -> Vec<String> {
+    let text = server.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("iter8_analytics_http_requests_total{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_thousand_invented_methods_add_one_series_not_ten_thousand() {
+    let server = TestServer::start(Config::default()).await;
+    for i in 0..10_000 {
+        let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        let answer = server
+            .client
+            .request(method, server.url("/v1/assessments"))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_client_error(), "{}", answer.status());
+    }
+    let series = request_series(&server).await;
+    assert!(series.len() <= 4, "{series:#?}");
+    assert!(
+        series
+            .iter()
+            .any(|s| s.contains(r#"method="other""#) && s.ends_with(" 10000")),
+        "{series:#?}"
+    );
+}
+
+/// A raw TCP connection to the server.
+async fn connect(server: &TestServer) -> tokio::net::TcpStream {
+    let addr = server.base.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_too_slowly_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Config {
+        header_read_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut slow = connect(&server).await;
+    // Headers started, never finished: the tower timeout never starts for this request.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open 5 s after a 500 ms header timeout"
+    );
+    // The server serves others as before.
+    assert_eq!(server.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let config = Config {
+        max_connections: NonZeroUsize::new(2).unwrap(),
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let idle = [connect(&server).await, connect(&server).await];
+    let third = server
+        .client
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_millis(700))
+        .send()
+        .await;
+    assert!(
+        third.is_err_and(|e| e.is_timeout()),
+        "a third connection was served beyond the cap of 2"
+    );
+    let [first, _second] = idle;
+    drop(first);
+    let served = server
+        .client
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_metrics_and_nothing_of_the_api() {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
+    let app = App::new(&config).unwrap();
+    let server = Server::bind(&config, app).await.unwrap();
+    let metrics = format!("http://{}", server.metrics_addr().unwrap().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let scrape = client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+    assert!(scrape.text().await.unwrap().contains("iter8_analytics_"));
+    for path in ["/v1/assessments", "/healthz", "/openapi.json"] {
+        let answer = client.get(format!("{metrics}{path}")).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -4,6 +4,7 @@
 //! by one is understood by the others. Field names are camelCase on the wire, like Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod request;
 pub mod response;
 pub mod validate;

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod conditions;
 pub mod conflict;
+pub mod fence;
 pub mod leader;
 pub mod plan;
 pub mod reconcile;
@@ -88,7 +89,12 @@ pub enum Stopped {
 
 /// Runs the controller as a replica: with an election, it first waits to hold the Lease,
 /// reconciles only while it holds it, and gives it up when it stops; without one, it runs
-/// until `shutdown`. Readiness (`/readyz`) is true exactly while it reconciles.
+/// until `shutdown`.
+///
+/// Readiness (`/readyz`) is true from the start, for a standby too: a Deployment rollout
+/// (RollingUpdate, maxUnavailable 0) waits for the new pod to be Ready before it stops the old
+/// one, which holds the Lease; were readiness tied to the Lease, neither would ever happen.
+/// Whether this replica leads is the `iter8_controller_leader` gauge.
 pub async fn run_elected<M: MetricsBackend + 'static>(
     ctx: Arc<Context<M>>,
     namespace: Option<&str>,
@@ -96,6 +102,7 @@ pub async fn run_elected<M: MetricsBackend + 'static>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Stopped {
     let telemetry = ctx.telemetry.clone();
+    telemetry.set_ready(true);
     // The shutdown trigger the controller takes must be Sync, which the election's futures
     // are not: they run in a task of their own and say why to stop through a watch channel.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(None::<Stopped>);
@@ -135,7 +142,7 @@ pub async fn run_elected<M: MetricsBackend + 'static>(
     if let Some(early) = *stop_rx.borrow_and_update() {
         return early;
     }
-    telemetry.set_ready(true);
+    telemetry.set_leading(true);
     let mut trigger = stop_rx.clone();
     let stop = async move {
         while trigger.changed().await.is_ok() {
@@ -146,11 +153,12 @@ pub async fn run_elected<M: MetricsBackend + 'static>(
     };
     tracing::info!(?namespace, "controller running");
     run(ctx, namespace, stop).await;
-    telemetry.set_ready(false);
+    telemetry.set_leading(false);
     if let Some(election) = &election {
         election.release().await;
     }
     let reason = *stop_rx.borrow();
+    telemetry.set_ready(false);
     reason.unwrap_or(Stopped::Shutdown)
 }
 

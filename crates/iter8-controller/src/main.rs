@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use iter8_controller::analytics::{AnalyticsClient, ClientTls};
-use iter8_controller::leader::LeaderElection;
+use iter8_controller::fence::fenced_client;
+use iter8_controller::leader::{LeaderElection, Leadership, Timing};
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
 use iter8_controller::{Context, Settings, Stopped};
@@ -73,9 +74,18 @@ struct Args {
     /// Name of the leader-election Lease.
     #[arg(long, env = "ITER8_LEASE_NAME", default_value = "iter8-controller")]
     lease_name: String,
-    /// How long a silent leader keeps the Lease.
+    /// How long other replicas wait, from when they saw the leader's last renewal, before
+    /// taking the Lease.
     #[arg(long, env = "ITER8_LEASE_DURATION", default_value = "15s", value_parser = interval)]
     lease_duration: Duration,
+    /// How long the leader keeps acting (and writing routes) without a successful renewal;
+    /// shorter than the lease duration (default: 2/3 of it).
+    #[arg(long, env = "ITER8_LEASE_RENEW_DEADLINE", value_parser = interval)]
+    lease_renew_deadline: Option<Duration>,
+    /// How often the leader renews and a standby tries to take the Lease (default: 2/15 of
+    /// the lease duration).
+    #[arg(long, env = "ITER8_LEASE_RETRY_PERIOD", value_parser = interval)]
+    lease_retry_period: Option<Duration>,
     /// This replica's identity in the election and in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -84,9 +94,9 @@ struct Args {
     log_json: bool,
 }
 
-fn interval(text: &str) -> Result<Duration, String> {
-    iter8_controller::plan::parse_interval(text)
-        .ok_or_else(|| format!("{text:?} is not a duration like 500ms, 10s or 5m"))
+/// Duration flags use the CRDs' grammar; clap names the flag in the error.
+fn interval(text: &str) -> Result<Duration, iter8_crd::duration::DurationError> {
+    iter8_crd::duration::parse(text)
 }
 
 #[tokio::main]
@@ -97,9 +107,37 @@ async fn main() -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("iter8-controller-{}", std::process::id()));
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API server")?;
+        .context("loading the Kubernetes client configuration")?;
+    let timing = {
+        let derived = Timing::for_lease(args.lease_duration);
+        Timing {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline.unwrap_or(derived.renew_deadline),
+            retry_period: args.lease_retry_period.unwrap_or(derived.retry_period),
+        }
+        .validate()?
+    };
+    // The election talks to the API server on a client of its own; every other write goes
+    // through the fence, which lets it out only while the Lease is held.
+    let election = if args.leader_elect {
+        let lease_client =
+            kube::Client::try_from(config.clone()).context("building the Lease client")?;
+        Some(LeaderElection::with_timing(
+            lease_client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            timing,
+        ))
+    } else {
+        None
+    };
+    let leadership = election
+        .as_ref()
+        .map_or_else(Leadership::unconditional, LeaderElection::leadership);
+    let client = fenced_client(config, leadership).context("building the Kubernetes client")?;
 
     let token = match &args.analytics_token_file {
         Some(path) => Some(read_token(path)?),
@@ -169,15 +207,6 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let election = args.leader_elect.then(|| {
-        LeaderElection::new(
-            client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
-            args.lease_duration,
-        )
-    });
     let stopped =
         iter8_controller::run_elected(ctx, args.namespace.as_deref(), election, shutdown_signal())
             .await;

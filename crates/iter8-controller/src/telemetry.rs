@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use iter8_crd::Phase;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The controller's metrics.
@@ -32,6 +32,7 @@ pub struct Telemetry {
     pub iteration_lateness: HistogramVec,
     /// Status writes that lost a race with another writer (409 Conflict).
     pub status_conflicts: IntCounter,
+    leader: IntGauge,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
     ready: Arc<AtomicBool>,
@@ -77,6 +78,10 @@ impl Telemetry {
             "iter8_controller_status_conflicts_total",
             "Status writes refused with 409 Conflict",
         )?;
+        let leader = IntGauge::new(
+            "iter8_controller_leader",
+            "1 while this replica holds the Lease and reconciles, else 0",
+        )?;
         let experiments = IntGaugeVec::new(
             Opts::new("iter8_controller_experiments", "Experiments by phase"),
             &["phase"],
@@ -86,6 +91,7 @@ impl Telemetry {
         registry.register(Box::new(iteration_seconds.clone()))?;
         registry.register(Box::new(iteration_lateness.clone()))?;
         registry.register(Box::new(status_conflicts.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
             registry,
@@ -94,6 +100,7 @@ impl Telemetry {
             iteration_seconds,
             iteration_lateness,
             status_conflicts,
+            leader,
             experiments,
             phases: Arc::default(),
             ready: Arc::default(),
@@ -128,9 +135,14 @@ impl Telemetry {
         }
     }
 
-    /// Marks the controller ready (leading and watching) or not.
+    /// Marks the process ready (up and able to take over) or not; a standby is ready too.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Records whether this replica leads (holds the Lease and reconciles).
+    pub fn set_leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The HTTP routes: `/metrics`, `/healthz`, `/readyz`.
@@ -155,6 +167,6 @@ async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
     if t.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not leading")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }

@@ -2,12 +2,11 @@
 //! `api/crds/` and the Helm chart's `crds/` (a test keeps both in step with these types).
 #![forbid(unsafe_code)]
 
-pub mod duration;
 pub mod experiment;
 pub mod metric;
 
-pub use duration::parse_duration;
 pub use experiment::*;
+pub use iter8_api::duration::{self, parse_duration};
 pub use metric::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

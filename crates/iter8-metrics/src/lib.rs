@@ -113,9 +113,6 @@ pub struct Settings {
     pub default_prometheus_address: Option<String>,
     /// How long a query may take when the metric sets no `timeoutSeconds`.
     pub default_timeout: Duration,
-    /// A sample stamped longer than this before the end of the window is stale (`NoData`).
-    /// About two scrape intervals is right for most set-ups.
-    pub staleness: Duration,
 }
 
 impl Default for Settings {
@@ -123,7 +120,6 @@ impl Default for Settings {
         Self {
             default_prometheus_address: None,
             default_timeout: Duration::from_secs(10),
-            staleness: Duration::from_secs(60),
         }
     }
 }

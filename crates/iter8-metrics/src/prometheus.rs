@@ -21,7 +21,7 @@ pub struct PrometheusBackend {
 }
 
 /// One sample of an instant-query answer: its labels, timestamp and value.
-type Series = (std::collections::HashMap<String, String>, f64, f64);
+type Series = (std::collections::HashMap<String, String>, f64);
 
 impl PrometheusBackend {
     /// A backend with these settings.
@@ -84,10 +84,7 @@ impl PrometheusBackend {
                 name,
                 "the query returned no series for this version",
             )),
-            [(_, ts, value)] => {
-                quality::check_fresh(name, *ts, query.now, self.settings.staleness)?;
-                Ok(*value)
-            }
+            [(_, value)] => Ok(*value),
             many => Err(invalid(
                 name,
                 format!(
@@ -113,14 +110,13 @@ impl PrometheusBackend {
         }
         series
             .into_iter()
-            .map(|(labels, ts, value)| {
+            .map(|(labels, value)| {
                 let le = labels.get("le").ok_or_else(|| {
                     invalid(
                         name,
                         "a histogram query must return one series per `le` label: use `sum by (le) (...)`",
                     )
                 })?;
-                quality::check_fresh(name, ts, query.now, self.settings.staleness)?;
                 Ok((quality::parse_le(name, le)?, value))
             })
             .collect()
@@ -172,12 +168,14 @@ impl PrometheusBackend {
             })?
             .map_err(|e| map_error(name, &e))?;
         match answer.into_inner().0 {
-            Data::Scalar(s) => Ok(vec![(Default::default(), s.timestamp(), s.value())]),
+            // An instant query's samples carry the evaluation time, not the time they were
+            // scraped: nothing here can tell a stale value from a fresh one.
+            Data::Scalar(s) => Ok(vec![(Default::default(), s.value())]),
             Data::Vector(v) => Ok(v
                 .into_iter()
                 .map(|iv| {
                     let (labels, s) = iv.into_inner();
-                    (labels, s.timestamp(), s.value())
+                    (labels, s.value())
                 })
                 .collect()),
             Data::Matrix(_) => Err(invalid(

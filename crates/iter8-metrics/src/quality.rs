@@ -1,8 +1,6 @@
 //! Data-quality checks that turn raw numbers into observations, or into
 //! [`MetricsError::NoData`] when the numbers cannot be trusted.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use iter8_api::{
     Bucket, BucketBound, HistogramObservation, InfinityLiteral, MeanObservation, Observation,
 };
@@ -52,30 +50,6 @@ pub fn check_value(metric: &str, what: &str, value: f64) -> Result<f64, MetricsE
         ));
     }
     Ok(value)
-}
-
-/// A sample stamped more than `bound` before `now` is stale.
-pub fn check_fresh(
-    metric: &str,
-    timestamp_secs: f64,
-    now: SystemTime,
-    bound: Duration,
-) -> Result<(), MetricsError> {
-    let now_secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let age = now_secs - timestamp_secs;
-    if !timestamp_secs.is_finite() || age > bound.as_secs_f64() {
-        return Err(no_data(
-            metric,
-            format!(
-                "stale sample: stamped {age:.1} s before the end of the window (bound {} s)",
-                bound.as_secs_f64()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A counter observation.
@@ -275,18 +249,5 @@ mod tests {
             parse_le("m", "NaN"),
             Err(MetricsError::Invalid { .. })
         ));
-    }
-
-    #[test]
-    fn samples_older_than_the_bound_are_stale() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000);
-        let bound = Duration::from_secs(30);
-        assert!(check_fresh("m", 990.0, now, bound).is_ok());
-        assert!(check_fresh("m", 1_000.0, now, bound).is_ok());
-        assert!(matches!(
-            check_fresh("m", 900.0, now, bound),
-            Err(MetricsError::NoData { .. })
-        ));
-        assert!(check_fresh("m", f64::NAN, now, bound).is_err());
     }
 }

@@ -37,6 +37,9 @@ pub struct ScriptedMetrics {
     data: Arc<Mutex<HashMap<String, BTreeMap<String, Observation>>>>,
     queries: Arc<Mutex<HashMap<(String, String), u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Typical time one query takes (none by default), and a counter for its jitter.
+    latency: Arc<Mutex<Option<Duration>>>,
+    answered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ScriptedMetrics {
@@ -55,6 +58,27 @@ impl ScriptedMetrics {
 }
 
 impl ScriptedMetrics {
+    /// Makes every query take about `typical` (from half to twice it, spread evenly and
+    /// deterministically), as a Prometheus answering over the network does.
+    pub fn set_latency(&self, typical: Duration) {
+        *self.latency.lock().expect("not poisoned") = Some(typical);
+    }
+
+    /// The latency of the next query: `typical` times a factor in [0.5, 2), from a
+    /// SplitMix64 sequence over the queries answered so far.
+    fn next_latency(&self) -> Option<Duration> {
+        let typical = (*self.latency.lock().expect("not poisoned"))?;
+        let n = self
+            .answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        Some(typical.mul_f64(0.5 + 1.5 * unit))
+    }
+
     /// Makes the backend answer as an unreachable Prometheus would.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
@@ -63,6 +87,9 @@ impl ScriptedMetrics {
 
 impl MetricsBackend for ScriptedMetrics {
     async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        if let Some(latency) = self.next_latency() {
+            tokio::time::sleep(latency).await;
+        }
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(MetricsError::Unavailable {
                 metric: query.name.to_string(),
@@ -91,6 +118,22 @@ impl MetricsBackend for ScriptedMetrics {
                 reason: format!("no series for version {version}"),
             })
     }
+}
+
+/// What a test of several controller replicas starts from: a namespace with the CRDs, the
+/// Metrics and HTTPRoute `reviews`; scripted metrics for `v1` and `v2` that never decide; and
+/// the real analytics server behind a recording proxy.
+pub async fn replicas_fixture(test: &str) -> Result<(TestEnv, ScriptedMetrics, AssessmentLog)> {
+    let env = TestEnv::new(test).await?;
+    install_crds(&env.client).await?;
+    let ns = env.namespace.name().to_string();
+    create_metrics(&env.client, &ns).await?;
+    create_http_route(&env.client, &ns, "reviews").await?;
+    let metrics = ScriptedMetrics::default();
+    metrics.set("v1", 400.0, 3.0, 0.0);
+    metrics.set("v2", 400.0, 3.0, 0.0);
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    Ok((env, metrics, assessed))
 }
 
 /// The real analytics server, in this process, on a free loopback port.
