@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod evidence;
 pub mod request;
 pub mod response;
 pub mod validate;
 
+pub use evidence::*;
 pub use request::*;
 pub use response::*;
 pub use validate::{ErrorResponse, InvalidRequest, MetricKind};

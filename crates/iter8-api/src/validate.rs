@@ -62,9 +62,46 @@ impl AssessmentRequest {
     pub fn validate(&self) -> Check {
         self.check_iterations()?;
         self.check_versions()?;
+        self.check_evidence()?;
         self.check_ratios()?;
         self.check_criteria()?;
         self.check_strategy()
+    }
+
+    /// For a client that reports every metric it knows (even at zero, as local mode does): a
+    /// criterion on a metric no version reports and no ratio defines is a typo. The service
+    /// cannot tell that from data that has not arrived yet, so `validate` accepts it.
+    pub fn check_metrics_known(&self) -> Check {
+        let c = &self.criteria;
+        let targets = c
+            .objectives
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (format!("criteria.objectives[{i}]"), o.target()))
+            .chain(
+                c.relative_objectives
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("criteria.relativeObjectives[{i}]"), o.target())),
+            )
+            .chain(
+                c.rewards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("criteria.rewards[{i}]"), o.target())),
+            );
+        for (at, target) in targets {
+            if self.metric_kind(&target.metric).is_none() {
+                return Err(InvalidRequest::new(
+                    format!("{at}.metric"),
+                    format!(
+                        "no version has data for metric {:?}, and no ratio defines it",
+                        target.metric
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The candidate versions (all but the baseline).
@@ -153,12 +190,142 @@ impl AssessmentRequest {
             check_metrics(&format!("{at}.metrics"), &v.metrics)?;
             check_history(&at, self.iteration, v)?;
         }
+        let mut kinds: BTreeMap<&str, MetricKind> = BTreeMap::new();
+        for (i, v) in self.versions.iter().enumerate() {
+            for (name, o) in &v.metrics {
+                let kind = MetricKind::of(o);
+                let first = *kinds.entry(name.as_str()).or_insert(kind);
+                if first != kind {
+                    return Err(InvalidRequest::new(
+                        format!("versions[{i}].metrics.{name}"),
+                        format!(
+                            "{name:?} is a {} here and a {} for an earlier version; a metric \
+                             has one kind for every version",
+                            kind.name(),
+                            first.name()
+                        ),
+                    ));
+                }
+            }
+        }
         let total: u32 = self.versions.iter().map(|v| v.weight).sum();
         if total != 100 {
             return Err(InvalidRequest::new(
                 "versions[].weight",
                 format!("weights must sum to 100, got {total}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The evidence must come from an earlier iteration of this experiment: the same version
+    /// names in the same order, metrics of the same kinds, and bounded in size.
+    fn check_evidence(&self) -> Check {
+        let Some(e) = &self.evidence else {
+            return Ok(());
+        };
+        if e.iteration == 0 || e.iteration >= self.iteration {
+            return Err(InvalidRequest::new(
+                "evidence.iteration",
+                format!(
+                    "the evidence covers iteration {}; it must come from an earlier iteration \
+                     than this one ({}) and from at least iteration 1",
+                    e.iteration, self.iteration
+                ),
+            ));
+        }
+        if e.versions.len() != self.versions.len() {
+            return Err(InvalidRequest::new(
+                "evidence.versions",
+                format!(
+                    "the evidence is about {} versions; this request has {}",
+                    e.versions.len(),
+                    self.versions.len()
+                ),
+            ));
+        }
+        if e.targets.len() > MAX_METRICS + MAX_CRITERIA {
+            return Err(InvalidRequest::new(
+                "evidence.targets",
+                format!(
+                    "{} targets; at most {}",
+                    e.targets.len(),
+                    MAX_METRICS + MAX_CRITERIA
+                ),
+            ));
+        }
+        for (i, (ev, v)) in e.versions.iter().zip(&self.versions).enumerate() {
+            let at = format!("evidence.versions[{i}]");
+            if ev.name != v.name {
+                return Err(InvalidRequest::new(
+                    format!("{at}.name"),
+                    format!(
+                        "the evidence is about version {:?} here, the request about {:?}; \
+                         versions keep their names and order for the whole experiment",
+                        ev.name, v.name
+                    ),
+                ));
+            }
+            if !v.history.is_empty() {
+                return Err(InvalidRequest::new(
+                    format!("versions[{i}].history"),
+                    "send either evidence or history, not both: the evidence already holds \
+                     what the history would say",
+                ));
+            }
+            check_metrics(&format!("{at}.last"), &ev.last)?;
+            for (name, past) in &ev.last {
+                if let Some(now) = v.metrics.get(name)
+                    && MetricKind::of(now) != MetricKind::of(past)
+                {
+                    return Err(InvalidRequest::new(
+                        format!("versions[{i}].metrics.{name}"),
+                        format!(
+                            "{name:?} was a {} in earlier iterations and is a {} now; a \
+                             metric keeps its kind for the whole experiment",
+                            MetricKind::of(past).name(),
+                            MetricKind::of(now).name()
+                        ),
+                    ));
+                }
+            }
+            if ev.batches.len() > MAX_METRICS {
+                return Err(InvalidRequest::new(
+                    format!("{at}.batches"),
+                    format!("{} entries; at most {MAX_METRICS}", ev.batches.len()),
+                ));
+            }
+            for (name, b) in &ev.batches {
+                let fields = [b.reference, b.sum, b.count, b.sum_sq, b.cross, b.count_sq];
+                if fields.iter().any(|x| !x.is_finite()) || b.count < 0.0 || b.sum_sq < 0.0 {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.batches.{name}"),
+                        "must hold finite numbers, with non-negative count and sumSq",
+                    ));
+                }
+            }
+            if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
+                return Err(InvalidRequest::new(
+                    format!("{at}.recent"),
+                    format!(
+                        "{} intervals; at most {}",
+                        ev.recent.len(),
+                        crate::evidence::RECENT_INTERVALS
+                    ),
+                ));
+            }
+            for (k, r) in ev.recent.iter().enumerate() {
+                if r.iteration > e.iteration || r.values.len() != e.targets.len() {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.recent[{k}]"),
+                        format!(
+                            "must be at most iteration {} and hold one value per target ({})",
+                            e.iteration,
+                            e.targets.len()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -181,20 +348,11 @@ impl AssessmentRequest {
                         format!("{:?} is also an observed metric of versions[{j}]", r.name),
                     ));
                 }
-                let num = counter(v, &r.numerator, &format!("{at}.numerator"), j)?;
-                let den = counter(v, &r.denominator, &format!("{at}.denominator"), j)?;
-                if let (Some(num), Some(den)) = (num, den)
-                    && num > den
-                {
-                    return Err(InvalidRequest::new(
-                        format!("versions[{j}].metrics.{}", r.numerator),
-                        format!(
-                            "ratio {:?} is a rate in [0, 1], but its numerator {:?} ({num}) \
-                             exceeds its denominator {:?} ({den})",
-                            r.name, r.numerator, r.denominator
-                        ),
-                    ));
-                }
+                // A numerator above its denominator (two counters extrapolated separately)
+                // is a data problem of that version, not of the request: the engine treats
+                // the ratio as missing for it and says so.
+                counter(v, &r.numerator, &format!("{at}.numerator"), j)?;
+                counter(v, &r.denominator, &format!("{at}.denominator"), j)?;
             }
         }
         Ok(())
@@ -250,6 +408,21 @@ impl AssessmentRequest {
         for (i, r) in c.rewards.iter().enumerate() {
             self.check_target(&format!("criteria.rewards[{i}]"), r)?;
         }
+        if matches!(
+            self.kind,
+            ExperimentKind::Canary | ExperimentKind::PerformanceTest
+        ) && c.objectives.is_empty()
+            && c.relative_objectives.is_empty()
+        {
+            return Err(InvalidRequest::new(
+                "criteria.objectives",
+                format!(
+                    "a {} passes by meeting its criteria; name at least one objective or \
+                     relative objective, or nothing could ever be judged",
+                    kind_name(self.kind)
+                ),
+            ));
+        }
         if matches!(self.kind, ExperimentKind::AB | ExperimentKind::ABn) && c.rewards.is_empty() {
             return Err(InvalidRequest::new(
                 "criteria.rewards",
@@ -264,15 +437,11 @@ impl AssessmentRequest {
 
     fn check_target(&self, at: &str, criterion: &impl Targeted) -> Check {
         let target = criterion.target();
-        let kind = self.metric_kind(&target.metric).ok_or_else(|| {
-            InvalidRequest::new(
-                format!("{at}.metric"),
-                format!(
-                    "no version has data for metric {:?}, and no ratio defines it",
-                    target.metric
-                ),
-            )
-        })?;
+        // No version has data for the metric yet (an experiment created before its load
+        // starts): a state of the data, not a fault of the request. The engine reports it.
+        let Some(kind) = self.metric_kind(&target.metric) else {
+            return Ok(());
+        };
         match (kind, target.quantile) {
             (MetricKind::Histogram, None) => Err(InvalidRequest::new(
                 format!("{at}.quantile"),
@@ -421,6 +590,16 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
+    /// The kind's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Mean => "mean",
+            Self::Histogram => "histogram",
+            Self::Ratio => "ratio",
+        }
+    }
+
     /// The kind of an observation.
     pub fn of(o: &Observation) -> Self {
         match o {

@@ -2,20 +2,16 @@
 //! (version, metric) pair they use, with the warnings the data gave rise to.
 
 use iter8_api::{
-    AssessmentRequest, Direction, MeanObservation, Observation, Target, Targeted, Version, Warning,
+    AssessmentRequest, Direction, Evidence, MeanObservation, Observation, Target, Targeted,
+    Version, Warning,
 };
 
 use crate::histogram::QuantilePosterior;
 use crate::posterior::{MeanPosterior, Posterior, RatePosterior};
+use crate::series::{self, RESET_HOLD, Reset, batch_means_error};
 
 /// Fewer observations than this earn a warning that estimates are wide.
 const FEW_SAMPLES: f64 = 30.0;
-
-/// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
-/// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,
-/// so the count of a version whose traffic slowed or stopped shrinks a little as the window
-/// grows. A reset that the query does not bridge drops to about nothing.
-const RESET_FRACTION: f64 = 0.5;
 
 /// Everything the engine derives from a request before drawing.
 #[derive(Debug)]
@@ -36,6 +32,8 @@ pub struct Model {
     /// The (version, target) pairs whose mean has an assumed spread, not an estimated one:
     /// their posteriors are guesses about the tails, not evidence.
     pub assumed_spread: Vec<(usize, usize)>,
+    /// The evidence after this iteration: the request's, with this iteration folded in.
+    pub evidence: Evidence,
 }
 
 /// One criterion, compiled.
@@ -165,6 +163,7 @@ impl Model {
             });
         }
 
+        let (evidence, resets) = series::fold(req, &targets, &criteria);
         let mut model = Self {
             targets,
             posteriors: Vec::new(),
@@ -173,9 +172,10 @@ impl Model {
             warnings: Vec::new(),
             promotion_blocked: None,
             assumed_spread: Vec::new(),
+            evidence,
         };
-        for (vi, version) in req.versions.iter().enumerate() {
-            model.check_history(vi, version);
+        model.note_resets(req, &resets);
+        for vi in 0..req.versions.len() {
             let row = (0..model.targets.len())
                 .map(|ti| model.posterior(req, vi, ti))
                 .collect();
@@ -192,6 +192,30 @@ impl Model {
             self.posteriors[version][t].is_some()
                 && (matches!(c.check, Check::Absolute { .. }) || self.posteriors[0][t].is_some())
         })
+    }
+
+    /// Whether the spread of a target's estimate is known well enough to test or compare it:
+    /// always for rates and quantiles; for a mean, from a sum of squares or from at least
+    /// [`crate::guards::MIN_BATCHES`] batch means, never from an assumed one.
+    pub fn spread_estimated(&self, version: usize, target: usize) -> bool {
+        match &self.posteriors[version][target] {
+            Some(Posterior::Mean(m)) => {
+                !self.assumed_spread.contains(&(version, target))
+                    && m.dof() + 1.0 >= crate::guards::MIN_BATCHES
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Whether a version has data for everything that judges it: every criterion's metric
+    /// (the baseline's too, for relative criteria) and the reward. Nothing is decided about
+    /// a version without it.
+    pub fn has_data(&self, version: usize) -> bool {
+        self.has_data_for_criteria(version)
+            && self
+                .reward
+                .is_none_or(|(t, _)| self.posteriors[version][t].is_some())
     }
 
     /// Whether a criterion's verdict for a version rests on estimated spreads only (the
@@ -213,6 +237,18 @@ impl Model {
                 _ => None,
             };
             match (count(&ratio.numerator), count(&ratio.denominator)) {
+                (Some(events), Some(trials)) if events > trials => {
+                    self.warn(
+                        &format!("versions[{vi}].metrics.{}", ratio.numerator),
+                        format!(
+                            "{} of version {:?} ({events}) exceeds {} ({trials}), so the rate \
+                             {} is not known for it (counters extrapolated separately, or a \
+                             wrong query); it counts as no data",
+                            ratio.numerator, version.name, ratio.denominator, ratio.name
+                        ),
+                    );
+                    None
+                }
                 (Some(events), Some(trials)) => {
                     RatePosterior::new(events, trials).map(Posterior::Rate)
                 }
@@ -222,6 +258,20 @@ impl Model {
             match (version.metrics.get(&target.metric), target.quantile) {
                 (Some(Observation::Mean(m)), _) => {
                     self.mean_posterior((vi, ti), version, &target, m)
+                }
+                (Some(Observation::Histogram(h)), Some(_))
+                    if !h.buckets.last().is_some_and(|b| b.le.value().is_infinite()) =>
+                {
+                    self.warn(
+                        &field,
+                        format!(
+                            "the histogram {} of version {:?} has no \"+Inf\" bucket, so its \
+                             total and the values above its last bound are unknown; it counts \
+                             as no data",
+                            target.metric, version.name
+                        ),
+                    );
+                    None
                 }
                 (Some(Observation::Histogram(h)), Some(q)) => {
                     let post = QuantilePosterior::new(h, q.fraction());
@@ -280,7 +330,11 @@ impl Model {
         let (std_error, dof) = if let Some(ss) = m.sum_of_squares {
             let var = ((ss - n * mean * mean) / (n - 1.0)).max(0.0);
             ((var / n).sqrt(), n - 1.0)
-        } else if let Some(batch) = batch_means_error(version, &target.metric, m) {
+        } else if let Some(batch) = self.evidence.versions[vi]
+            .batches
+            .get(&target.metric)
+            .and_then(batch_means_error)
+        {
             batch
         } else {
             self.assumed_spread.push((vi, ti));
@@ -297,24 +351,31 @@ impl Model {
         MeanPosterior::new(mean, std_error, dof, n).map(Posterior::Mean)
     }
 
-    fn check_history(&mut self, vi: usize, version: &Version) {
-        for snapshot in &version.history {
-            for (name, past) in &snapshot.metrics {
-                let Some(now) = version.metrics.get(name) else {
-                    continue;
-                };
-                if size(now) < size(past) * RESET_FRACTION {
-                    let reason = format!(
-                        "{name} of version {:?} went backwards since iteration {} ({} -> {}); \
-                         a counter reset or a wrong query - no version is promoted on this data",
-                        version.name,
-                        snapshot.iteration,
-                        size(past),
-                        size(now)
-                    );
-                    self.warn(&format!("versions[{vi}].metrics.{name}"), reason.clone());
-                    self.promotion_blocked.get_or_insert(reason);
-                }
+    /// Counter resets: this iteration's get a warning each; any within [`RESET_HOLD`]
+    /// iterations blocks promotion.
+    fn note_resets(&mut self, req: &AssessmentRequest, resets: &[Reset]) {
+        for r in resets {
+            let reason = format!(
+                "{} of version {:?} went backwards since iteration {} ({} -> {}); a counter \
+                 reset or a wrong query - no version is promoted on this data",
+                r.metric, req.versions[r.version].name, r.since, r.sizes.0, r.sizes.1
+            );
+            self.warn(
+                &format!("versions[{}].metrics.{}", r.version, r.metric),
+                reason.clone(),
+            );
+            self.promotion_blocked.get_or_insert(reason);
+        }
+        for (v, ev) in self.evidence.versions.iter().enumerate() {
+            if let Some(at) = ev.reset_at
+                && req.iteration < at + RESET_HOLD
+            {
+                self.promotion_blocked.get_or_insert(format!(
+                    "a metric of version {:?} went backwards at iteration {at}; nothing is \
+                     promoted before iteration {}",
+                    req.versions[v].name,
+                    at + RESET_HOLD
+                ));
             }
         }
     }
@@ -325,57 +386,4 @@ impl Model {
             message,
         });
     }
-}
-
-/// The amount of data an observation holds, which never decreases in a cumulative series.
-fn size(o: &Observation) -> f64 {
-    match o {
-        Observation::Counter(c) => *c,
-        Observation::Mean(m) => m.count,
-        Observation::Histogram(h) => h.buckets.last().map_or(0.0, |b| b.count),
-    }
-}
-
-/// Standard error of a mean from its per-iteration batch means (a cluster-robust estimate),
-/// with `batches - 1` degrees of freedom; `None` with fewer than two usable batches.
-pub fn batch_means_error(
-    version: &Version,
-    metric: &str,
-    now: &MeanObservation,
-) -> Option<(f64, f64)> {
-    let mut points: Vec<(f64, f64)> = version
-        .history
-        .iter()
-        .filter_map(|s| match s.metrics.get(metric) {
-            Some(Observation::Mean(m)) => Some((m.sum, m.count)),
-            _ => None,
-        })
-        .collect();
-    points.push((now.sum, now.count));
-    let mut batches = Vec::new();
-    let (mut prev_sum, mut prev_count) = (0.0, 0.0);
-    for (sum, count) in points {
-        let dc = count - prev_count;
-        if dc < 0.0 {
-            return None;
-        }
-        if dc > 0.0 {
-            batches.push((sum - prev_sum, dc));
-        }
-        (prev_sum, prev_count) = (sum, count);
-    }
-    let b = batches.len() as f64;
-    if b < 2.0 {
-        return None;
-    }
-    let mean = now.sum / now.count;
-    let spread: f64 = batches
-        .iter()
-        .map(|&(s, c)| {
-            let d = s - c * mean;
-            d * d
-        })
-        .sum();
-    let var = spread * b / (b - 1.0) / (now.count * now.count);
-    Some((var.sqrt(), b - 1.0))
 }
