@@ -19,8 +19,9 @@ source "$IT_DIR/kube-env/up.sh"
 export ITER8_TEST_KUBECONFIG
 
 cd "$ROOT"
-# The chart test runs the service binaries as the chart configures them (tests/chart.rs).
-cargo build -p iter8-controller -p iter8-analytics --bins
+# The chart test runs the service binaries as the chart configures them (tests/chart.rs);
+# the gateway tests run the sample app as processes in a network namespace (src/gateway.rs).
+cargo build -p iter8-controller -p iter8-analytics -p iter8-sample-app --bins
 status=0
 if (($#)); then
   cargo test "$@" || status=$?

@@ -21,8 +21,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod crds;
+pub mod gateway;
 pub mod pki;
+pub mod process;
 pub mod prometheus;
 
 use std::collections::VecDeque;
@@ -67,7 +70,7 @@ pub fn helm_binary() -> Result<PathBuf> {
     built_binary(HELM_BIN_ENV, "helm")
 }
 
-fn built_binary(env_var: &str, name: &str) -> Result<PathBuf> {
+pub(crate) fn built_binary(env_var: &str, name: &str) -> Result<PathBuf> {
     let path = match std::env::var_os(env_var) {
         Some(p) => PathBuf::from(p),
         None => cache_bin_dir().join(name),
@@ -189,6 +192,28 @@ impl ControlPlane {
             .await
             .context("loading kubeconfig")?;
         Ok(config)
+    }
+
+    /// A kubeconfig for `user` authenticating with bearer `token` on this control plane's
+    /// server, trusting its CA: what a workload's ServiceAccount token gives it.
+    pub fn token_kubeconfig(&self, user: &str, token: &str) -> Result<String> {
+        let admin: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let cluster = admin["clusters"][0]["cluster"].clone();
+        if !cluster["server"].is_string() {
+            bail!(
+                "admin kubeconfig {} has no server",
+                self.kubeconfig.display()
+            );
+        }
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster)?}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
+            "current-context": "test",
+        });
+        Ok(serde_yaml::to_string(&config)?)
     }
 
     /// A new admin client. Create one per test: a client belongs to the
