@@ -6,24 +6,27 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Metric, Phase};
-use iter8_integration_tests::prometheus::{Prometheus, drive, free_port, start_app};
-use iter8_integration_tests::{ControlPlane, TestEnv, crds, helm_binary};
+use iter8_integration_tests::chart::{
+    chart_dir, container_command, helm, helm_ok, repo_root, wait_http_ok,
+};
+use iter8_integration_tests::gateway::{
+    BackendSpec, Backends, Gateway, Load, create_route, http_route_resource, service_account_token,
+};
+use iter8_integration_tests::process::{Process, workspace_binary};
+use iter8_integration_tests::prometheus::{Prometheus, free_port};
+use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -31,38 +34,6 @@ use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration-tests has a parent")
-        .to_path_buf()
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/iter8")
-}
-
-fn helm(args: &[&str]) -> Result<Output> {
-    let helm = helm_binary()?;
-    let out = Command::new(&helm)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", helm.display()))?;
-    Ok(out)
-}
-
-fn helm_ok(args: &[&str]) -> Result<String> {
-    let out = helm(args)?;
-    ensure!(
-        out.status.success(),
-        "helm {} failed: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// Renders the chart (release `iter8` in namespace `iter8-system`) with `--set` values.
 fn render(sets: &[&str]) -> Result<Vec<Value>> {
@@ -854,92 +825,6 @@ fn install_doc_configuration_table_matches_the_chart_values() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Install, and the controller binary on the chart's ServiceAccount token
 
-/// A binary of this workspace, built next to this test (`target/debug`).
-fn workspace_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/debug/deps/chart-<hash> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary directory")?;
-    let path = dir.join(name);
-    ensure!(
-        path.is_file(),
-        "{} not found: build it first with `cargo build -p iter8-controller -p iter8-analytics --bins` \
-         (integration-tests/run.sh does)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A child process killed on drop, with its output in a log file.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self { name, child, log })
-    }
-
-    fn log(&self) -> String {
-        format!(
-            "--- {} log:\n{}",
-            self.name,
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// SIGTERM, then waits up to 10 s for a clean exit.
-    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("{} did not exit within 10 s of SIGTERM", self.name)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A kubeconfig for `token` on the control plane's server, trusting its CA.
-fn token_kubeconfig(control_plane: &ControlPlane, token: &str) -> Result<String> {
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(control_plane.kubeconfig_path())?)?;
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    ensure!(
-        cluster["server"].is_string(),
-        "admin kubeconfig has no server"
-    );
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster)?}],
-        "users": [{"name": "iter8-controller", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "iter8-controller"}}],
-        "current-context": "test",
-    });
-    Ok(serde_yaml::to_string(&config)?)
-}
-
 async fn client_from(kubeconfig: &str) -> Result<Client> {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -953,65 +838,6 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
     }
 }
 
-/// The command line and environment the chart gives a container, from the installed
-/// Deployment (and ConfigMaps it loads with envFrom), with downward-API fields filled in.
-async fn container_command(
-    client: &Client,
-    ns: &str,
-    deployment: &str,
-    pod_name: &str,
-) -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    let d = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(deployment)
-        .await?;
-    let pod = d.spec.template.spec.context("pod spec")?;
-    let c = &pod.containers[0];
-    let mut env = BTreeMap::new();
-    for source in c.env_from.iter().flatten() {
-        let name = &source.config_map_ref.as_ref().context("configMapRef")?.name;
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get(name)
-            .await?;
-        env.extend(cm.data.unwrap_or_default());
-    }
-    for var in c.env.iter().flatten() {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => pod_name.to_string(),
-                Some("metadata.namespace") => ns.to_string(),
-                other => bail!("unexpected valueFrom {other:?} in {deployment}"),
-            },
-            (None, None) => String::new(),
-        };
-        env.insert(var.name.clone(), value);
-    }
-    Ok((c.args.clone().unwrap_or_default(), env))
-}
-
-async fn wait_http_ok(url: &str, timeout: Duration, logs: &dyn Fn() -> String) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{url} not OK within {timeout:?}\n{}", logs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn http_route_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothing_else()
 -> Result<()> {
@@ -1023,12 +849,15 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     let work = tempfile::tempdir()?;
     crds::install(&admin, &crds::http_route_crd(), None).await?;
 
-    // Two versions of the sample app and a Prometheus scraping them.
+    // Two versions of the sample app in a network namespace behind their Services, a real
+    // gateway (Traefik) routing by the HTTPRoute, and a Prometheus scraping the apps. All load
+    // goes through the gateway, so the apps see the split the controller writes.
     let http = reqwest::Client::new();
-    let mut apps = Vec::new();
-    for (version, seed) in [("v1", 1), ("v2", 2)] {
-        apps.push(
-            start_app(iter8_sample_app::Config {
+    let specs: Vec<BackendSpec> = [("v1", 1), ("v2", 2)]
+        .into_iter()
+        .map(|(version, seed)| BackendSpec {
+            service: format!("sample-{version}"),
+            config: iter8_sample_app::Config {
                 version: version.into(),
                 latency_ms: 1.0,
                 latency_sigma: 0.3,
@@ -1036,25 +865,17 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
                 conversion_rate: 0.0,
                 seed,
                 buckets_ms: vec![1.0, 2.0, 5.0, 10.0],
-            })
-            .await?,
-        );
-    }
-    let prometheus = Prometheus::start(&apps)?;
-    prometheus
-        .wait_scraped(&http, apps.len(), Duration::from_secs(60))
-        .await?;
-    let load = {
-        let (http, apps) = (http.clone(), apps.clone());
-        tokio::spawn(async move {
-            loop {
-                for app in &apps {
-                    let _ = drive(&http, *app, 20).await;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            },
         })
-    };
+        .collect();
+    let backends = Backends::start(&admin, &ns, &specs).await?;
+    let gateway = Gateway::start(env.control_plane, &admin, &ns).await?;
+    create_route(&admin, &ns, &gateway, "sample", &[("sample-v1", 100)]).await?;
+    let prometheus = Prometheus::start(&backends.addrs())?;
+    prometheus
+        .wait_scraped(&http, backends.apps().len(), Duration::from_secs(60))
+        .await?;
+    let load = Load::start(&gateway.url(), 4);
 
     // helm install, scoped to the test's namespace, with the defaults pointing at the loopback
     // analytics service and Prometheus; a Secret for metric auth allowed by name.
@@ -1110,23 +931,10 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     .await?;
 
     // A token of the chart's ServiceAccount, and a kubeconfig with nothing else in it.
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-        .create_token_request(
-            "iter8-controller",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token in the TokenRequest's status")?;
-    let sa_kubeconfig = token_kubeconfig(env.control_plane, &token)?;
+    let token = service_account_token(&admin, &ns, "iter8-controller").await?;
+    let sa_kubeconfig = env
+        .control_plane
+        .token_kubeconfig("iter8-controller", &token)?;
     let kubeconfig_path = work.path().join("controller.kubeconfig");
     std::fs::write(&kubeconfig_path, &sa_kubeconfig)?;
 
@@ -1165,21 +973,10 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         Some(pod_name)
     );
 
-    // A canary on the chart's sample-app Metrics, through an HTTPRoute.
+    // A canary on the chart's sample-app Metrics, through HTTPRoute `sample` (created above
+    // with the baseline only: the controller adds the candidate's backendRef).
     let routes: Api<DynamicObject> =
         Api::namespaced_with(admin.clone(), &ns, &http_route_resource());
-    routes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                "metadata": {"name": "sample"},
-                "spec": {"rules": [{"backendRefs": [
-                    {"name": "sample-v1", "port": 8080, "weight": 100}
-                ]}]}
-            }))?,
-        )
-        .await?;
     let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
     let experiment: Experiment = serde_json::from_value(json!({
         "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
@@ -1223,7 +1020,6 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    load.abort();
     let status = done.status.context("status")?;
     let decision = status.decision.context("decision")?;
     assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
@@ -1243,6 +1039,21 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     assert_eq!(
         weights,
         vec![("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)]
+    );
+    // ... and the gateway honours it: a moment after, only the candidate serves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = backends.served(&http).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = backends.served(&http).await?;
+    load.stop();
+    assert_eq!(
+        after[0], before[0],
+        "the baseline gets no traffic after the promotion"
+    );
+    assert!(
+        after[1] > before[1] + 20,
+        "the candidate serves the load: {before:?} -> {after:?} (load: {:?})",
+        load.counts()
     );
     assert!(
         done.metadata
@@ -1417,5 +1228,6 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             .is_none()
     );
     drop(analytics);
+    gateway.stop().await?;
     env.cleanup().await
 }
