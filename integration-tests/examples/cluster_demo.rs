@@ -9,20 +9,15 @@
 //! canary, prints what `kubectl get experiments` shows each iteration with the traffic each
 //! version served, and at the end the decision and its reason. Everything is removed on exit.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use iter8_crd::{Experiment, Phase};
-use iter8_integration_tests::chart::{chart_dir, container_command, helm_ok, wait_http_ok};
-use iter8_integration_tests::gateway::{
-    BackendSpec, Backends, Gateway, Load, create_route, service_account_token,
-};
-use iter8_integration_tests::process::{Process, workspace_binary};
+use iter8_integration_tests::chart::{Workloads, install_chart, sample_canary};
+use iter8_integration_tests::gateway::{BackendSpec, Backends, Gateway, Load, create_route};
 use iter8_integration_tests::prometheus::{Prometheus, free_port};
 use iter8_integration_tests::{ControlPlane, TestNamespace};
 use kube::api::{Api, PostParams};
-use serde_json::json;
 
 fn step(what: &str) {
     println!("==> {what}");
@@ -84,64 +79,15 @@ async fn main() -> Result<()> {
 
     // helm install, and the chart's two workloads as processes.
     let analytics_port = free_port()?;
-    let kubeconfig = control_plane.kubeconfig_path().to_str().context("path")?;
-    let chart = chart_dir();
-    let sets = format!(
-        "controller.watchNamespace={ns},defaults.analyticsURL=http://127.0.0.1:{analytics_port},\
-         defaults.prometheusURL={},defaults.retryAfter=1s,controller.logJson=false,analytics.logJson=false",
-        prometheus.url()
-    );
-    helm_ok(&[
-        "install",
-        "iter8",
-        chart.to_str().context("chart")?,
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
-        &ns,
-        "--set",
-        &sets,
-    ])?;
+    install_chart(control_plane, &ns, analytics_port, prometheus.url(), "")?;
     step("helm install iter8 charts/iter8 (CRDs, RBAC, Deployments, the Metric library)");
-    let (args, vars) =
-        container_command(&client, &ns, "iter8-analytics", "iter8-analytics-0").await?;
-    let mut cmd = Command::new(workspace_binary("iter8-analytics")?);
-    cmd.env_clear()
-        .envs(&vars)
-        .args(args.iter().filter(|a| !a.starts_with("--listen=")))
-        .arg(format!("--listen=127.0.0.1:{analytics_port}"));
-    let analytics = Process::spawn("analytics", cmd, work.path())?;
-    wait_http_ok(
-        &format!("http://127.0.0.1:{analytics_port}/readyz"),
-        Duration::from_secs(30),
-        &|| analytics.log(),
-    )
-    .await?;
-    let token = service_account_token(&client, &ns, "iter8-controller").await?;
-    let controller_kubeconfig = work.path().join("controller.kubeconfig");
-    std::fs::write(
-        &controller_kubeconfig,
-        control_plane.token_kubeconfig("iter8-controller", &token)?,
-    )?;
-    let (args, mut vars) =
-        container_command(&client, &ns, "iter8-controller", "iter8-controller-0").await?;
-    let controller_port = free_port()?;
-    vars.insert(
-        "ITER8_CONTROLLER_LISTEN".into(),
-        format!("127.0.0.1:{controller_port}"),
-    );
-    vars.insert(
-        "KUBECONFIG".into(),
-        controller_kubeconfig.display().to_string(),
-    );
-    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
-    let mut cmd = Command::new(workspace_binary("iter8-controller")?);
-    cmd.env_clear().envs(&vars).args(&args);
-    let controller = Process::spawn("controller", cmd, work.path())?;
-    wait_http_ok(
-        &format!("http://127.0.0.1:{controller_port}/readyz"),
-        Duration::from_secs(30),
-        &|| format!("{}\n{}", controller.log(), analytics.log()),
+    let workloads = Workloads::start(
+        control_plane,
+        &client,
+        &ns,
+        analytics_port,
+        "iter8-controller-0",
+        work.path(),
     )
     .await?;
     step("iter8-analytics and iter8-controller running as the chart configures them");
@@ -152,30 +98,7 @@ async fn main() -> Result<()> {
         gateway.url()
     ));
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns);
-    let experiment: Experiment = serde_json::from_value(json!({
-        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
-        "metadata": {"name": "sample-canary"},
-        "spec": {
-            "kind": "canary",
-            "versions": [
-                {"name": "stable", "backend": {"name": "sample-v1", "port": 8080}, "labels": {"version": "v1"}},
-                {"name": "candidate", "backend": {"name": "sample-v2", "port": 8080}, "labels": {"version": "v2"}}
-            ],
-            "router": {"httpRoute": {"name": "sample"}},
-            "metrics": [
-                {"name": "requests", "metric": {"name": "sample-app-request-count"}},
-                {"name": "errors", "metric": {"name": "sample-app-error-count"}},
-                {"name": "latency", "metric": {"name": "sample-app-mean-latency"}}
-            ],
-            "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
-            "criteria": {"objectives": [
-                {"metric": "error-rate", "upperLimit": 0.02},
-                {"metric": "latency", "upperLimit": 50.0}
-            ]},
-            "strategy": {"maxCandidateWeightIncrement": 25},
-            "duration": {"interval": "3s", "minIterations": 3, "maxIterations": 20}
-        }
-    }))?;
+    let experiment: Experiment = serde_json::from_value(sample_canary(0.02, 25, "3s", 3))?;
     experiments
         .create(&PostParams::default(), &experiment)
         .await?;
@@ -184,8 +107,8 @@ async fn main() -> Result<()> {
     );
 
     println!(
-        "{:<15} {:<8} {:<10} {:<10} {:<26} {:<10} {}",
-        "NAME", "KIND", "PHASE", "ITERATION", "WEIGHTS", "AGE", "SERVED SINCE LAST LINE (v1 / v2)"
+        "{:<15} {:<8} {:<10} {:<10} {:<26} {:<10} SERVED SINCE LAST LINE (v1 / v2)",
+        "NAME", "KIND", "PHASE", "ITERATION", "WEIGHTS", "AGE"
     );
     let mut last_iteration = None;
     let mut last_served = backends.served(&http).await?;
@@ -219,9 +142,9 @@ async fn main() -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!(
-                "the canary did not complete within 180 s\n{}\n{}",
-                controller.log(),
-                analytics.log()
+                "the canary did not complete within 180 s
+{}",
+                workloads.logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -248,8 +171,7 @@ async fn main() -> Result<()> {
         after[1] - before[1]
     ));
     load.stop();
-    drop(controller);
-    drop(analytics);
+    drop(workloads);
     gateway.stop().await?;
     drop(backends);
     namespace.delete().await?;

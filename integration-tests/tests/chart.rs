@@ -6,19 +6,18 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Metric, Phase};
 use iter8_integration_tests::chart::{
-    chart_dir, container_command, helm, helm_ok, repo_root, wait_http_ok,
+    Workloads, chart_dir, helm, helm_ok, install_chart, repo_root, sample_canary,
 };
 use iter8_integration_tests::gateway::{
-    BackendSpec, Backends, Gateway, Load, create_route, http_route_resource, service_account_token,
+    BackendSpec, Backends, Gateway, Load, create_route, http_route_resource,
 };
-use iter8_integration_tests::process::{Process, workspace_binary};
+use iter8_integration_tests::process::workspace_binary;
 use iter8_integration_tests::prometheus::{Prometheus, free_port};
 use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -841,8 +840,9 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothing_else()
 -> Result<()> {
-    let controller_bin = workspace_binary("iter8-controller")?;
-    let analytics_bin = workspace_binary("iter8-analytics")?;
+    // Both binaries must be built (run.sh does): fail before setting anything up.
+    workspace_binary("iter8-controller")?;
+    workspace_binary("iter8-analytics")?;
     let env = TestEnv::new("chart-install").await?;
     let ns = env.namespace.name().to_string();
     let admin = env.client.clone();
@@ -886,23 +886,13 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         .to_str()
         .context("path")?;
     let chart = chart_dir();
-    let sets = format!(
-        "controller.watchNamespace={ns},defaults.analyticsURL=http://127.0.0.1:{analytics_port},\
-         defaults.prometheusURL={},defaults.retryAfter=1s,metricAuth.secretNames={{prometheus-credentials}},\
-         controller.logJson=false,analytics.logJson=false",
-        prometheus.url()
-    );
-    let install = helm_ok(&[
-        "install",
-        "iter8",
-        chart.to_str().context("chart")?,
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
+    let install = install_chart(
+        env.control_plane,
         &ns,
-        "--set",
-        &sets,
-    ])?;
+        analytics_port,
+        prometheus.url(),
+        "metricAuth.secretNames={prometheus-credentials}",
+    )?;
     assert!(install.contains("STATUS: deployed"), "{install}");
     assert!(
         install.contains(&format!("watching namespace {ns}")),
@@ -911,61 +901,34 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     let metrics: Api<Metric> = Api::namespaced(admin.clone(), &ns);
     assert_eq!(metrics.list(&ListParams::default()).await?.items.len(), 13);
 
-    // The analytics binary, as the chart's analytics Deployment runs it.
-    let (args, vars) = container_command(&admin, &ns, "iter8-analytics", "analytics-0").await?;
-    assert!(
-        args.contains(&"--listen=0.0.0.0:8080".to_string()),
-        "{args:?}"
-    );
-    let mut cmd = Command::new(&analytics_bin);
-    cmd.env_clear()
-        .envs(&vars)
-        .args(args.iter().filter(|a| !a.starts_with("--listen=")))
-        .arg(format!("--listen=127.0.0.1:{analytics_port}"));
-    let analytics = Process::spawn("analytics", cmd, work.path())?;
-    wait_http_ok(
-        &format!("http://127.0.0.1:{analytics_port}/readyz"),
-        Duration::from_secs(30),
-        &|| analytics.log(),
+    // The analytics and controller binaries, as the chart's Deployments run them, the
+    // controller with a token of the chart's ServiceAccount and nothing else.
+    let pod_name = "iter8-controller-7d9f-abcde";
+    let mut workloads = Workloads::start(
+        env.control_plane,
+        &admin,
+        &ns,
+        analytics_port,
+        pod_name,
+        work.path(),
     )
     .await?;
-
-    // A token of the chart's ServiceAccount, and a kubeconfig with nothing else in it.
-    let token = service_account_token(&admin, &ns, "iter8-controller").await?;
-    let sa_kubeconfig = env
-        .control_plane
-        .token_kubeconfig("iter8-controller", &token)?;
-    let kubeconfig_path = work.path().join("controller.kubeconfig");
-    std::fs::write(&kubeconfig_path, &sa_kubeconfig)?;
-
-    // The controller binary, as the chart's controller Deployment runs it.
-    let pod_name = "iter8-controller-7d9f-abcde";
-    let (args, mut vars) = container_command(&admin, &ns, "iter8-controller", pod_name).await?;
+    assert!(
+        workloads
+            .analytics_args
+            .contains(&"--listen=0.0.0.0:8080".to_string()),
+        "{:?}",
+        workloads.analytics_args
+    );
     assert_eq!(
-        args,
+        workloads.controller_args,
         vec![
             "--leader-elect=true".to_string(),
             format!("--namespace={ns}")
         ]
     );
-    let controller_port = free_port()?;
-    vars.insert(
-        "ITER8_CONTROLLER_LISTEN".into(),
-        format!("127.0.0.1:{controller_port}"),
-    );
-    vars.insert("KUBECONFIG".into(), kubeconfig_path.display().to_string());
-    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
-    let mut cmd = Command::new(&controller_bin);
-    cmd.env_clear().envs(&vars).args(&args);
-    let mut controller = Process::spawn("controller", cmd, work.path())?;
-    let logs = || format!("{}\n{}", controller.log(), analytics.log());
+    let sa_kubeconfig = workloads.controller_kubeconfig.clone();
     // Ready only once it leads: the Lease RBAC works.
-    wait_http_ok(
-        &format!("http://127.0.0.1:{controller_port}/readyz"),
-        Duration::from_secs(30),
-        &logs,
-    )
-    .await?;
     let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
     let lease = leases.get("iter8-controller").await?;
     assert_eq!(
@@ -978,30 +941,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     let routes: Api<DynamicObject> =
         Api::namespaced_with(admin.clone(), &ns, &http_route_resource());
     let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
-    let experiment: Experiment = serde_json::from_value(json!({
-        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
-        "metadata": {"name": "sample-canary"},
-        "spec": {
-            "kind": "canary",
-            "versions": [
-                {"name": "stable", "backend": {"name": "sample-v1", "port": 8080}, "labels": {"version": "v1"}},
-                {"name": "candidate", "backend": {"name": "sample-v2", "port": 8080}, "labels": {"version": "v2"}}
-            ],
-            "router": {"httpRoute": {"name": "sample"}},
-            "metrics": [
-                {"name": "requests", "metric": {"name": "sample-app-request-count"}},
-                {"name": "errors", "metric": {"name": "sample-app-error-count"}},
-                {"name": "latency", "metric": {"name": "sample-app-mean-latency"}}
-            ],
-            "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
-            "criteria": {"objectives": [
-                {"metric": "error-rate", "upperLimit": 0.05},
-                {"metric": "latency", "upperLimit": 50.0}
-            ]},
-            "strategy": {"maxCandidateWeightIncrement": 50},
-            "duration": {"interval": "2s", "minIterations": 2, "maxIterations": 10}
-        }
-    }))?;
+    let experiment: Experiment = serde_json::from_value(sample_canary(0.05, 50, "2s", 2))?;
     experiments
         .create(&PostParams::default(), &experiment)
         .await?;
@@ -1015,7 +955,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             bail!(
                 "the canary did not complete within 120 s; status: {:?}\n{}",
                 exp.status,
-                logs()
+                workloads.logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1082,9 +1022,9 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     assert!(
         events.iter().any(|r| r == "Promoted"),
         "{events:?}\n{}",
-        logs()
+        workloads.logs()
     );
-    let log = controller.log();
+    let log = workloads.controller.log();
     assert!(
         !log.contains("403") && !log.to_lowercase().contains("forbidden"),
         "the controller was refused something it needs:\n{log}"
@@ -1186,11 +1126,11 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     );
 
     // SIGTERM: the controller stops cleanly and gives the Lease up for a standby.
-    let exit = controller.terminate()?;
+    let exit = workloads.controller.terminate()?;
     assert!(
         exit.success(),
         "controller exit {exit:?}\n{}",
-        controller.log()
+        workloads.controller.log()
     );
     let lease = leases.get("iter8-controller").await?;
     assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
@@ -1227,7 +1167,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             .await?
             .is_none()
     );
-    drop(analytics);
+    drop(workloads);
     gateway.stop().await?;
     env.cleanup().await
 }

@@ -490,18 +490,9 @@ pub fn canary(name: &str, route: &str, max_iterations: u32) -> Result<Experiment
 pub async fn wait_for<T>(
     what: &str,
     timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+    check: impl AsyncFnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    iter8_integration_tests::gateway::wait_until(what, timeout, check).await
 }
 
 pub async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> Result<Experiment> {
