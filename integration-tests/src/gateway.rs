@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::process::{Process, workspace_binary};
-use crate::{ControlPlane, built_binary, crds, unique_suffix};
+use crate::{ControlPlane, built_binary, crds, unique_suffix, wait_until};
 
 /// Environment variable overriding the path of the `traefik` binary.
 pub const TRAEFIK_BIN_ENV: &str = "ITER8_TRAEFIK_BIN";
@@ -232,7 +232,7 @@ pub struct Backends {
     // Declared before `netns`: the apps stop before their namespace is deleted.
     apps: Vec<Backend>,
     netns: NetworkNamespace,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Backends {
@@ -266,7 +266,11 @@ impl Backends {
                 process,
             });
         }
-        let backends = Self { apps, netns, dir };
+        let backends = Self {
+            apps,
+            netns,
+            _dir: dir,
+        };
         let http = reqwest::Client::new();
         for app in &backends.apps {
             wait_until(
@@ -330,7 +334,6 @@ impl Backends {
 
     /// The apps' logs (for failure messages).
     pub fn logs(&self) -> String {
-        let _ = &self.dir;
         self.apps
             .iter()
             .map(|a| a.process.log())
@@ -894,24 +897,6 @@ pub fn within_binomial_bound(observed: u64, total: u64, weight: u32, weights: u3
     let (n, p) = (total as f64, f64::from(weight) / f64::from(weights));
     let sd = (n * p * (1.0 - p)).sqrt();
     (observed as f64 - n * p).abs() <= 3.2905 * sd + 0.5
-}
-
-/// Polls `check` every 100 ms until it gives a value or `timeout` passes.
-pub async fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[cfg(test)]

@@ -492,7 +492,7 @@ pub async fn wait_for<T>(
     timeout: Duration,
     check: impl AsyncFnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    iter8_integration_tests::gateway::wait_until(what, timeout, check).await
+    iter8_integration_tests::wait_until(what, timeout, check).await
 }
 
 pub async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> Result<Experiment> {
