@@ -234,6 +234,47 @@ impl Rig {
         Ok(segments)
     }
 
+    /// At least one assessment gave the sample-ratio test something to test, so "it never
+    /// fired" is a finding, not a vacuous truth.
+    fn assert_the_sample_ratio_test_ran(&self) -> Result<()> {
+        ensure!(
+            self.srm_testable_assessments() > 0,
+            "no assessment could run the sample-ratio test (the split changed every interval): \
+             its silence shows nothing; splits answered: {:?}",
+            self.splits_answered()
+        );
+        Ok(())
+    }
+
+    /// How many assessments the engine's sample-ratio test could run on: two or more versions
+    /// with traffic, each at the same weight as in the interval before (the engine skips the
+    /// test right after a split change, crates/iter8-engine/src/quality.rs).
+    fn srm_testable_assessments(&self) -> usize {
+        self.assessed
+            .requests()
+            .iter()
+            .filter(|r| {
+                let iteration = r["iteration"].as_u64();
+                let Some(versions) = r["versions"].as_array() else {
+                    return false;
+                };
+                let unchanged = versions.iter().all(|v| {
+                    let before = v["history"].as_array().and_then(|h| {
+                        h.iter()
+                            .rfind(|s| s["iteration"].as_u64() < iteration)
+                            .map(|s| s["weight"].as_u64())
+                    });
+                    before == Some(v["weight"].as_u64())
+                });
+                let with_traffic = versions
+                    .iter()
+                    .filter(|v| v["weight"].as_u64().is_some_and(|w| w > 0))
+                    .count();
+                unchanged && with_traffic >= 2
+            })
+            .count()
+    }
+
     /// The splits the controller wrote, as the analytics service answered them, in order.
     fn splits_answered(&self) -> Vec<Vec<u64>> {
         self.assessed
@@ -346,6 +387,7 @@ async fn a_promoted_canary_ends_with_all_traffic_on_the_candidate_at_the_apps() 
         segments.last().map(|s| s.weights.clone()),
         Some(vec![0, 100])
     );
+    rig.assert_the_sample_ratio_test_ran()?;
     rig.finish().await
 }
 
@@ -444,6 +486,7 @@ async fn an_abn_test_of_three_versions_gives_the_winner_all_the_traffic() -> Res
     );
     assert!(traffic[2] > 20, "the winner serves the load: {traffic:?}");
     rig.assert_traffic_followed_every_split()?;
+    rig.assert_the_sample_ratio_test_ran()?;
     rig.finish().await
 }
 
