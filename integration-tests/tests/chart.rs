@@ -15,7 +15,7 @@ use iter8_integration_tests::chart::{
     Workloads, chart_dir, helm, helm_ok, install_chart, repo_root, sample_canary,
 };
 use iter8_integration_tests::gateway::{
-    BackendSpec, Backends, Gateway, Load, create_route, http_route_resource,
+    BackendSpec, Backends, Gateway, Load, create_route, route_weights,
 };
 use iter8_integration_tests::process::workspace_binary;
 use iter8_integration_tests::prometheus::{Prometheus, free_port};
@@ -25,7 +25,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -938,8 +938,6 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
 
     // A canary on the chart's sample-app Metrics, through HTTPRoute `sample` (created above
     // with the baseline only: the controller adds the candidate's backendRef).
-    let routes: Api<DynamicObject> =
-        Api::namespaced_with(admin.clone(), &ns, &http_route_resource());
     let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
     let experiment: Experiment = serde_json::from_value(sample_canary(0.05, 50, "2s", 2))?;
     experiments
@@ -964,21 +962,9 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     let decision = status.decision.context("decision")?;
     assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
     assert_eq!(status.recommended_version.as_deref(), Some("candidate"));
-    let route = routes.get("sample").await?;
-    let weights: Vec<(String, u64)> = route.data["spec"]["rules"][0]["backendRefs"]
-        .as_array()
-        .context("backendRefs")?
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or_default().to_string(),
-                r["weight"].as_u64().unwrap_or(1),
-            )
-        })
-        .collect();
     assert_eq!(
-        weights,
-        vec![("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)]
+        route_weights(&admin, &ns, "sample").await?,
+        BTreeMap::from([("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)])
     );
     // ... and the gateway honours it: a moment after, only the candidate serves.
     tokio::time::sleep(Duration::from_secs(1)).await;
