@@ -381,6 +381,8 @@ pub struct Gateway {
     client: Client,
     class: String,
     binding: String,
+    /// Set once [`Gateway::stop`] deleted the cluster-scoped objects: drop has nothing to do.
+    cleaned_up: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -501,6 +503,7 @@ impl Gateway {
             client: client.clone(),
             class,
             binding,
+            cleaned_up: false,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -538,14 +541,19 @@ impl Gateway {
     /// Stops Traefik and deletes its cluster-scoped objects (the namespace holds the rest).
     pub async fn stop(mut self) -> Result<()> {
         let _ = self.process.terminate();
-        delete_cluster_objects(&self.client, &self.class, &self.binding).await
+        delete_cluster_objects(&self.client, &self.class, &self.binding).await?;
+        self.cleaned_up = true;
+        Ok(())
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        // After `stop` these are gone already; a failed test leaves them to this best effort
-        // (they name the test's namespace, so they never clash with another test's).
+        // A failed test leaves them to this best effort (they name the test's namespace, so
+        // they never clash with another test's).
+        if self.cleaned_up {
+            return;
+        }
         let (client, class, binding) = (
             self.client.clone(),
             self.class.clone(),
