@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Copies the official router CRDs into integration-tests/.cache/crds/, as their projects
 # publish them inside their Go modules (served by the Go module proxy):
-#   Gateway API  sigs.k8s.io/gateway-api  config/crd/standard/..._httproutes.yaml
+#   Gateway API  sigs.k8s.io/gateway-api  config/crd/standard/..._httproutes.yaml, and the
+#                standard-channel CRDs a gateway implementation watches (GatewayClass, Gateway,
+#                HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy) in one file
 #   Istio        istio.io/api             kubernetes/customresourcedefinitions.gen.yaml
 # Skipped when the files for these versions are already there.
 set -euo pipefail
@@ -11,7 +13,7 @@ GATEWAY_API_VERSION=v1.6.3
 ISTIO_API_VERSION=v1.32.0
 out="$IT_CACHE/crds"
 stamp="$out/.versions"
-want="gateway-api $GATEWAY_API_VERSION istio-api $ISTIO_API_VERSION"
+want="gateway-api $GATEWAY_API_VERSION (standard) istio-api $ISTIO_API_VERSION"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   it_log "router CRDs are up to date ($out)"
   exit 0
@@ -28,6 +30,10 @@ gw="$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")"
 istio="$(module_dir "istio.io/api@$ISTIO_API_VERSION")"
 [[ -n "$gw" && -n "$istio" ]] || { it_log "could not download the router CRD modules"; exit 1; }
 cp "$gw/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" "$out/gateway-api-httproutes.yaml"
+for kind in gatewayclasses gateways httproutes grpcroutes referencegrants backendtlspolicies; do
+  printf -- '---\n'
+  cat "$gw/config/crd/standard/gateway.networking.k8s.io_$kind.yaml"
+done > "$out/gateway-api-standard.yaml"
 cp "$istio/kubernetes/customresourcedefinitions.gen.yaml" "$out/istio-crds.yaml"
 chmod u+w "$out"/*.yaml
 echo "$want" > "$stamp"

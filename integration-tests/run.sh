@@ -20,8 +20,9 @@ export ITER8_TEST_KUBECONFIG
 
 cd "$ROOT"
 # The chart test runs the service binaries as the chart configures them (tests/chart.rs);
-# tests/cli.rs runs the iter8 command against a running controller.
-cargo build -p iter8-controller -p iter8-analytics -p iter8-cli --bins
+# tests/cli.rs runs the iter8 command against a running controller; the gateway tests run the
+# sample app as processes in a network namespace (src/gateway.rs).
+cargo build -p iter8-controller -p iter8-analytics -p iter8-cli -p iter8-sample-app --bins
 status=0
 if (($#)); then
   cargo test "$@" || status=$?

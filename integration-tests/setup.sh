@@ -4,13 +4,16 @@
 # something is to be installed) and builds, into integration-tests/.cache/bin/,
 #   kube-env  a real kube-apiserver + etcd (integration-tests/kube-env), and
 #   helm      the official helm CLI (integration-tests/tools/helm),
+#   traefik   the official Traefik proxy, the gateway of the end-to-end tests
+#             (integration-tests/tools/traefik),
 # and copies the official router CRDs (Gateway API, Istio) into .cache/crds/.
 # Up-to-date builds are skipped. Safe to run any number of times.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-# Debian packages the tests and benches need (wrk: crates/iter8-analytics/benches/load.sh).
-APT_PACKAGES=(prometheus chromium wrk)
+# Debian packages the tests and benches need (wrk: crates/iter8-analytics/benches/load.sh;
+# iproute2: the network namespaces of the gateway tests' backends, src/gateway.rs).
+APT_PACKAGES=(prometheus chromium wrk iproute2)
 
 install_apt_packages() {
   local missing=() p
@@ -38,6 +41,7 @@ install_apt_packages
 check_go
 bash "$IT_DIR/kube-env/build.sh"
 bash "$IT_DIR/tools/helm/build.sh"
+bash "$IT_DIR/tools/traefik/build.sh"
 bash "$IT_DIR/router-crds.sh"
 bash "$IT_DIR/fuzz/setup-schemathesis.sh"
 it_log "setup done: $(ls "$IT_BIN" | tr '\n' ' ')"

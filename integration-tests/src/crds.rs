@@ -20,6 +20,12 @@ pub fn http_route_crd() -> PathBuf {
     crate::cache_dir().join("crds/gateway-api-httproutes.yaml")
 }
 
+/// The official Gateway API standard-channel CRDs a gateway implementation watches
+/// (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy).
+pub fn gateway_api_crds() -> PathBuf {
+    crate::cache_dir().join("crds/gateway-api-standard.yaml")
+}
+
 /// The official Istio CRDs (VirtualService among them).
 pub fn istio_crds() -> PathBuf {
     crate::cache_dir().join("crds/istio-crds.yaml")

@@ -21,9 +21,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod crds;
+pub mod gateway;
 pub mod partition;
 pub mod pki;
+pub mod process;
 pub mod prometheus;
 
 use std::collections::VecDeque;
@@ -68,7 +71,7 @@ pub fn helm_binary() -> Result<PathBuf> {
     built_binary(HELM_BIN_ENV, "helm")
 }
 
-fn built_binary(env_var: &str, name: &str) -> Result<PathBuf> {
+pub(crate) fn built_binary(env_var: &str, name: &str) -> Result<PathBuf> {
     let path = match std::env::var_os(env_var) {
         Some(p) => PathBuf::from(p),
         None => cache_bin_dir().join(name),
@@ -190,6 +193,28 @@ impl ControlPlane {
             .await
             .context("loading kubeconfig")?;
         Ok(config)
+    }
+
+    /// A kubeconfig for `user` authenticating with bearer `token` on this control plane's
+    /// server, trusting its CA: what a workload's ServiceAccount token gives it.
+    pub fn token_kubeconfig(&self, user: &str, token: &str) -> Result<String> {
+        let admin: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let cluster = admin["clusters"][0]["cluster"].clone();
+        if !cluster["server"].is_string() {
+            bail!(
+                "admin kubeconfig {} has no server",
+                self.kubeconfig.display()
+            );
+        }
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster)?}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
+            "current-context": "test",
+        });
+        Ok(serde_yaml::to_string(&config)?)
     }
 
     /// A new admin client. Create one per test: a client belongs to the
@@ -379,6 +404,24 @@ impl TestEnv {
     /// Delete the test's namespace.
     pub async fn cleanup(self) -> Result<()> {
         self.namespace.delete().await
+    }
+}
+
+/// Polls `check` every 100 ms until it gives a value or `timeout` passes.
+pub async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -7,23 +7,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Metric, Phase};
-use iter8_integration_tests::prometheus::{Prometheus, drive, free_port, start_app};
-use iter8_integration_tests::{ControlPlane, TestEnv, crds, helm_binary};
+use iter8_integration_tests::chart::{
+    Workloads, chart_dir, container_command, helm, helm_ok, install_chart, repo_root,
+    sample_canary, wait_http_ok, wait_lease_holder,
+};
+use iter8_integration_tests::gateway::{
+    BackendSpec, Backends, Gateway, Load, create_route, route_weights, service_account_token,
+};
+use iter8_integration_tests::process::{Process, workspace_binary};
+use iter8_integration_tests::prometheus::{Prometheus, free_port};
+use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -31,38 +36,6 @@ use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration-tests has a parent")
-        .to_path_buf()
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/iter8")
-}
-
-fn helm(args: &[&str]) -> Result<Output> {
-    let helm = helm_binary()?;
-    let out = Command::new(&helm)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", helm.display()))?;
-    Ok(out)
-}
-
-fn helm_ok(args: &[&str]) -> Result<String> {
-    let out = helm(args)?;
-    ensure!(
-        out.status.success(),
-        "helm {} failed: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// Renders the chart (release `iter8` in namespace `iter8-system`) with `--set` values.
 fn render(sets: &[&str]) -> Result<Vec<Value>> {
@@ -917,92 +890,6 @@ fn install_doc_configuration_table_matches_the_chart_values() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Install, and the controller binary on the chart's ServiceAccount token
 
-/// A binary of this workspace, built next to this test (`target/debug`).
-fn workspace_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/debug/deps/chart-<hash> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary directory")?;
-    let path = dir.join(name);
-    ensure!(
-        path.is_file(),
-        "{} not found: build it first with `cargo build -p iter8-controller -p iter8-analytics --bins` \
-         (integration-tests/run.sh does)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A child process killed on drop, with its output in a log file.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self { name, child, log })
-    }
-
-    fn log(&self) -> String {
-        format!(
-            "--- {} log:\n{}",
-            self.name,
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// SIGTERM, then waits up to 10 s for a clean exit.
-    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("{} did not exit within 10 s of SIGTERM", self.name)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A kubeconfig for `token` on the control plane's server, trusting its CA.
-fn token_kubeconfig(control_plane: &ControlPlane, token: &str) -> Result<String> {
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(control_plane.kubeconfig_path())?)?;
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    ensure!(
-        cluster["server"].is_string(),
-        "admin kubeconfig has no server"
-    );
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster)?}],
-        "users": [{"name": "iter8-controller", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "iter8-controller"}}],
-        "current-context": "test",
-    });
-    Ok(serde_yaml::to_string(&config)?)
-}
-
 async fn client_from(kubeconfig: &str) -> Result<Client> {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -1016,63 +903,17 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
     }
 }
 
-/// The command line and environment the chart gives a container, from the installed
-/// Deployment (and ConfigMaps it loads with envFrom), with downward-API fields filled in.
-async fn container_command(
-    client: &Client,
-    ns: &str,
-    deployment: &str,
-    pod_name: &str,
-) -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    let d = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(deployment)
-        .await?;
-    let pod = d.spec.template.spec.context("pod spec")?;
-    let c = &pod.containers[0];
-    let mut env = BTreeMap::new();
-    for source in c.env_from.iter().flatten() {
-        let name = &source.config_map_ref.as_ref().context("configMapRef")?.name;
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get(name)
-            .await?;
-        env.extend(cm.data.unwrap_or_default());
-    }
-    for var in c.env.iter().flatten() {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => pod_name.to_string(),
-                Some("metadata.namespace") => ns.to_string(),
-                other => bail!("unexpected valueFrom {other:?} in {deployment}"),
-            },
-            (None, None) => String::new(),
-        };
-        env.insert(var.name.clone(), value);
-    }
-    Ok((c.args.clone().unwrap_or_default(), env))
-}
-
 /// A kubeconfig file holding a token of the chart's controller ServiceAccount, and nothing
 /// else.
 async fn service_account_kubeconfig(env: &TestEnv, dir: &Path) -> Result<PathBuf> {
-    let token = Api::<ServiceAccount>::namespaced(env.client.clone(), env.namespace.name())
-        .create_token_request(
-            "iter8-controller",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token in the TokenRequest's status")?;
+    let token =
+        service_account_token(&env.client, env.namespace.name(), "iter8-controller").await?;
     let path = dir.join("controller.kubeconfig");
-    std::fs::write(&path, token_kubeconfig(env.control_plane, &token)?)?;
+    std::fs::write(
+        &path,
+        env.control_plane
+            .token_kubeconfig("iter8-controller", &token)?,
+    )?;
     Ok(path)
 }
 
@@ -1103,34 +944,6 @@ async fn spawn_chart_controller(
     let mut cmd = Command::new(workspace_binary("iter8-controller")?);
     cmd.env_clear().envs(&vars).args(&args);
     Ok((Process::spawn(name, cmd, dir)?, port))
-}
-
-/// Waits until `identity` holds the controller's Lease.
-async fn wait_lease_holder(
-    admin: &Client,
-    ns: &str,
-    identity: &str,
-    logs: &dyn Fn() -> String,
-) -> Result<()> {
-    let leases: Api<Lease> = Api::namespaced(admin.clone(), ns);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let holder = leases
-            .get_opt("iter8-controller")
-            .await?
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity);
-        if holder.as_deref() == Some(identity) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "{identity} did not take the Lease (holder {holder:?})\n{}",
-                logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Waits until the process serving probes on loopback `port` is Ready.
@@ -1230,45 +1043,27 @@ async fn a_standby_controller_process_is_ready_and_takes_over_when_the_old_one_s
     env.cleanup().await
 }
 
-async fn wait_http_ok(url: &str, timeout: Duration, logs: &dyn Fn() -> String) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{url} not OK within {timeout:?}\n{}", logs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn http_route_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothing_else()
 -> Result<()> {
-    let analytics_bin = workspace_binary("iter8-analytics")?;
+    // Both binaries must be built (run.sh does): fail before setting anything up.
+    workspace_binary("iter8-controller")?;
+    workspace_binary("iter8-analytics")?;
     let env = TestEnv::new("chart-install").await?;
     let ns = env.namespace.name().to_string();
     let admin = env.client.clone();
     let work = tempfile::tempdir()?;
     crds::install(&admin, &crds::http_route_crd(), None).await?;
 
-    // Two versions of the sample app and a Prometheus scraping them.
+    // Two versions of the sample app in a network namespace behind their Services, a real
+    // gateway (Traefik) routing by the HTTPRoute, and a Prometheus scraping the apps. All load
+    // goes through the gateway, so the apps see the split the controller writes.
     let http = reqwest::Client::new();
-    let mut apps = Vec::new();
-    for (version, seed) in [("v1", 1), ("v2", 2)] {
-        apps.push(
-            start_app(iter8_sample_app::Config {
+    let specs: Vec<BackendSpec> = [("v1", 1), ("v2", 2)]
+        .into_iter()
+        .map(|(version, seed)| BackendSpec {
+            service: format!("sample-{version}"),
+            config: iter8_sample_app::Config {
                 version: version.into(),
                 latency_ms: 1.0,
                 latency_sigma: 0.3,
@@ -1276,25 +1071,17 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
                 conversion_rate: 0.0,
                 seed,
                 buckets_ms: vec![1.0, 2.0, 5.0, 10.0],
-            })
-            .await?,
-        );
-    }
-    let prometheus = Prometheus::start(&apps)?;
-    prometheus
-        .wait_scraped(&http, apps.len(), Duration::from_secs(60))
-        .await?;
-    let load = {
-        let (http, apps) = (http.clone(), apps.clone());
-        tokio::spawn(async move {
-            loop {
-                for app in &apps {
-                    let _ = drive(&http, *app, 20).await;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            },
         })
-    };
+        .collect();
+    let backends = Backends::start(&admin, &ns, &specs).await?;
+    let gateway = Gateway::start(env.control_plane, &admin, &ns).await?;
+    create_route(&admin, &ns, &gateway, "sample", &[("sample-v1", 100)]).await?;
+    let prometheus = Prometheus::start(&backends.addrs())?;
+    prometheus
+        .wait_scraped(&http, backends.apps().len(), Duration::from_secs(60))
+        .await?;
+    let load = Load::start(&gateway.url(), 4);
 
     // helm install, scoped to the test's namespace, with the defaults pointing at the loopback
     // analytics service and Prometheus; a Secret for metric auth allowed by name.
@@ -1305,23 +1092,13 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         .to_str()
         .context("path")?;
     let chart = chart_dir();
-    let sets = format!(
-        "controller.watchNamespace={ns},defaults.analyticsURL=http://127.0.0.1:{analytics_port},\
-         defaults.prometheusURL={},defaults.retryAfter=1s,metricAuth.secretNames={{prometheus-credentials}},\
-         controller.logJson=false,analytics.logJson=false",
-        prometheus.url()
-    );
-    let install = helm_ok(&[
-        "install",
-        "iter8",
-        chart.to_str().context("chart")?,
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
+    let install = install_chart(
+        env.control_plane,
         &ns,
-        "--set",
-        &sets,
-    ])?;
+        analytics_port,
+        prometheus.url(),
+        "metricAuth.secretNames={prometheus-credentials}",
+    )?;
     assert!(install.contains("STATUS: deployed"), "{install}");
     assert!(
         install.contains(&format!("watching namespace {ns}")),
@@ -1330,80 +1107,45 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     let metrics: Api<Metric> = Api::namespaced(admin.clone(), &ns);
     assert_eq!(metrics.list(&ListParams::default()).await?.items.len(), 13);
 
-    // The analytics binary, as the chart's analytics Deployment runs it.
-    let (args, vars) = container_command(&admin, &ns, "iter8-analytics", "analytics-0").await?;
-    assert!(
-        args.contains(&"--listen=0.0.0.0:8080".to_string()),
-        "{args:?}"
-    );
-    let mut cmd = Command::new(&analytics_bin);
-    cmd.env_clear()
-        .envs(&vars)
-        .args(args.iter().filter(|a| !a.starts_with("--listen=")))
-        .arg(format!("--listen=127.0.0.1:{analytics_port}"));
-    let analytics = Process::spawn("analytics", cmd, work.path())?;
-    wait_http_ok(
-        &format!("http://127.0.0.1:{analytics_port}/readyz"),
-        Duration::from_secs(30),
-        &|| analytics.log(),
-    )
-    .await?;
-
-    let kubeconfig_path = service_account_kubeconfig(&env, work.path()).await?;
+    // The analytics and controller binaries, as the chart's Deployments run them, the
+    // controller with a token of the chart's ServiceAccount and nothing else.
     let pod_name = "iter8-controller-7d9f-abcde";
-    let (mut controller, controller_port) = spawn_chart_controller(
+    let mut workloads = Workloads::start(
+        env.control_plane,
         &admin,
         &ns,
-        ("controller", pod_name),
-        &kubeconfig_path,
+        analytics_port,
+        pod_name,
         work.path(),
     )
     .await?;
-    let logs = || format!("{}\n{}", controller.log(), analytics.log());
-    wait_ready(controller_port, &logs).await?;
-    // It leads: the Lease RBAC works.
-    wait_lease_holder(&admin, &ns, pod_name, &logs).await?;
+    assert!(
+        workloads
+            .analytics_args
+            .contains(&"--listen=0.0.0.0:8080".to_string()),
+        "{:?}",
+        workloads.analytics_args
+    );
+    assert_eq!(
+        workloads.controller_args,
+        vec![
+            "--leader-elect=true".to_string(),
+            format!("--namespace={ns}")
+        ]
+    );
+    let sa_kubeconfig = workloads.controller_kubeconfig.clone();
+    // It leads (Workloads::start waited for the Lease): the Lease RBAC works.
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    let lease = leases.get("iter8-controller").await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(pod_name)
+    );
 
-    // A canary on the chart's sample-app Metrics, through an HTTPRoute.
-    let routes: Api<DynamicObject> =
-        Api::namespaced_with(admin.clone(), &ns, &http_route_resource());
-    routes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                "metadata": {"name": "sample"},
-                "spec": {"rules": [{"backendRefs": [
-                    {"name": "sample-v1", "port": 8080, "weight": 100}
-                ]}]}
-            }))?,
-        )
-        .await?;
+    // A canary on the chart's sample-app Metrics, through HTTPRoute `sample` (created above
+    // with the baseline only: the controller adds the candidate's backendRef).
     let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
-    let experiment: Experiment = serde_json::from_value(json!({
-        "apiVersion": "iter8.tools/v3alpha1", "kind": "Experiment",
-        "metadata": {"name": "sample-canary"},
-        "spec": {
-            "kind": "canary",
-            "versions": [
-                {"name": "stable", "backend": {"name": "sample-v1", "port": 8080}, "labels": {"version": "v1"}},
-                {"name": "candidate", "backend": {"name": "sample-v2", "port": 8080}, "labels": {"version": "v2"}}
-            ],
-            "router": {"httpRoute": {"name": "sample"}},
-            "metrics": [
-                {"name": "requests", "metric": {"name": "sample-app-request-count"}},
-                {"name": "errors", "metric": {"name": "sample-app-error-count"}},
-                {"name": "latency", "metric": {"name": "sample-app-mean-latency"}}
-            ],
-            "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
-            "criteria": {"objectives": [
-                {"metric": "error-rate", "upperLimit": 0.05},
-                {"metric": "latency", "upperLimit": 50.0}
-            ]},
-            "strategy": {"maxCandidateWeightIncrement": 50},
-            "duration": {"interval": "2s", "minIterations": 2, "maxIterations": 10}
-        }
-    }))?;
+    let experiment: Experiment = serde_json::from_value(sample_canary(0.05, 50, "2s", 2))?;
     experiments
         .create(&PostParams::default(), &experiment)
         .await?;
@@ -1417,31 +1159,33 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             bail!(
                 "the canary did not complete within 120 s; status: {:?}\n{}",
                 exp.status,
-                logs()
+                workloads.logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    load.abort();
     let status = done.status.context("status")?;
     let decision = status.decision.context("decision")?;
     assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
     assert_eq!(status.recommended_version.as_deref(), Some("candidate"));
-    let route = routes.get("sample").await?;
-    let weights: Vec<(String, u64)> = route.data["spec"]["rules"][0]["backendRefs"]
-        .as_array()
-        .context("backendRefs")?
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or_default().to_string(),
-                r["weight"].as_u64().unwrap_or(1),
-            )
-        })
-        .collect();
     assert_eq!(
-        weights,
-        vec![("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)]
+        route_weights(&admin, &ns, "sample").await?,
+        BTreeMap::from([("sample-v1".to_string(), 0), ("sample-v2".to_string(), 100)])
+    );
+    // ... and the gateway honours it: a moment after, only the candidate serves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = backends.served(&http).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = backends.served(&http).await?;
+    load.stop();
+    assert_eq!(
+        after[0], before[0],
+        "the baseline gets no traffic after the promotion"
+    );
+    assert!(
+        after[1] > before[1] + 20,
+        "the candidate serves the load: {before:?} -> {after:?} (load: {:?})",
+        load.counts()
     );
     assert!(
         done.metadata
@@ -1470,16 +1214,16 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     assert!(
         events.iter().any(|r| r == "Promoted"),
         "{events:?}\n{}",
-        logs()
+        workloads.logs()
     );
-    let log = controller.log();
+    let log = workloads.controller.log();
     assert!(
         !log.contains("403") && !log.to_lowercase().contains("forbidden"),
         "the controller was refused something it needs:\n{log}"
     );
 
     // ... and nothing more: the same token, refused.
-    let sa = client_from(&std::fs::read_to_string(&kubeconfig_path)?).await?;
+    let sa = client_from(&sa_kubeconfig).await?;
     let secrets_admin: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     for name in ["prometheus-credentials", "unrelated"] {
         secrets_admin
@@ -1574,11 +1318,11 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     );
 
     // SIGTERM: the controller stops cleanly and gives the Lease up for a standby.
-    let exit = controller.terminate()?;
+    let exit = workloads.controller.terminate()?;
     assert!(
         exit.success(),
         "controller exit {exit:?}\n{}",
-        controller.log()
+        workloads.controller.log()
     );
     let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
         .get("iter8-controller")
@@ -1617,7 +1361,8 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
             .await?
             .is_none()
     );
-    drop(analytics);
+    drop(workloads);
+    gateway.stop().await?;
     env.cleanup().await
 }
 

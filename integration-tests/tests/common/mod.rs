@@ -160,16 +160,18 @@ pub struct AssessmentLog {
     /// The proxy's address: give it to the controller as the analytics service.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Value>>>,
+    answers: Arc<Mutex<Vec<Value>>>,
 }
 
 impl AssessmentLog {
     /// A proxy on a free loopback port forwarding to the analytics server at `real`.
     pub async fn start(real: SocketAddr) -> Result<Self> {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (log, answered) = (requests.clone(), answers.clone());
         let http = reqwest::Client::new();
         let forward = move |body: axum::body::Bytes| {
-            let (http, log) = (http.clone(), log.clone());
+            let (http, log, answered) = (http.clone(), log.clone(), answered.clone());
             async move {
                 if let Ok(request) = serde_json::from_slice::<Value>(&body) {
                     log.lock().expect("not poisoned").push(request);
@@ -185,6 +187,9 @@ impl AssessmentLog {
                         let status = axum::http::StatusCode::from_u16(a.status().as_u16())
                             .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
                         let body = a.bytes().await.unwrap_or_default();
+                        if let Ok(answer) = serde_json::from_slice::<Value>(&body) {
+                            answered.lock().expect("not poisoned").push(answer);
+                        }
                         (status, [("content-type", "application/json")], body)
                     }
                     Err(_) => (
@@ -199,7 +204,16 @@ impl AssessmentLog {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { addr, requests })
+        Ok(Self {
+            addr,
+            requests,
+            answers,
+        })
+    }
+
+    /// The analytics service's answers so far (successful or not), in the order given.
+    pub fn answers(&self) -> Vec<Value> {
+        self.answers.lock().expect("not poisoned").clone()
     }
 
     /// The iterations assessed so far, in the order asked.
@@ -519,18 +533,9 @@ pub fn canary(name: &str, route: &str, max_iterations: u32) -> Result<Experiment
 pub async fn wait_for<T>(
     what: &str,
     timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+    check: impl AsyncFnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    iter8_integration_tests::wait_until(what, timeout, check).await
 }
 
 pub async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase) -> Result<Experiment> {
