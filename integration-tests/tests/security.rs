@@ -292,7 +292,7 @@ async fn a_metric_with_credentials_in_a_foreign_namespace_is_refused() -> Result
                 "metadata": {"name": "requests"},
                 "spec": {"type": "counter",
                          "prometheus": {"query": "sum(requests_total{ {{labels}} })"},
-                         "auth": {"secretName": "prometheus-credentials"}}
+                         "auth": {"type": "bearer", "secretName": "prometheus-credentials"}}
             }))?,
         )
         .await?;

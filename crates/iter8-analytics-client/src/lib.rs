@@ -11,6 +11,8 @@
 //! - **Answers are checked.** An answer is returned only if it is an assessment of the request
 //!   asked ([`check_answer`]); anything else is [`AnalyticsError::Garbage`].
 
+#![forbid(unsafe_code)]
+
 mod answer;
 mod endpoints;
 mod files;
