@@ -143,12 +143,11 @@ async fn assert_held_then_rolled_back(
         condition_reason(&failed, "Completed").as_deref(),
         Some("FailurePolicy")
     );
-    let warned = warning_reasons(&h.env.client, h.ns(), name).await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), name, "FailurePolicy").await?;
     assert!(
         warned.iter().any(|w| w == reason),
         "a {reason} event: {warned:?}"
     );
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await
 }
 
@@ -257,12 +256,11 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
         [60, 40],
         "the split is held while paused"
     );
-    let warned = warning_reasons(&h.env.client, h.ns(), "pausing").await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), "pausing", "FailurePolicy").await?;
     assert!(
         warned.iter().any(|w| w == "AnalyticsUnavailable"),
         "{warned:?}"
     );
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     // Pointing the experiment back at a working analytics service resumes it.
     merge_spec(
         &api,
@@ -362,9 +360,8 @@ async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Resu
     .await?;
     let failed = wait_for_phase(&api, "orphan", Phase::Failed).await?;
     assert_ended_by_failure_policy(&failed, &reported);
-    let warned = warning_reasons(&h.env.client, h.ns(), "orphan").await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), "orphan", "FailurePolicy").await?;
     assert!(warned.iter().any(|w| w == "RouterNotFound"), "{warned:?}");
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await?;
     h.finish().await
 }

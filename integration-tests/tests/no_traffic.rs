@@ -22,7 +22,8 @@ async fn an_experiment_created_before_load_keeps_running_and_decides_when_load_a
         "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
         "metadata": {"name": "latency"},
         "spec": {"type": "mean",
-                 "prometheus": {"query": "sum(latency_sum{ {{labels}} }) / sum(latency_count{ {{labels}} })"}}
+                 "prometheus": {"sumQuery": "sum(latency_sum{ {{labels}} })",
+                                "countQuery": "sum(latency_count{ {{labels}} })"}}
     }))?;
     Api::<Metric>::namespaced(h.env.client.clone(), h.ns())
         .create(&PostParams::default(), &latency)

@@ -144,7 +144,8 @@ async fn a_redirect_is_not_followed() {
 async fn answers_that_do_not_fit_the_request_are_garbage() {
     let request = example_request();
     let good = good_answer(&request);
-    let edits: Vec<(&str, Box<dyn Fn(&mut AssessmentResponse)>)> = vec![
+    type Edit = Box<dyn Fn(&mut AssessmentResponse)>;
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "short split",
             Box::new(|a| {

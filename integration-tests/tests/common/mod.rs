@@ -271,6 +271,25 @@ pub async fn warning_reasons(client: &Client, ns: &str, name: &str) -> Result<Ve
         .collect())
 }
 
+/// Waits until `name` got a Warning Event with `reason` (Events are published after the
+/// status write they report), and returns every Warning reason it got.
+pub async fn wait_for_warning(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<String>> {
+    wait_for(
+        &format!("a {reason} Warning Event for {name}"),
+        Duration::from_secs(10),
+        async || {
+            let warned = warning_reasons(client, ns, name).await?;
+            Ok(warned.iter().any(|w| w == reason).then_some(warned))
+        },
+    )
+    .await
+}
+
 /// The failure policy ended the experiment: nothing promoted, `Completed=True` with reason
 /// `FailurePolicy`, and no iteration completed since `reported` (the failure's report).
 pub fn assert_ended_by_failure_policy(failed: &Experiment, reported: &Experiment) {
