@@ -10,7 +10,7 @@
 
 use iter8_api::{Action as Decided, AssessmentResponse, Decision, VersionWeight};
 use iter8_crd::{
-    ExperimentSpec, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Observed,
+    ExperimentSpec, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Ledger,
     PendingIteration, Phase, weights_summary,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -253,14 +253,15 @@ pub fn collected(
     (status, notes)
 }
 
-/// The analytics answered (an answer already checked against its request): the decision is
-/// recorded as pending, with the split to apply next. `current` is the split the
-/// observations accrued under.
+/// The analytics answered (an answer already checked against the request `ledger` built):
+/// the decision is recorded as pending, with the split to apply next and the ledger after the
+/// answer. A held or retried iteration re-sends `ledger` (the pre-answer one): the status's
+/// ledger only changes once the split is applied ([`applied`]).
 pub fn decided(
     spec: &ExperimentSpec,
     mut status: ExperimentStatus,
     iteration: u32,
-    observed: Observed,
+    ledger: &Ledger,
     response: AssessmentResponse,
     at: &Stamp,
 ) -> ExperimentStatus {
@@ -272,24 +273,22 @@ pub fn decided(
         "Assessed",
         format!("iteration {iteration} assessed"),
     );
+    let mut next = ledger.record(spec, &response);
     let terminal = ends(spec, iteration, &response.decision);
     let decision = if terminal && response.decision.action == Decided::Continue {
         // The last iteration the spec allows: the controller ends it whatever a service says.
-        Decision {
+        let decision = Decision {
             action: Decided::Inconclusive,
             version: None,
             reason: format!(
                 "maxIterations ({iteration}) reached without a decision; {}",
                 response.decision.reason
             ),
-        }
+        };
+        next.weights = spec.final_weights(&decision, &ledger.weights);
+        decision
     } else {
         response.decision
-    };
-    let weights = if terminal {
-        spec.final_weights(&decision, &observed.served_weights)
-    } else {
-        response.split.iter().map(|w| w.weight).collect()
     };
     status.versions = response.versions;
     status.winner = response.winner;
@@ -299,13 +298,13 @@ pub fn decided(
     status.decision = Some(decision);
     status.pending = Some(PendingIteration {
         iteration,
-        weights,
+        weights: next.weights.clone(),
         next_phase: if terminal {
             Phase::Completed
         } else {
             Phase::Running
         },
-        observed,
+        ledger: Some(next),
     });
     status
 }
@@ -338,8 +337,11 @@ pub fn applied(
         weights: pending.weights.clone(),
         action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
         version: decision.as_ref().and_then(|d| d.version.clone()),
-        observed: pending.observed,
     });
+    if pending.ledger.is_some() {
+        // The answer's ledger is what the next request carries, now that its split is on.
+        status.ledger = pending.ledger;
+    }
     let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
     status.history.drain(..excess);
     status.phase = pending.next_phase;
@@ -737,10 +739,11 @@ mod tests {
         .expect("valid answer")
     }
 
-    fn observed(weights: [u32; 2]) -> Observed {
-        Observed {
-            observations: vec![Default::default(), Default::default()],
-            served_weights: weights.to_vec(),
+    fn ledger(completed: u32, weights: [u32; 2]) -> Ledger {
+        Ledger {
+            completed,
+            weights: weights.to_vec(),
+            evidence: None,
         }
     }
 
@@ -764,18 +767,8 @@ mod tests {
         iteration: u32,
         answer: AssessmentResponse,
     ) -> (ExperimentStatus, Transition) {
-        let served = current_weights(spec, &status);
-        let decided = decided(
-            spec,
-            status,
-            iteration,
-            Observed {
-                observations: vec![Default::default(); spec.versions.len()],
-                served_weights: served,
-            },
-            answer,
-            &stamp(2000),
-        );
+        let before = status.ledger(spec);
+        let decided = decided(spec, status, iteration, &before, answer, &stamp(2000));
         let pending = decided.pending.clone().expect("a decision is pending");
         let applied = applied(spec, decided.clone(), pending, &stamp(2001));
         (decided, applied)
@@ -1182,20 +1175,25 @@ mod tests {
     }
 
     #[test]
-    fn observed_data_is_kept_with_the_pending_decision() {
-        let status = decided(
-            &spec(),
-            running(1, [80, 20]),
-            2,
-            observed([80, 20]),
-            answer(2, Action::Continue, [60, 40]),
-            &stamp(2000),
-        );
+    fn the_post_answer_ledger_waits_in_pending_until_the_split_is_applied() {
+        let before = ledger(1, [80, 20]);
+        let mut status = running(1, [80, 20]);
+        status.ledger = Some(before.clone());
+        let answered = answer(2, Action::Continue, [60, 40]);
+        let decided = decided(&spec(), status, 2, &before, answered, &stamp(2000));
         assert_eq!(
-            condition(&status, ANALYTICS_AVAILABLE),
+            condition(&decided, ANALYTICS_AVAILABLE),
             ("True".into(), "Assessed".into())
         );
-        let pending = status.pending.expect("pending");
-        assert_eq!(pending.observed.served_weights, [80, 20]);
+        assert_eq!(
+            decided.ledger,
+            Some(before),
+            "a retry re-sends the pre-answer ledger"
+        );
+        let pending = decided.pending.clone().expect("pending");
+        let after = pending.ledger.clone().expect("the post-answer ledger");
+        assert_eq!((after.completed, after.weights.clone()), (2, vec![60, 40]));
+        let t = applied(&spec(), decided, pending, &stamp(2001));
+        assert_eq!(t.status.ledger, Some(after));
     }
 }

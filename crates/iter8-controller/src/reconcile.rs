@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use iter8_api::{Action as Decided, Observation};
-use iter8_crd::{Experiment, ExperimentStatus, Metric, Observed, PendingIteration, Phase};
+use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -274,14 +274,11 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         for note in &notes {
             self.publish(note).await;
         }
-        let current = lifecycle::current_weights(&spec, &status);
-        let history = status.snapshots(spec.versions.len());
-        let request = spec.assessment_request(
-            iteration,
-            &current,
-            observations.by_version.clone(),
-            history,
-        );
+        // The ONE request path (iter8_crd::Ledger): built from the pre-answer ledger, which a
+        // held or retried iteration sends again unchanged.
+        let ledger = status.ledger(&spec);
+        let current = ledger.weights.clone();
+        let request = ledger.request(&spec, observations.by_version);
         let url = spec
             .analytics
             .as_ref()
@@ -294,12 +291,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             }
         };
         let action = response.decision.action;
-        let observed = Observed {
-            observations: observations.by_version,
-            served_weights: current,
-        };
         let decided =
-            lifecycle::decided(&spec, status, iteration, observed, response, &self.stamp());
+            lifecycle::decided(&spec, status, iteration, &ledger, response, &self.stamp());
         // The decision is durable before the router changes.
         self.write(decided).await?;
         let outcome = match self.status().pending {

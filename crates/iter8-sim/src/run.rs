@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use iter8_api::{
-    Action, Algorithm, AssessmentRequest, Bucket, BucketBound, Criteria, ExperimentKind,
-    HistogramObservation, InfinityLiteral, MeanObservation, Objective, Observation, Quantile,
-    RatioMetric, Reward, Snapshot, Strategy, Version,
+    Action, Algorithm, Bucket, BucketBound, Criteria, ExperimentKind, HistogramObservation,
+    InfinityLiteral, MeanObservation, Objective, Observation, Quantile, RatioMetric, Reward,
+    Strategy,
 };
-use rand::{RngExt, SeedableRng};
+use iter8_crd::{Duration, ExperimentSpec, FailurePolicy, Ledger, TerminationPolicy, VersionSpec};
+use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use rand_pcg::Pcg64Mcg;
 
@@ -132,14 +133,6 @@ impl Cumulative {
     }
 }
 
-/// The split of the first iteration: 10 % per candidate, the rest on the baseline.
-pub fn initial_split(versions: usize) -> Vec<u32> {
-    let candidates = (versions as u32 - 1) * 10;
-    std::iter::once(100 - candidates)
-        .chain(std::iter::repeat_n(10, versions - 1))
-        .collect()
-}
-
 /// Runs one experiment with a seeded generator.
 pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
     simulate_traced(scenario, policy, seed, false)
@@ -162,8 +155,10 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         };
         n
     ];
-    let mut history: Vec<Vec<Snapshot>> = vec![Vec::new(); n];
-    let mut split = initial_split(n);
+    // The same state, request building and answer folding as the controller and `iter8 run`:
+    // the experiment starts at the spec's initial split (all traffic on the baseline).
+    let spec = spec(scenario, policy);
+    let mut ledger = Ledger::start(&spec);
     let mut outcome = Outcome {
         promoted: None,
         decided_at: None,
@@ -174,6 +169,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
     };
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
+        let split = ledger.weights.clone();
         let mut remaining = scenario.requests;
         let mut weight_left: u32 = split.iter().sum();
         for v in 0..n {
@@ -203,9 +199,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             outcome.lost_conversions += kf * (reference - truth.conversion);
         }
 
-        let request = request(
-            scenario, policy, iteration, &split, &totals, &history, &mut rng,
-        );
+        let request = ledger.request(&spec, totals.iter().map(Cumulative::metrics).collect());
         let response = match iter8_engine::assess(&request) {
             Ok(r) => r,
             Err(e) => {
@@ -213,13 +207,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
                 return outcome;
             }
         };
-        for v in 0..n {
-            history[v].push(Snapshot {
-                iteration,
-                weight: Some(split[v]),
-                metrics: request.versions[v].metrics.clone(),
-            });
-        }
+        ledger = ledger.record(&spec, &response);
         outcome.reason = response.decision.reason.clone();
         if trace {
             outcome.trace.push(format!(
@@ -228,10 +216,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             ));
         }
         let chosen = match response.decision.action {
-            Action::Continue => {
-                split = response.split.iter().map(|w| w.weight).collect();
-                continue;
-            }
+            Action::Continue => continue,
             Action::Promote => {
                 let name = response.decision.version.as_deref();
                 let v = request
@@ -273,23 +258,9 @@ fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
     Binomial::new(n, p).map_or(0, |b| b.sample(rng))
 }
 
-fn request(
-    scenario: &Scenario,
-    policy: &Policy,
-    iteration: u32,
-    split: &[u32],
-    totals: &[Cumulative],
-    history: &[Vec<Snapshot>],
-    rng: &mut Pcg64Mcg,
-) -> AssessmentRequest {
-    let versions = (0..split.len())
-        .map(|v| Version {
-            name: format!("v{v}"),
-            weight: split[v],
-            metrics: totals[v].metrics(),
-            history: history[v].clone(),
-        })
-        .collect();
+/// The experiment the simulator runs for a scenario and a policy, as a user would write it:
+/// the scenario's criteria, the policy's strategy, the scenario's horizon.
+pub fn spec(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
     let objective = |metric: &str, quantile: Option<f64>, upper: f64| Objective {
         metric: metric.to_string(),
         quantile: quantile.and_then(|q| Quantile::try_from(q).ok()),
@@ -301,16 +272,23 @@ fn request(
         numerator: numerator.to_string(),
         denominator: "requests".to_string(),
     };
-    AssessmentRequest {
-        kind: if split.len() > 2 {
+    let n = scenario.versions.len();
+    ExperimentSpec {
+        kind: if n > 2 {
             ExperimentKind::ABn
         } else {
             ExperimentKind::AB
         },
-        iteration,
-        min_iterations: policy.min_iterations,
-        max_iterations: Some(scenario.horizon),
-        versions,
+        versions: (0..n)
+            .map(|v| VersionSpec {
+                name: format!("v{v}"),
+                backend: None,
+                labels: BTreeMap::new(),
+                url: None,
+            })
+            .collect(),
+        router: None,
+        metrics: Vec::new(),
         ratios: vec![
             ratio("error-rate", "errors"),
             ratio("conversion-rate", "conversions"),
@@ -332,10 +310,17 @@ fn request(
             algorithm: policy.algorithm,
             max_candidate_weight: policy.max_candidate_weight,
             draws: policy.draws,
-            // A seed per request from the run's stream: reproducible without hashing the
-            // request.
-            seed: Some(rng.random::<u64>()),
             ..Strategy::default()
         },
+        on_termination: TerminationPolicy::default(),
+        duration: Duration {
+            interval: "30s".to_string(),
+            min_iterations: policy.min_iterations,
+            max_iterations: scenario.horizon,
+        },
+        analytics: None,
+        failure_policy: FailurePolicy::default(),
+        manual_override: None,
+        load: None,
     }
 }
