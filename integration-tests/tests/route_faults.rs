@@ -124,37 +124,9 @@ async fn a_deleted_experiment_keeps_its_finalizer_until_traffic_is_back_on_the_b
     install_crds(&env.client).await?;
     create_metrics(&env.client, &ns).await?;
     create_http_route(&env.client, &ns, "reviews").await?;
-    let metrics = ScriptedMetrics::default();
-    // Too thin to decide: the canary keeps iterating with traffic on the candidate.
-    metrics.set("v1", 400.0, 3.0, 0.0);
-    metrics.set("v2", 400.0, 3.0, 0.0);
-    let analytics = start_analytics().await?;
     let faults = Arc::new(RouteFaults::default());
-    let failing = Client::new(
-        FailingRoutes {
-            real: env.client.clone(),
-            faults: faults.clone(),
-        },
-        ns.clone(),
-    );
-    let (controller, _) = start_controller_with(
-        &failing,
-        &ns,
-        &format!("http://{analytics}"),
-        metrics,
-        Duration::from_secs(5),
-        None,
-    )
-    .await?;
+    let controller = running_canary(&env, &faults, "gone").await?;
     let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
-    api.create(&PostParams::default(), &canary("gone", "reviews", 200)?)
-        .await?;
-    wait_for(
-        "the candidate to get traffic",
-        Duration::from_secs(60),
-        async || Ok((reviews_split(&env.client, &ns).await?[1] > 0).then_some(())),
-    )
-    .await?;
 
     faults.failing.store(true, Ordering::SeqCst);
     api.delete("gone", &Default::default()).await?;
@@ -203,6 +175,7 @@ async fn a_deleted_experiment_keeps_its_finalizer_until_traffic_is_back_on_the_b
 async fn running_canary(
     env: &TestEnv,
     faults: &Arc<RouteFaults>,
+    name: &str,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let ns = env.namespace.name().to_owned();
     let metrics = ScriptedMetrics::default();
@@ -226,7 +199,7 @@ async fn running_canary(
     )
     .await?;
     let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
-    api.create(&PostParams::default(), &canary("edited", "reviews", 200)?)
+    api.create(&PostParams::default(), &canary(name, "reviews", 200)?)
         .await?;
     wait_for(
         "the candidate to get traffic",
@@ -252,7 +225,7 @@ async fn a_hand_edit_between_the_controllers_read_and_write_survives() -> Result
     create_metrics(&env.client, &ns).await?;
     create_http_route(&env.client, &ns, "reviews").await?;
     let faults = Arc::new(RouteFaults::default());
-    let controller = running_canary(&env, &faults).await?;
+    let controller = running_canary(&env, &faults, "edited").await?;
     let routes: Api<DynamicObject> =
         Api::namespaced_with(env.client.clone(), &ns, &http_route_resource());
     let before = reviews_split(&env.client, &ns).await?;
@@ -323,7 +296,7 @@ async fn a_route_whose_rules_another_manager_owns_keeps_that_managers_content() 
         )
         .await?;
     let faults = Arc::new(RouteFaults::default());
-    let controller = running_canary(&env, &faults).await?;
+    let controller = running_canary(&env, &faults, "edited").await?;
     let route = routes.get("reviews").await?;
     let rule = &route.data["spec"]["rules"][0];
     assert_eq!(rule["matches"], applied["spec"]["rules"][0]["matches"]);
