@@ -634,17 +634,16 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
         async move {
             let ctx = Arc::new(Context {
                 client: client.clone(),
-                router: KubeRouter::new(client.clone()),
-                analytics: AnalyticsClient::new(
+                router: Arc::new(KubeRouter::new(client.clone())),
+                analytics: Arc::new(AnalyticsClient::new(test_client_config(
+                    &[&format!("http://{analytics}")],
                     Duration::from_secs(5),
-                    2,
-                    Duration::from_millis(100),
-                    None,
-                )?,
+                )?)?),
                 metrics,
                 settings: Settings {
                     analytics_url: format!("http://{analytics}"),
                     retry_after: Duration::from_millis(500),
+                    shared_metric_namespaces: Vec::new(),
                 },
                 telemetry: Telemetry::new()?,
                 recorder: Recorder::new(
@@ -654,7 +653,6 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                         instance: Some(identity.into()),
                     },
                 ),
-                gate: None,
                 superseded: Default::default(),
             });
             let election = iter8_controller::leader::LeaderElection::new(
@@ -758,7 +756,6 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
 #[tokio::test]
 async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeating_it()
 -> Result<()> {
-    use iter8_controller::{Stage, StageGate};
     for stage in [
         Stage::MetricsCollected,
         Stage::AnalyticsAnswered,
@@ -775,11 +772,7 @@ async fn a_controller_killed_at_any_stage_of_an_iteration_resumes_without_repeat
         metrics.set("v2", 400.0, 3.0, 0.0);
         let assessed = AssessmentLog::start(start_analytics().await?).await?;
         let analytics = assessed.addr;
-        let gate = Arc::new(StageGate {
-            stage,
-            from_iteration: 2,
-            reached: tokio::sync::Notify::new(),
-        });
+        let gate = Arc::new(StageGate::new(stage, 2));
         let url = format!("http://{analytics}");
         let (crashing, _) = start_controller_with(
             &env.client,

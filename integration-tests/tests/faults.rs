@@ -143,19 +143,35 @@ async fn assert_held_then_rolled_back(
         condition_reason(&failed, "Completed").as_deref(),
         Some("FailurePolicy")
     );
-    let warned = warning_reasons(&h.env.client, h.ns(), name).await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), name, "FailurePolicy").await?;
     assert!(
         warned.iter().any(|w| w == reason),
         "a {reason} event: {warned:?}"
     );
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await
+}
+
+/// The analytics timeout of the harnesses that need no other.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn an_analytics_url_nobody_allowed_is_never_called() -> Result<()> {
+    // A working service, but not one the controller was told it may call (or send its token to).
+    let (foreign, calls) = start_broken_analytics(Broken::Garbage).await?;
+    let h = Harness::new("fault-analytics-not-allowed").await?;
+    let before = break_analytics_mid_run(&h, "foreign", foreign, 2, "rollback").await?;
+    assert_held_then_rolled_back(&h, "foreign", "AnalyticsNotAllowed", &before).await?;
+    assert!(
+        calls.lock().expect("not poisoned").is_empty(),
+        "no request reached the address nobody allowed"
+    );
+    h.finish().await
 }
 
 #[tokio::test]
 async fn analytics_down_holds_the_split_then_rolls_back() -> Result<()> {
-    let h = Harness::new("fault-analytics-down").await?;
     let dead = dead_address().await?;
+    let h = Harness::allowing("fault-analytics-down", TIMEOUT, &[dead]).await?;
     let before = break_analytics_mid_run(&h, "down", dead, 4, "rollback").await?;
     assert_held_then_rolled_back(&h, "down", "AnalyticsUnavailable", &before).await?;
     h.finish().await
@@ -163,8 +179,8 @@ async fn analytics_down_holds_the_split_then_rolls_back() -> Result<()> {
 
 #[tokio::test]
 async fn analytics_answering_500_is_retried_then_rolled_back() -> Result<()> {
-    let h = Harness::new("fault-analytics-500").await?;
     let (broken, calls) = start_broken_analytics(Broken::ServerError).await?;
+    let h = Harness::allowing("fault-analytics-500", TIMEOUT, &[broken]).await?;
     let before = break_analytics_mid_run(&h, "e500", broken, 3, "rollback").await?;
     assert_held_then_rolled_back(&h, "e500", "AnalyticsUnavailable", &before).await?;
     // Each of the 3 attempts was retried once by the client (with backoff) before it failed.
@@ -174,8 +190,8 @@ async fn analytics_answering_500_is_retried_then_rolled_back() -> Result<()> {
 
 #[tokio::test]
 async fn analytics_answering_garbage_never_moves_traffic() -> Result<()> {
-    let h = Harness::new("fault-analytics-garbage").await?;
     let (broken, calls) = start_broken_analytics(Broken::Garbage).await?;
+    let h = Harness::allowing("fault-analytics-garbage", TIMEOUT, &[broken]).await?;
     let before = break_analytics_mid_run(&h, "garbage", broken, 3, "rollback").await?;
     assert_held_then_rolled_back(&h, "garbage", "AnalyticsGarbage", &before).await?;
     // Garbage is not retried within an attempt: the same answer would come back.
@@ -186,8 +202,8 @@ async fn analytics_answering_garbage_never_moves_traffic() -> Result<()> {
 #[tokio::test]
 async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
     // A 1 s analytics timeout against a service that takes 5 s.
-    let h = Harness::with_analytics_timeout("fault-analytics-slow", Duration::from_secs(1)).await?;
     let (slow, calls) = start_broken_analytics(Broken::TooSlow).await?;
+    let h = Harness::allowing("fault-analytics-slow", Duration::from_secs(1), &[slow]).await?;
     let before = break_analytics_mid_run(&h, "slow", slow, 2, "rollback").await?;
     assert_held_then_rolled_back(&h, "slow", "AnalyticsUnavailable", &before).await?;
     assert_same_iteration_retried(&calls, 2, 2);
@@ -196,8 +212,8 @@ async fn analytics_slower_than_the_timeout_counts_as_down() -> Result<()> {
 
 #[tokio::test]
 async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
-    let h = Harness::new("fault-pause-policy").await?;
     let dead = dead_address().await?;
+    let h = Harness::allowing("fault-pause-policy", TIMEOUT, &[dead]).await?;
     break_analytics_mid_run(&h, "pausing", dead, 2, "pause").await?;
     let api = h.experiments();
     let before = api.get("pausing").await?.status.expect("status");
@@ -240,12 +256,11 @@ async fn the_pause_policy_holds_until_the_spec_is_fixed() -> Result<()> {
         [60, 40],
         "the split is held while paused"
     );
-    let warned = warning_reasons(&h.env.client, h.ns(), "pausing").await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), "pausing", "FailurePolicy").await?;
     assert!(
         warned.iter().any(|w| w == "AnalyticsUnavailable"),
         "{warned:?}"
     );
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     // Pointing the experiment back at a working analytics service resumes it.
     merge_spec(
         &api,
@@ -345,9 +360,8 @@ async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Resu
     .await?;
     let failed = wait_for_phase(&api, "orphan", Phase::Failed).await?;
     assert_ended_by_failure_policy(&failed, &reported);
-    let warned = warning_reasons(&h.env.client, h.ns(), "orphan").await?;
+    let warned = wait_for_warning(&h.env.client, h.ns(), "orphan", "FailurePolicy").await?;
     assert!(warned.iter().any(|w| w == "RouterNotFound"), "{warned:?}");
-    assert!(warned.iter().any(|w| w == "FailurePolicy"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await?;
     h.finish().await
 }

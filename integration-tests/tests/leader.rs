@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use axum::http::{Method, Request};
-use iter8_controller::analytics::AnalyticsClient;
+use iter8_controller::analytics::{AnalyticsClient, ClientConfig, Endpoints};
 use iter8_controller::fence::FenceLayer;
 use iter8_controller::leader::{LeaderElection, Leadership, Timing};
 use iter8_controller::{Stopped, run_elected};
@@ -149,16 +149,17 @@ async fn a_leader_cut_off_from_the_api_server_writes_nothing_after_its_renew_dea
         .with_layer(&attempted)
         .build();
     // A waits for analytics as long as the partition lasts (no timeout, no retry).
+    let analytics_a_url = format!("http://{}", analytics_link.addr());
     let ctx_a = controller_context(
         &client_a,
-        &format!("http://{}", analytics_link.addr()),
+        &analytics_a_url,
         metrics.clone(),
-        AnalyticsClient::new(
-            Duration::from_secs(120),
-            0,
-            Duration::from_millis(100),
-            None,
-        )?,
+        AnalyticsClient::new(ClientConfig {
+            timeout: Duration::from_secs(120),
+            retries: 0,
+            backoff: Duration::from_millis(100),
+            ..ClientConfig::new(Endpoints::only([analytics_a_url.as_str()])?)
+        })?,
         None,
     )?;
     let ns_a = ns.clone();
@@ -176,11 +177,17 @@ async fn a_leader_cut_off_from_the_api_server_writes_nothing_after_its_renew_dea
     .await?;
 
     // Replica B: directly connected, standing by.
+    let analytics_b_url = format!("http://{}", assessed.addr);
     let ctx_b = controller_context(
         &env.client,
-        &format!("http://{}", assessed.addr),
+        &analytics_b_url,
         metrics.clone(),
-        AnalyticsClient::new(Duration::from_secs(5), 1, Duration::from_millis(100), None)?,
+        AnalyticsClient::new(ClientConfig {
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            backoff: Duration::from_millis(100),
+            ..ClientConfig::new(Endpoints::only([analytics_b_url.as_str()])?)
+        })?,
         None,
     )?;
     let election_b =

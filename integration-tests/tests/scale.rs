@@ -345,12 +345,10 @@ impl DedicatedController {
                 runtime.block_on(async move {
                     // A kube client belongs to the runtime it was made on.
                     let client = ControlPlane::shared()?.client().await?;
-                    let analytics = AnalyticsClient::new(
+                    let analytics = AnalyticsClient::new(test_client_config(
+                        &[&analytics_url],
                         Duration::from_secs(5),
-                        1,
-                        Duration::from_millis(100),
-                        None,
-                    )?;
+                    )?)?;
                     let ctx =
                         controller_context(&client, &analytics_url, metrics, analytics, None)?;
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

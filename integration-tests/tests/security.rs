@@ -174,7 +174,7 @@ async fn https_and_mtls_refuse_clients_without_the_ca_or_a_client_certificate() 
 async fn a_controller_with_the_right_token_promotes_a_canary() -> Result<()> {
     capture_logs();
     let url = format!("http://{}", start_analytics_with(token_config()).await?);
-    let client = analytics_client(Some(SERVICE_TOKEN), &ClientTls::default())?;
+    let client = analytics_client(&url, Some(SERVICE_TOKEN), &ClientTls::default())?;
     let setup = Setup::new("sec-token-ok", &url, client).await?;
 
     let exp = wait_for_phase(&setup.experiments(), "good", Phase::Completed).await?;
@@ -188,7 +188,7 @@ async fn a_controller_with_the_right_token_promotes_a_canary() -> Result<()> {
 async fn a_wrong_token_holds_traffic_and_is_reported_without_revealing_it() -> Result<()> {
     capture_logs();
     let url = format!("http://{}", start_analytics_with(token_config()).await?);
-    let client = analytics_client(Some(WRONG_TOKEN), &ClientTls::default())?;
+    let client = analytics_client(&url, Some(WRONG_TOKEN), &ClientTls::default())?;
     let setup = Setup::new("sec-token-wrong", &url, client).await?;
     let api = setup.experiments();
 
@@ -257,6 +257,77 @@ async fn a_wrong_token_holds_traffic_and_is_reported_without_revealing_it() -> R
     setup.finish().await
 }
 
+/// Review M11: an Experiment naming a Metric of another namespace would make the controller
+/// read that namespace's Secret for whoever can create an Experiment. Unless that namespace is
+/// shared (`--shared-metric-namespaces`), the Metric is refused before anything is read.
+#[tokio::test]
+async fn a_metric_with_credentials_in_a_foreign_namespace_is_refused() -> Result<()> {
+    let h = Harness::new("sec-foreign-metric").await?;
+    let foreign = format!("{}-foreign", h.ns());
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.env.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": foreign}}))?,
+        )
+        .await?;
+    // Someone else's Metric, with their Prometheus credentials.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(h.env.client.clone(), &foreign);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "prometheus-credentials"},
+                "stringData": {"token": "their-secret-token"}
+            }))?,
+        )
+        .await?;
+    let metrics: Api<iter8_crd::Metric> = Api::namespaced(h.env.client.clone(), &foreign);
+    metrics
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                "metadata": {"name": "requests"},
+                "spec": {"type": "counter",
+                         "prometheus": {"query": "sum(requests_total{ {{labels}} })"},
+                         "auth": {"type": "bearer", "secretName": "prometheus-credentials"}}
+            }))?,
+        )
+        .await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    let mut exp = canary("borrower", "reviews", 10)?;
+    exp.spec.metrics[0].metric.namespace = Some(foreign.clone());
+    let api = h.experiments();
+    api.create(&PostParams::default(), &exp).await?;
+    let held = wait_for(
+        "the MetricNotAllowed condition",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("borrower").await?;
+            Ok(
+                (condition_reason(&exp, "MetricsAvailable").as_deref() == Some("MetricNotAllowed"))
+                    .then_some(exp),
+            )
+        },
+    )
+    .await?;
+    let status = held.status.clone().context("status")?;
+    assert_eq!(status.completed_iterations, 0, "nothing was assessed");
+    assert!(h.assessed.iterations().is_empty());
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("{foreign}/requests")),
+        "{message}"
+    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
+    namespaces.delete(&foreign, &Default::default()).await?;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificate() -> Result<()> {
     let pki = TestPki::new("iter8 test CA")?;
@@ -270,7 +341,7 @@ async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificat
         ca_pem: Some(std::fs::read(pki.ca())?),
         identity_pem: Some(pki.client_identity_pem()?),
     };
-    let client = analytics_client(Some(SERVICE_TOKEN), &tls)?;
+    let client = analytics_client(&url, Some(SERVICE_TOKEN), &tls)?;
     let setup = Setup::new("sec-mtls", &url, client).await?;
     let exp = wait_for_phase(&setup.experiments(), "good", Phase::Completed).await?;
     let decision = exp.status.and_then(|s| s.decision).context("a decision")?;
@@ -283,7 +354,7 @@ async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificat
         ca_pem: Some(std::fs::read(pki.ca())?),
         identity_pem: None,
     };
-    let client = analytics_client(Some(SERVICE_TOKEN), &without_cert)?;
+    let client = analytics_client(&url, Some(SERVICE_TOKEN), &without_cert)?;
     let setup = Setup::new("sec-mtls-nocert", &url, client).await?;
     let api = setup.experiments();
     let exp = wait_for("the held experiment", Duration::from_secs(60), async || {
@@ -543,14 +614,11 @@ impl Setup {
     }
 }
 
-fn analytics_client(token: Option<&str>, tls: &ClientTls) -> Result<AnalyticsClient> {
-    Ok(AnalyticsClient::with_tls(
-        Duration::from_secs(5),
-        1,
-        Duration::from_millis(100),
-        token.map(str::to_owned),
-        tls,
-    )?)
+fn analytics_client(url: &str, token: Option<&str>, tls: &ClientTls) -> Result<AnalyticsClient> {
+    let mut config = test_client_config(&[url], Duration::from_secs(5))?;
+    config.token = token.map(str::to_owned);
+    config.tls = tls.clone();
+    Ok(AnalyticsClient::new(config)?)
 }
 
 /// The analytics service requiring [`SERVICE_TOKEN`].

@@ -1,29 +1,12 @@
-//! Where assessments come from: the engine in this process, or an analytics service.
+//! Where assessments come from: the engine in this process, or an analytics service reached
+//! through the one analytics client (token, TLS/mTLS, timeouts, retries, answer checks).
 
 use std::time::Duration;
 
-use iter8_api::{AssessmentRequest, AssessmentResponse, ErrorResponse};
+use iter8_analytics_client::{AnalyticsClient, ClientConfig, CredentialFiles, Endpoints};
+use iter8_api::{AssessmentRequest, AssessmentResponse};
 
-/// Why no assessment came back.
-#[derive(Debug, thiserror::Error)]
-pub enum AnalyticsError {
-    /// The engine or the service refused the request.
-    #[error("the analytics refused the request: {field}: {reason}")]
-    Rejected {
-        /// The field at fault.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// The service could not be reached or answered something else.
-    #[error("analytics service at {url}: {message}")]
-    Unavailable {
-        /// The service.
-        url: String,
-        /// What went wrong.
-        message: String,
-    },
-}
+pub use iter8_analytics_client::AnalyticsError;
 
 /// The source of assessments.
 #[derive(Debug, Clone)]
@@ -34,24 +17,33 @@ pub enum Analytics {
     Remote {
         /// The service's base URL.
         url: String,
-        /// The HTTP client.
-        client: reqwest::Client,
+        /// The client, allowed to call `url` only.
+        client: AnalyticsClient,
     },
 }
 
 impl Analytics {
-    /// In process without a URL, otherwise the service at `url`.
+    /// In process without a URL, otherwise the service at `url`, without credentials.
     pub fn new(url: Option<&str>) -> Result<Self, AnalyticsError> {
+        Self::with_credentials(url, &CredentialFiles::default())
+    }
+
+    /// In process without a URL, otherwise the service at `url`, with the token and TLS
+    /// material in `credentials`.
+    pub fn with_credentials(
+        url: Option<&str>,
+        credentials: &CredentialFiles,
+    ) -> Result<Self, AnalyticsError> {
         let Some(url) = url else {
             return Ok(Self::InProcess);
         };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| AnalyticsError::Unavailable {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
+        let (token, tls) = credentials.read()?;
+        let client = AnalyticsClient::new(ClientConfig {
+            timeout: Duration::from_secs(30),
+            token,
+            tls,
+            ..ClientConfig::new(Endpoints::only([url])?)
+        })?;
         Ok(Self::Remote {
             url: url.trim_end_matches('/').to_string(),
             client,
@@ -76,52 +68,13 @@ impl Analytics {
                 let request = request.clone();
                 let result = tokio::task::spawn_blocking(move || iter8_engine::assess(&request))
                     .await
-                    .map_err(|e| AnalyticsError::Unavailable {
-                        url: "in-process".into(),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| AnalyticsError::Unavailable(format!("in-process engine: {e}")))?;
                 result.map_err(|e| AnalyticsError::Rejected {
                     field: e.field,
                     reason: e.reason,
                 })
             }
-            Self::Remote { url, client } => remote(client, url, request).await,
+            Self::Remote { url, client } => client.assess(url, request).await,
         }
-    }
-}
-
-async fn remote(
-    client: &reqwest::Client,
-    url: &str,
-    request: &AssessmentRequest,
-) -> Result<AssessmentResponse, AnalyticsError> {
-    let unavailable = |message: String| AnalyticsError::Unavailable {
-        url: url.to_string(),
-        message,
-    };
-    let response = client
-        .post(format!("{url}/v1/assessments"))
-        .json(request)
-        .send()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    if status.is_success() {
-        return serde_json::from_slice(&body)
-            .map_err(|e| unavailable(format!("not an assessment: {e}")));
-    }
-    match serde_json::from_slice::<ErrorResponse>(&body) {
-        Ok(e) if status.is_client_error() => Err(AnalyticsError::Rejected {
-            field: e.error.field,
-            reason: e.error.reason,
-        }),
-        _ => Err(unavailable(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        ))),
     }
 }

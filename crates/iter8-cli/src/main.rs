@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use iter8_analytics_client::CredentialFiles;
 use iter8_api::AssessmentRequest;
 use iter8_cli::cluster::{self, Output, Target};
 use iter8_cli::progress::Progress;
@@ -43,18 +44,16 @@ enum Command {
         /// Also write the HTML report here.
         #[arg(long)]
         html: Option<PathBuf>,
-        /// An analytics service to ask instead of the engine in this process.
-        #[arg(long, env = "ITER8_ANALYTICS_URL")]
-        analytics_url: Option<String>,
+        #[command(flatten)]
+        analytics: AnalyticsArgs,
     },
     /// Start three sample versions and run an A/B/n experiment on them (under a minute).
     Demo {
         /// The directory for run.json and report.html.
         #[arg(long, default_value = "iter8-demo")]
         out: PathBuf,
-        /// An analytics service to ask instead of the engine in this process.
-        #[arg(long, env = "ITER8_ANALYTICS_URL")]
-        analytics_url: Option<String>,
+        #[command(flatten)]
+        analytics: AnalyticsArgs,
     },
     /// Render a saved run (-f FILE) or a cluster Experiment (NAME): text, JSON or a
     /// self-contained HTML page.
@@ -134,13 +133,59 @@ enum Command {
         /// The request (the body of POST /v1/assessments), as JSON.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// An analytics service to ask instead of the engine in this process.
-        #[arg(long, env = "ITER8_ANALYTICS_URL")]
-        url: Option<String>,
+        #[command(flatten)]
+        analytics: AnalyticsArgs,
         /// Print the response as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which analytics to ask, and the credentials a secured service requires.
+#[derive(Debug, Args)]
+struct AnalyticsArgs {
+    /// An analytics service to ask instead of the engine in this process.
+    #[arg(
+        long = "analytics-url",
+        visible_alias = "url",
+        env = "ITER8_ANALYTICS_URL"
+    )]
+    url: Option<String>,
+    /// A file holding the bearer token the service requires.
+    #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE", requires = "url")]
+    analytics_token_file: Option<PathBuf>,
+    /// A PEM CA bundle to trust for an `https://` service (instead of the system roots).
+    #[arg(long, env = "ITER8_ANALYTICS_CA_FILE", requires = "url")]
+    analytics_ca_file: Option<PathBuf>,
+    /// A PEM client certificate to present to a service that requires one (mTLS).
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_CLIENT_CERT_FILE",
+        requires = "analytics_client_key_file"
+    )]
+    analytics_client_cert_file: Option<PathBuf>,
+    /// The PEM private key of the client certificate.
+    #[arg(
+        long,
+        env = "ITER8_ANALYTICS_CLIENT_KEY_FILE",
+        requires = "analytics_client_cert_file"
+    )]
+    analytics_client_key_file: Option<PathBuf>,
+}
+
+impl AnalyticsArgs {
+    fn analytics(&self) -> Result<Analytics> {
+        let credentials = CredentialFiles {
+            token: self.analytics_token_file.clone(),
+            ca: self.analytics_ca_file.clone(),
+            client_cert: self.analytics_client_cert_file.clone(),
+            client_key: self.analytics_client_key_file.clone(),
+        };
+        Ok(Analytics::with_credentials(
+            self.url.as_deref(),
+            &credentials,
+        )?)
+    }
 }
 
 #[tokio::main]
@@ -152,9 +197,9 @@ async fn main() -> Result<()> {
             file,
             output,
             html,
-            analytics_url,
-        } => run(&file, output, html, analytics_url.as_deref()).await,
-        Command::Demo { out, analytics_url } => demo(&out, analytics_url.as_deref()).await,
+            analytics,
+        } => run(&file, output, html, analytics.analytics()?).await,
+        Command::Demo { out, analytics } => demo(&out, analytics.analytics()?).await,
         Command::Report {
             name: None,
             file: Some(file),
@@ -170,7 +215,11 @@ async fn main() -> Result<()> {
             let name = name.context("name an Experiment, or a saved run with -f")?;
             cluster_report(&target, &name, format, output.as_deref()).await
         }
-        Command::Assess { file, url, json } => assess(&file, url.as_deref(), json).await,
+        Command::Assess {
+            file,
+            analytics,
+            json,
+        } => assess(&file, analytics.analytics()?, json).await,
         Command::Get {
             name,
             all_namespaces,
@@ -277,10 +326,9 @@ async fn run(
     file: &Path,
     output: Option<PathBuf>,
     html: Option<PathBuf>,
-    analytics_url: Option<&str>,
+    analytics: Analytics,
 ) -> Result<()> {
     let experiment = spec::load_file(file)?;
-    let analytics = Analytics::new(analytics_url)?;
     let mut progress = Progress::detect();
     let run = local::run(&experiment, &analytics, &mut progress).await?;
     let output = output.unwrap_or_else(|| PathBuf::from(format!("{}.run.json", run.name)));
@@ -295,9 +343,8 @@ async fn run(
     Ok(())
 }
 
-async fn demo(out: &Path, analytics_url: Option<&str>) -> Result<()> {
+async fn demo(out: &Path, analytics: Analytics) -> Result<()> {
     let started = Instant::now();
-    let analytics = Analytics::new(analytics_url)?;
     let mut progress = Progress::detect();
     let outcome = demo::run(out, &analytics, &mut progress).await?;
     println!();
@@ -331,13 +378,13 @@ fn report(file: &Path, format: Format, output: Option<&Path>) -> Result<()> {
     }
 }
 
-async fn assess(file: &Path, url: Option<&str>, json: bool) -> Result<()> {
+async fn assess(file: &Path, analytics: Analytics, json: bool) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     let request: AssessmentRequest = serde_path_to_error::deserialize(de)
         .with_context(|| format!("{} is not an assessment request", file.display()))?;
-    let response = Analytics::new(url)?.assess(&request).await?;
+    let response = analytics.assess(&request).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&response)?);
     } else {

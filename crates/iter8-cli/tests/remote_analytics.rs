@@ -60,3 +60,58 @@ async fn a_refused_request_names_the_field() {
     }
     let _ = stop.send(());
 }
+
+/// The analytics service requiring `token`.
+async fn secured_service(token: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let config = iter8_analytics::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        token: Some(iter8_analytics::auth::BearerToken::new(token)),
+        ..iter8_analytics::Config::default()
+    };
+    let app = iter8_analytics::App::new(&config).expect("app");
+    let server = iter8_analytics::Server::bind(&config, app)
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (format!("http://{addr}"), stop)
+}
+
+#[tokio::test]
+async fn iter8_assess_reaches_a_secured_service_with_the_token_file() {
+    let (url, stop) = secured_service("cli-token").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "cli-token\n").expect("token file");
+    let request_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/examples/assessment-request.json");
+    let assess = |with_token: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_iter8"));
+        cmd.args(["assess", "--json", "-f"])
+            .arg(&request_file)
+            .args(["--url", &url])
+            .env_remove("ITER8_ANALYTICS_TOKEN_FILE");
+        if with_token {
+            cmd.arg("--analytics-token-file").arg(&token_file);
+        }
+        cmd.output()
+    };
+    let out = assess(true).await.expect("iter8 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: iter8_api::AssessmentResponse =
+        serde_json::from_slice(&out.stdout).expect("an assessment");
+    assert_eq!(answer.iteration, example().iteration);
+    // Without the token the same call is refused, and says what to check.
+    let out = assess(false).await.expect("iter8 runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    let _ = stop.send(());
+}

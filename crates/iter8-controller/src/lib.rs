@@ -3,16 +3,20 @@
 //! until a version is promoted, traffic is rolled back, or the iterations run out.
 #![forbid(unsafe_code)]
 
-pub mod analytics;
+pub mod assessor;
 pub mod conditions;
 pub mod conflict;
 pub mod fence;
 pub mod leader;
+pub mod lifecycle;
 pub mod plan;
 pub mod reconcile;
 pub mod router;
 pub mod superseded;
 pub mod telemetry;
+
+/// The analytics client (one crate, shared with the CLI).
+pub use iter8_analytics_client as analytics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 
-pub use reconcile::{Context, Error, FINALIZER, Settings, Stage, StageGate};
+pub use reconcile::{Context, Error, FINALIZER, Settings};
 
 use crate::router::{RouteTarget, RouterKind};
 

@@ -2,13 +2,13 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use iter8_controller::analytics::{AnalyticsClient, ClientTls};
+use iter8_controller::analytics::{AnalyticsClient, ClientConfig, CredentialFiles, Endpoints};
 use iter8_controller::fence::fenced_client;
 use iter8_controller::leader::{LeaderElection, Leadership, Timing};
 use iter8_controller::router::KubeRouter;
@@ -27,6 +27,11 @@ struct Args {
         default_value = "http://iter8-analytics:8080"
     )]
     analytics_url: String,
+    /// Further analytics services experiments may name in `spec.analytics.url`
+    /// (comma-separated base URLs). The controller calls no other address, and sends the
+    /// token only to these and `--analytics-url`.
+    #[arg(long, env = "ITER8_ANALYTICS_ALLOWED_URLS", value_delimiter = ',')]
+    analytics_allowed_urls: Vec<String>,
     /// A file holding the bearer token the analytics service requires, if any.
     #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE")]
     analytics_token_file: Option<PathBuf>,
@@ -56,6 +61,11 @@ struct Args {
     /// The Prometheus URL for metrics that name none.
     #[arg(long, env = "ITER8_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// Namespaces whose Metrics (and their Secrets) any Experiment may use, comma-separated;
+    /// by default the controller's own namespace (`POD_NAMESPACE`), where the chart installs
+    /// its metric library. Other Metrics must be in the Experiment's namespace.
+    #[arg(long, env = "ITER8_SHARED_METRIC_NAMESPACES", value_delimiter = ',')]
+    shared_metric_namespaces: Vec<String>,
     /// Watch Experiments in this namespace only (all namespaces by default).
     #[arg(long, env = "ITER8_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -139,36 +149,25 @@ async fn main() -> anyhow::Result<()> {
         .map_or_else(Leadership::unconditional, LeaderElection::leadership);
     let client = fenced_client(config, leadership).context("building the Kubernetes client")?;
 
-    let token = match &args.analytics_token_file {
-        Some(path) => Some(read_token(path)?),
-        None => None,
-    };
-    let tls = ClientTls {
-        ca_pem: args
-            .analytics_ca_file
-            .as_deref()
-            .map(|path| read_file("the analytics CA bundle", path))
-            .transpose()?,
-        identity_pem: match (
-            &args.analytics_client_cert_file,
-            &args.analytics_client_key_file,
-        ) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read_file("the analytics client certificate", cert)?;
-                pem.push(b'\n');
-                pem.extend(read_file("the analytics client key", key)?);
-                Some(pem)
-            }
-            _ => None,
-        },
-    };
-    let analytics = AnalyticsClient::with_tls(
-        args.analytics_timeout,
-        args.analytics_retries,
-        Duration::from_millis(250),
-        token,
-        &tls,
+    let (token, tls) = CredentialFiles {
+        token: args.analytics_token_file.clone(),
+        ca: args.analytics_ca_file.clone(),
+        client_cert: args.analytics_client_cert_file.clone(),
+        client_key: args.analytics_client_key_file.clone(),
+    }
+    .read()?;
+    let endpoints = Endpoints::only(
+        std::iter::once(args.analytics_url.as_str())
+            .chain(args.analytics_allowed_urls.iter().map(String::as_str)),
     )?;
+    let analytics = AnalyticsClient::new(ClientConfig {
+        timeout: args.analytics_timeout,
+        retries: args.analytics_retries,
+        backoff: Duration::from_millis(250),
+        token,
+        tls,
+        endpoints,
+    })?;
     let metrics = iter8_metrics::Backends::new(iter8_metrics::Settings {
         default_prometheus_address: args.prometheus_url.clone(),
         ..iter8_metrics::Settings::default()
@@ -183,16 +182,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        router: KubeRouter::new(client.clone()),
-        analytics,
+        router: Arc::new(KubeRouter::new(client.clone())),
+        analytics: Arc::new(analytics),
         metrics,
         settings: Settings {
             analytics_url: args.analytics_url.clone(),
             retry_after: args.retry_after,
+            shared_metric_namespaces: if args.shared_metric_namespaces.is_empty() {
+                vec![args.lease_namespace.clone()]
+            } else {
+                args.shared_metric_namespaces.clone()
+            },
         },
         telemetry: telemetry.clone(),
         recorder,
-        gate: None,
         superseded: Default::default(),
     });
 
@@ -216,23 +219,6 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// The bearer token for the analytics service, without the Secret file's trailing newline.
-fn read_token(path: &Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the analytics token from {}", path.display()))?;
-    let token = token.trim();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the analytics token file {} is empty",
-        path.display()
-    );
-    Ok(token.to_owned())
-}
-
-fn read_file(what: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} from {}", path.display()))
 }
 
 async fn shutdown_signal() {

@@ -11,11 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use iter8_api::{Action as Decided, Observation, VersionWeight};
-use iter8_crd::{
-    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric,
-    PendingIteration, Phase, weights_summary,
-};
+use futures::StreamExt;
+use iter8_api::{Action as Decided, Observation};
+use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,15 +24,16 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use crate::analytics::{AnalyticsClient, AnalyticsError};
-use crate::conditions::{
-    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
-};
+use crate::assessor::Assessor;
 use crate::conflict;
-use crate::plan::{self, SpecExt, Step, parse_interval, system_time};
-use crate::router::{KubeRouter, RouteTarget, RouterError};
+use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::plan::{self, Step, parse_interval, system_time};
+use crate::router::{RouteTarget, RouterError, Routes};
 use crate::superseded::Superseded;
 use crate::telemetry::Telemetry;
+
+/// How many metric queries of one experiment run at once.
+const MAX_CONCURRENT_QUERIES: usize = 16;
 
 /// The finalizer that puts traffic back on the baseline when a running experiment is deleted.
 pub const FINALIZER: &str = "iter8.tools/restore-traffic";
@@ -44,9 +43,9 @@ pub struct Context<M> {
     /// The API server.
     pub client: kube::Client,
     /// Router access.
-    pub router: KubeRouter,
-    /// The analytics client.
-    pub analytics: AnalyticsClient,
+    pub router: Arc<dyn Routes>,
+    /// The analytics service.
+    pub analytics: Arc<dyn Assessor>,
     /// Where metrics come from.
     pub metrics: M,
     /// Controller-wide settings.
@@ -55,48 +54,8 @@ pub struct Context<M> {
     pub telemetry: Telemetry,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
-    /// Holds reconciles at a stage of an iteration; `None` outside tests.
-    pub gate: Option<Arc<StageGate>>,
     /// The versions of Experiments our own writes replaced, to skip stale cached copies.
     pub superseded: Superseded,
-}
-
-/// The points of an iteration a [`StageGate`] can hold it at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Metrics collected; nothing written yet.
-    MetricsCollected,
-    /// The analytics answered; nothing written yet.
-    AnalyticsAnswered,
-    /// The decision is recorded as pending; the router is not changed yet.
-    DecisionRecorded,
-    /// The router carries the new split; the iteration is not recorded as completed yet.
-    TrafficApplied,
-}
-
-/// A test seam: every reconcile that reaches `stage` (from iteration `from_iteration` on)
-/// stops there for good, after notifying `reached`. Aborting the controller then is a crash at
-/// exactly that point.
-#[derive(Debug)]
-pub struct StageGate {
-    /// Where to hold.
-    pub stage: Stage,
-    /// The first iteration held.
-    pub from_iteration: u32,
-    /// Notified when a reconcile is held.
-    pub reached: tokio::sync::Notify,
-}
-
-impl StageGate {
-    async fn pass(gate: Option<&Arc<StageGate>>, stage: Stage, iteration: u32) {
-        if let Some(g) = gate
-            && g.stage == stage
-            && iteration >= g.from_iteration
-        {
-            g.reached.notify_one();
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Controller-wide settings.
@@ -106,6 +65,18 @@ pub struct Settings {
     pub analytics_url: String,
     /// How soon to try again after a failure (metrics, analytics, router).
     pub retry_after: Duration,
+    /// Namespaces whose Metrics (and the Secrets they name) any Experiment may use, such as
+    /// the release namespace with the chart's metric library. Otherwise an Experiment may use
+    /// only Metrics of its own namespace: the controller must not read another namespace's
+    /// Secrets on behalf of whoever can create an Experiment.
+    pub shared_metric_namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether an Experiment in `experiment_ns` may use the Metrics of `metric_ns`.
+    pub fn may_use_metrics_of(&self, experiment_ns: &str, metric_ns: &str) -> bool {
+        metric_ns == experiment_ns || self.shared_metric_namespaces.iter().any(|n| n == metric_ns)
+    }
 }
 
 /// Errors that make a reconcile fail (and be retried).
@@ -117,6 +88,9 @@ pub enum Error {
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Traffic could not be put back on the baseline on deletion; the finalizer stays.
+    #[error("restoring traffic on deletion: {0}")]
+    Cleanup(#[source] RouterError),
     /// The Experiment has no namespace.
     #[error("experiment has no namespace")]
     MissingNamespace,
@@ -167,293 +141,184 @@ pub fn error_policy<M>(exp: Arc<Experiment>, error: &Error, ctx: Arc<Context<M>>
     Action::requeue(ctx.settings.retry_after)
 }
 
-/// One reconcile of one Experiment.
+/// One reconcile of one Experiment. It does the I/O (router, analytics, metrics, status,
+/// Events) in the order [`lifecycle`] prescribes; every decision is the lifecycle's. It keeps
+/// the latest copy of the Experiment it wrote, so each write carries the version just read.
 struct Reconciler<'a, M> {
     ctx: &'a Context<M>,
     api: &'a Api<Experiment>,
-    exp: &'a Experiment,
+    exp: Experiment,
     ns: &'a str,
     target: Option<RouteTarget>,
 }
 
 impl<'a, M: MetricsBackend> Reconciler<'a, M> {
-    fn new(
-        ctx: &'a Context<M>,
-        api: &'a Api<Experiment>,
-        exp: &'a Experiment,
-        ns: &'a str,
-    ) -> Self {
+    fn new(ctx: &'a Context<M>, api: &'a Api<Experiment>, exp: &Experiment, ns: &'a str) -> Self {
         let target = exp.spec.router.as_ref().and_then(RouteTarget::of);
         Self {
             ctx,
             api,
-            exp,
+            exp: exp.clone(),
             ns,
             target,
         }
     }
 
-    async fn apply(&self) -> Result<Action, Error> {
-        let status = self.exp.status.clone().unwrap_or_default();
-        match plan::plan(
+    fn status(&self) -> ExperimentStatus {
+        self.exp.status.clone().unwrap_or_default()
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            now: Time(Timestamp::now()),
+            generation: self.exp.meta().generation,
+        }
+    }
+
+    async fn apply(mut self) -> Result<Action, Error> {
+        let status = self.status();
+        let step = plan::plan(
             &self.exp.spec,
             &status,
             self.exp.meta().generation,
             SystemTime::now(),
-        ) {
+        );
+        match step {
             Step::Idle => {
                 if status.phase == Phase::Paused {
-                    self.correct_drift(&status).await?;
+                    self.correct_drift().await?;
                 }
                 Ok(Action::await_change())
             }
             Step::Wait(_) => {
-                self.correct_drift(&status).await?;
-                Ok(self.requeue_when_due(Some(&status)))
+                self.correct_drift().await?;
+                Ok(self.requeue(Requeue::WhenDue))
             }
-            Step::Start { weights } => self.start(status, weights).await,
-            Step::FinishPending(pending) => self.finish(status, pending).await,
-            Step::Terminate { weights } => self.terminate(status, weights).await,
-            Step::Pause { weights } => self.pause(status, weights).await,
-            Step::Iterate { iteration } => self.iterate(status, iteration).await,
+            Step::Start { weights } => {
+                if let Err(e) = self.set_router(&weights).await {
+                    return self.router_failed(status, e).await;
+                }
+                let t = lifecycle::started(&self.exp.spec, status, &weights, &self.stamp());
+                self.commit(t).await
+            }
+            Step::FinishPending(pending) => self.finish(pending).await,
+            Step::Terminate { weights } => {
+                if let Err(e) = self.set_router(&weights).await {
+                    return self.router_failed(status, e).await;
+                }
+                let t = lifecycle::terminated(&self.exp.spec, status, &weights, &self.stamp());
+                self.commit(t).await
+            }
+            Step::Pause { weights } => {
+                if let Some(w) = &weights
+                    && let Err(e) = self.set_router(w).await
+                {
+                    return self.router_failed(status, e).await;
+                }
+                let t =
+                    lifecycle::paused(&self.exp.spec, status, weights.as_deref(), &self.stamp());
+                self.commit(t).await
+            }
+            Step::Iterate { iteration } => self.iterate(iteration).await,
         }
     }
 
-    /// On deletion, a running experiment hands all traffic back to the baseline.
-    async fn cleanup(&self) -> Result<Action, Error> {
-        let status = self.exp.status.clone().unwrap_or_default();
-        // Nothing to restore when the experiment ended (its end state is deliberate) or
-        // never set the router.
-        if status.phase.is_terminal() || status.weights.is_empty() {
+    /// On deletion, a running experiment hands all traffic back to the baseline. Until the
+    /// route carries it, the cleanup fails: kube-runtime removes the finalizer on any `Ok`,
+    /// and without it nothing would own the route's split any more.
+    async fn cleanup(self) -> Result<Action, Error> {
+        let Some(baseline) = lifecycle::cleanup(&self.exp.spec, &self.status()) else {
             return Ok(Action::await_change());
-        }
-        let baseline: Vec<u32> = (0..self.exp.spec.versions.len())
-            .map(|i| if i == 0 { 100 } else { 0 })
-            .collect();
+        };
         match self.set_router(&baseline).await {
             Ok(()) | Err(RouterError::NotFound { .. }) => {
-                self.event(
-                    EventType::Normal,
-                    "TrafficRestored",
-                    "Delete",
-                    "experiment deleted while running; all traffic is back on the baseline",
-                )
+                self.publish(&Note {
+                    warning: false,
+                    reason: "TrafficRestored",
+                    action: "Delete",
+                    message:
+                        "experiment deleted while running; all traffic is back on the baseline"
+                            .into(),
+                })
                 .await;
                 Ok(Action::await_change())
             }
-            // Keep the finalizer until traffic is safe.
             Err(e) => {
-                self.event(
-                    EventType::Warning,
-                    "CleanupFailed",
-                    "Delete",
-                    &e.to_string(),
-                )
+                self.publish(&Note {
+                    warning: true,
+                    reason: "CleanupFailed",
+                    action: "Delete",
+                    message: e.to_string(),
+                })
                 .await;
-                Ok(Action::requeue(self.ctx.settings.retry_after))
+                Err(Error::Cleanup(e))
             }
         }
     }
 
-    async fn start(
-        &self,
-        mut status: ExperimentStatus,
-        weights: Vec<u32>,
-    ) -> Result<Action, Error> {
-        let now = now();
-        if let Err(e) = self.set_router(&weights).await {
-            return self.router_failed(status, e).await;
-        }
-        status.phase = Phase::Running;
-        status.start_time = Some(now.clone());
-        self.record_weights(&mut status, &weights);
-        let generation = self.exp.meta().generation;
-        let conds = &mut status.conditions;
-        conditions::set(
-            conds,
-            READY,
-            true,
-            "Started",
-            "experiment started",
-            generation,
-            &now,
-        );
-        conditions::set(
-            conds,
-            TRAFFIC_APPLIED,
-            true,
-            "Applied",
-            "starting split applied",
-            generation,
-            &now,
-        );
-        status.message = Some(format!("started with {}", self.summary(&weights)));
-        let written = self.write(status).await?;
-        self.event(
-            EventType::Normal,
-            "Started",
-            "Start",
-            &format!("starting split {}", self.summary(&weights)),
-        )
-        .await;
-        Ok(self.requeue_when_due(written.status.as_ref()))
-    }
-
-    async fn iterate(&self, mut status: ExperimentStatus, iteration: u32) -> Result<Action, Error> {
+    async fn iterate(mut self, iteration: u32) -> Result<Action, Error> {
         let began = Instant::now();
-        let now = now();
-        let generation = self.exp.meta().generation;
-        let spec = &self.exp.spec;
-        self.observe_lateness(&status);
-        if status.phase == Phase::Paused {
-            status.phase = Phase::Running;
-            status.paused_at_generation = None;
-        }
-
-        let collected = self.collect(&status).await;
-        StageGate::pass(self.ctx.gate.as_ref(), Stage::MetricsCollected, iteration).await;
-        let observations = match collected {
+        let spec = self.exp.spec.clone();
+        let status = lifecycle::attempted(self.status());
+        self.observe_lateness();
+        let observations = match self.collect(&status, iteration).await {
             Ok(collected) => collected,
-            Err(reason) => {
-                return self
-                    .hold(
-                        self.exp,
-                        status,
-                        Failure {
-                            condition: METRICS_AVAILABLE,
-                            reason: "BackendUnavailable",
-                            message: format!("iteration {iteration} held: {reason}"),
-                        },
-                    )
-                    .await;
-            }
+            Err(failure) => return self.hold(status, failure).await,
         };
-        match &observations.missing {
-            None => conditions::set(
-                &mut status.conditions,
-                METRICS_AVAILABLE,
-                true,
-                "Collected",
-                "every version has data for every metric",
-                generation,
-                &now,
-            ),
-            Some(missing) => {
-                conditions::set(
-                    &mut status.conditions,
-                    METRICS_AVAILABLE,
-                    false,
-                    "NoData",
-                    missing,
-                    generation,
-                    &now,
-                );
-                // The iteration goes on (the engine never counts missing data as a pass),
-                // but the user should see why it cannot conclude.
-                self.event(
-                    EventType::Warning,
-                    "NoData",
-                    "Iterate",
-                    &format!("iteration {iteration}: {missing}"),
-                )
-                .await;
-            }
+        let (status, notes) = lifecycle::collected(
+            status,
+            iteration,
+            observations.missing.as_deref(),
+            &self.stamp(),
+        );
+        for note in &notes {
+            self.publish(note).await;
         }
-
-        let current = current_weights(spec, &status);
-        let ledger = status.ledger(spec);
-        let request = ledger.request(spec, observations.by_version);
+        // The ONE request path (iter8_crd::Ledger): built from the pre-answer ledger, which a
+        // held or retried iteration sends again unchanged.
+        let ledger = status.ledger(&spec);
+        let current = ledger.weights.clone();
+        let request = ledger.request(&spec, observations.by_version);
         let url = spec
             .analytics
             .as_ref()
             .map_or(self.ctx.settings.analytics_url.as_str(), |a| a.url.as_str());
-        let answer = self.ctx.analytics.assess(url, &request).await;
-        StageGate::pass(self.ctx.gate.as_ref(), Stage::AnalyticsAnswered, iteration).await;
-        let response = match answer {
+        let response = match self.ctx.analytics.assess(url, &request).await {
             Ok(r) => r,
             Err(e) => {
-                let reason = match &e {
-                    AnalyticsError::Rejected { .. } => "AnalyticsRejected",
-                    AnalyticsError::Unauthorized { .. } => "AnalyticsUnauthorized",
-                    AnalyticsError::Tls(_) => "AnalyticsTlsMisconfigured",
-                    AnalyticsError::Garbage(_) => "AnalyticsGarbage",
-                    AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
-                };
-                let message = format!(
-                    "iteration {iteration} held at {}: {e}",
-                    self.summary(&current)
-                );
-                return self
-                    .hold(
-                        self.exp,
-                        status,
-                        Failure {
-                            condition: ANALYTICS_AVAILABLE,
-                            reason,
-                            message,
-                        },
-                    )
-                    .await;
+                let failure = Failure::analytics(&spec, iteration, &current, &e);
+                return self.hold(status, failure).await;
             }
         };
-        conditions::set(
-            &mut status.conditions,
-            ANALYTICS_AVAILABLE,
-            true,
-            "Assessed",
-            format!("iteration {iteration} assessed"),
-            generation,
-            &now,
-        );
-
-        let terminal = response.decision.action != Decided::Continue;
-        let next = ledger.record(spec, &response);
-        let weights = next.weights.clone();
-        status.versions = response.versions;
-        status.winner = response.winner;
-        status.decision = Some(response.decision.clone());
-        if response.decision.action == Decided::Promote {
-            status.recommended_version = response.decision.version.clone();
-        }
-        status.pending = Some(PendingIteration {
-            iteration,
-            weights,
-            next_phase: if terminal {
-                Phase::Completed
-            } else {
-                Phase::Running
-            },
-            ledger: Some(next),
-        });
-        let pending = status.pending.clone();
+        let action = response.decision.action;
+        let decided =
+            lifecycle::decided(&spec, status, iteration, &ledger, response, &self.stamp());
         // The decision is durable before the router changes.
-        let recorded = self.write(status).await?;
-        StageGate::pass(self.ctx.gate.as_ref(), Stage::DecisionRecorded, iteration).await;
-        let status = recorded.status.clone().unwrap_or_default();
-        let outcome = match pending {
-            Some(p) => self.finish_with(&recorded, status, p).await,
-            None => Ok(Action::requeue(self.interval())),
+        self.write(decided).await?;
+        let outcome = match self.status().pending {
+            Some(p) => self.finish(p).await,
+            None => Ok(self.requeue(Requeue::WhenDue)),
         };
-        self.ctx
-            .telemetry
+        let telemetry = &self.ctx.telemetry;
+        telemetry
             .iteration_seconds
             .with_label_values(&[kind_label(spec.kind)])
             .observe(began.elapsed().as_secs_f64());
-        self.ctx
-            .telemetry
+        telemetry
             .iterations
-            .with_label_values(&[action_label(response.decision.action)])
+            .with_label_values(&[action_label(action)])
             .inc();
         outcome
     }
 
     /// Records how late this attempt began. A paused experiment was not due (a person or the
     /// failure policy held it), so its resumption is not counted as late.
-    fn observe_lateness(&self, status: &ExperimentStatus) {
+    fn observe_lateness(&self) {
+        let status = self.status();
         if status.phase == Phase::Paused {
             return;
         }
-        let Some(due) = plan::next_iteration_due(&self.exp.spec, status) else {
+        let Some(due) = plan::next_iteration_due(&self.exp.spec, &status) else {
             return;
         };
         let late = SystemTime::now().duration_since(due).unwrap_or_default();
@@ -464,405 +329,121 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .observe(late.as_secs_f64());
     }
 
-    async fn finish(
-        &self,
-        status: ExperimentStatus,
-        pending: PendingIteration,
-    ) -> Result<Action, Error> {
-        self.finish_with(self.exp, status, pending).await
-    }
-
     /// Applies a pending iteration's split and records the iteration as completed.
-    async fn finish_with(
-        &self,
-        exp: &Experiment,
-        mut status: ExperimentStatus,
-        pending: PendingIteration,
-    ) -> Result<Action, Error> {
-        let now = now();
-        let generation = exp.meta().generation;
+    async fn finish(&mut self, pending: PendingIteration) -> Result<Action, Error> {
+        let status = self.status();
         if let Err(e) = self.set_router(&pending.weights).await {
-            return self.router_failed_on(exp, status, e).await;
-        }
-        StageGate::pass(
-            self.ctx.gate.as_ref(),
-            Stage::TrafficApplied,
-            pending.iteration,
-        )
-        .await;
-        conditions::set(
-            &mut status.conditions,
-            TRAFFIC_APPLIED,
-            true,
-            "Applied",
-            format!("split {} applied", self.summary(&pending.weights)),
-            generation,
-            &now,
-        );
-        status.completed_iterations = pending.iteration;
-        status.consecutive_failures = 0;
-        status.paused_at_generation = None;
-        status.last_iteration_time = Some(now.clone());
-        self.record_weights(&mut status, &pending.weights);
-        let decision = status.decision.clone();
-        status.history.push(IterationRecord {
-            iteration: pending.iteration,
-            time: now.clone(),
-            weights: pending.weights.clone(),
-            action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
-            version: decision.as_ref().and_then(|d| d.version.clone()),
-        });
-        if pending.ledger.is_some() {
-            status.ledger = pending.ledger.clone();
-        }
-        let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
-        status.history.drain(..excess);
-        status.phase = pending.next_phase;
-        status.pending = None;
-        let reason_text = decision
-            .as_ref()
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
-        let headline = decision
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        status.message = Some(format!(
-            "iteration {}: {headline}; {}",
-            pending.iteration,
-            self.summary(&pending.weights)
-        ));
-        let terminal = status.phase.is_terminal();
-        if terminal {
-            conditions::set(
-                &mut status.conditions,
-                COMPLETED,
-                true,
-                completion_reason(decision.as_ref()),
-                &reason_text,
-                generation,
-                &now,
-            );
-            conditions::set(
-                &mut status.conditions,
-                READY,
-                true,
-                "Completed",
-                &reason_text,
-                generation,
-                &now,
-            );
-        } else {
-            conditions::set(
-                &mut status.conditions,
-                READY,
-                true,
-                "Running",
-                &reason_text,
-                generation,
-                &now,
-            );
-        }
-        let recorded = self.write_on(exp, status).await?;
-        self.event(
-            EventType::Normal,
-            "Iteration",
-            "Iterate",
-            &format!(
-                "iteration {}: {headline} ({reason_text}); split {}",
-                pending.iteration,
-                self.summary(&pending.weights)
-            ),
-        )
-        .await;
-        if terminal {
-            let reason = completion_reason(decision.as_ref());
-            self.event(EventType::Normal, reason, "Complete", &reason_text)
-                .await;
-            Ok(Action::await_change())
-        } else {
-            Ok(self.requeue_when_due(recorded.status.as_ref()))
-        }
-    }
-
-    /// Requeues for when the next iteration is due by `status`, however long this reconcile
-    /// took: a whole interval from its end would make each iteration late by the time the
-    /// previous one spent on API calls (seconds with 300 experiments; docs/performance.md).
-    fn requeue_when_due(&self, status: Option<&ExperimentStatus>) -> Action {
-        let due = status.and_then(|s| plan::next_iteration_due(&self.exp.spec, s));
-        Action::requeue(due.map_or(self.interval(), |due| {
-            due.duration_since(SystemTime::now()).unwrap_or_default()
-        }))
-    }
-
-    async fn terminate(
-        &self,
-        mut status: ExperimentStatus,
-        weights: Vec<u32>,
-    ) -> Result<Action, Error> {
-        let now = now();
-        let generation = self.exp.meta().generation;
-        if let Err(e) = self.set_router(&weights).await {
             return self.router_failed(status, e).await;
         }
-        self.record_weights(&mut status, &weights);
-        status.phase = Phase::Aborted;
-        let message = format!(
-            "terminated by manualOverride; final split {}",
-            self.summary(&weights)
-        );
-        conditions::set(
-            &mut status.conditions,
-            TRAFFIC_APPLIED,
-            true,
-            "Applied",
-            &message,
-            generation,
-            &now,
-        );
-        conditions::set(
-            &mut status.conditions,
-            COMPLETED,
-            true,
-            "Terminated",
-            &message,
-            generation,
-            &now,
-        );
-        conditions::set(
-            &mut status.conditions,
-            READY,
-            true,
-            "Terminated",
-            &message,
-            generation,
-            &now,
-        );
-        status.message = Some(message.clone());
-        self.write(status).await?;
-        self.event(EventType::Normal, "Terminated", "Terminate", &message)
-            .await;
-        Ok(Action::await_change())
-    }
-
-    async fn pause(
-        &self,
-        mut status: ExperimentStatus,
-        weights: Option<Vec<u32>>,
-    ) -> Result<Action, Error> {
-        let now = now();
-        let generation = self.exp.meta().generation;
-        if let Some(w) = &weights {
-            if let Err(e) = self.set_router(w).await {
-                return self.router_failed(status, e).await;
-            }
-            self.record_weights(&mut status, w);
-        }
-        let held = current_weights(&self.exp.spec, &status);
-        status.phase = Phase::Paused;
-        let message = format!("paused by manualOverride; holding {}", self.summary(&held));
-        conditions::set(
-            &mut status.conditions,
-            READY,
-            true,
-            "Paused",
-            &message,
-            generation,
-            &now,
-        );
-        status.message = Some(message.clone());
-        self.write(status).await?;
-        self.event(EventType::Normal, "Paused", "Pause", &message)
-            .await;
-        Ok(Action::await_change())
+        let t = lifecycle::applied(&self.exp.spec, status, pending, &self.stamp());
+        self.commit(t).await
     }
 
     /// Someone changed the router by hand: report it, and put back the experiment's split.
-    async fn correct_drift(&self, status: &ExperimentStatus) -> Result<(), Error> {
-        let (Some(target), false) = (&self.target, status.weights.is_empty()) else {
+    async fn correct_drift(&mut self) -> Result<(), Error> {
+        let status = self.status();
+        let Some(target) = self.target.clone() else {
             return Ok(());
         };
-        let expected: Vec<u32> = status.weights.iter().map(|w| w.weight).collect();
+        if status.weights.is_empty() {
+            return Ok(());
+        }
         let actual = match self
             .ctx
             .router
-            .current(target, self.ns, &self.exp.spec.versions)
+            .current(&target, self.ns, &self.exp.spec.versions)
             .await
         {
             Ok(actual) => actual,
-            Err(e) => return self.router_failed(status.clone(), e).await.map(|_| ()),
+            Err(e) => return self.router_failed(status, e).await.map(|_| ()),
         };
-        if actual == expected {
+        let route = format!("{} {}", target.kind.kind(), target.name);
+        let Some(t) =
+            lifecycle::drift_corrected(&self.exp.spec, &status, &route, &actual, &self.stamp())
+        else {
             return Ok(());
+        };
+        for note in &t.notes {
+            self.publish(note).await;
         }
-        let note = format!(
-            "{} {} was changed outside the experiment ({}); restoring {}",
-            target.kind.kind(),
-            target.name,
-            self.summary(&actual),
-            self.summary(&expected)
-        );
-        self.event(EventType::Warning, "TrafficDrift", "Reconcile", &note)
-            .await;
-        if let Err(e) = self.set_router(&expected).await {
-            return self.router_failed(status.clone(), e).await.map(|_| ());
+        if let Err(e) = self.set_router(&lifecycle::recorded_weights(&status)).await {
+            return self.router_failed(status, e).await.map(|_| ());
         }
-        let mut status = status.clone();
-        let now = now();
-        conditions::set(
-            &mut status.conditions,
-            TRAFFIC_APPLIED,
-            true,
-            "DriftCorrected",
-            &note,
-            self.exp.meta().generation,
-            &now,
-        );
-        self.write(status).await?;
-        Ok(())
-    }
-
-    async fn router_failed(
-        &self,
-        status: ExperimentStatus,
-        e: RouterError,
-    ) -> Result<Action, Error> {
-        self.router_failed_on(self.exp, status, e).await
+        self.write(t.status).await
     }
 
     /// The router could not be set: traffic stays where it was; report and retry.
-    async fn router_failed_on(
-        &self,
-        exp: &Experiment,
+    async fn router_failed(
+        &mut self,
         status: ExperimentStatus,
         e: RouterError,
     ) -> Result<Action, Error> {
-        let e = match e {
+        match e {
             // A lost race, not a broken router: the reconcile is retried.
-            RouterError::Kube(ke) if conflict::is_conflict(&ke) => return Err(Error::Kube(ke)),
-            other => other,
-        };
-        let reason = match e {
-            RouterError::NotFound { .. } => "RouterNotFound",
-            RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
-            RouterError::Kube(_) => "RouterUnavailable",
-        };
-        let failure = Failure {
-            condition: TRAFFIC_APPLIED,
-            reason,
-            message: format!("traffic not applied: {e}"),
-        };
-        self.hold(exp, status, failure).await
+            RouterError::Kube(ke) if conflict::is_conflict(&ke) => Err(Error::Kube(ke)),
+            other => self.hold(status, Failure::router(&other)).await,
+        }
     }
 
-    /// An attempt failed: the split stays where it is, the failure is counted and reported,
-    /// and the attempt is retried, until the failure policy's limit is reached.
-    async fn hold(
-        &self,
-        exp: &Experiment,
-        mut status: ExperimentStatus,
-        failure: Failure,
-    ) -> Result<Action, Error> {
-        let now = now();
-        let generation = exp.meta().generation;
-        status.consecutive_failures += 1;
+    /// An attempt failed: as [`lifecycle::held`] says, retry, pause, or roll back.
+    async fn hold(&mut self, status: ExperimentStatus, failure: Failure) -> Result<Action, Error> {
         tracing::warn!(
-            experiment = %exp.name_any(),
+            experiment = %self.exp.name_any(),
             reason = failure.reason,
             message = %failure.message,
             "iteration held"
         );
-        conditions::set(
-            &mut status.conditions,
-            failure.condition,
-            false,
-            failure.reason,
-            &failure.message,
-            generation,
-            &now,
-        );
-        status.message = Some(failure.message.clone());
-        self.event(
-            EventType::Warning,
-            failure.reason,
-            "Iterate",
-            &failure.message,
-        )
-        .await;
-        let policy = &exp.spec.failure_policy;
-        if status.consecutive_failures >= policy.max_consecutive_failures {
-            return self.apply_failure_policy(exp, status).await;
-        }
-        self.write_on(exp, status).await?;
-        Ok(Action::requeue(self.ctx.settings.retry_after))
-    }
-
-    /// Too many failures in a row: roll back (all traffic to the baseline, phase Failed) or
-    /// pause (hold, phase Paused, until the spec changes), as the experiment says.
-    async fn apply_failure_policy(
-        &self,
-        exp: &Experiment,
-        mut status: ExperimentStatus,
-    ) -> Result<Action, Error> {
-        let now = now();
-        let generation = exp.meta().generation;
-        let failures = status.consecutive_failures;
-        let cause = status.message.clone().unwrap_or_default();
-        let (message, action) = match exp.spec.failure_policy.action {
-            FailureAction::Rollback => {
-                let baseline = exp.spec.initial_weights_on_baseline();
-                match self.set_router(&baseline).await {
-                    Ok(()) => self.record_weights(&mut status, &baseline),
+        let spec = self.exp.spec.clone();
+        let t = match lifecycle::held(&spec, status, &failure, &self.stamp()) {
+            Held::Done(t) => t,
+            Held::RollBack {
+                status,
+                weights,
+                notes,
+            } => {
+                let mut t = match self.set_router(&weights).await {
+                    Ok(()) => lifecycle::rolled_back(&spec, status, Some(&weights), &self.stamp()),
                     // Without a router there is no traffic to move.
-                    Err(RouterError::NotFound { .. }) => {}
-                    Err(e) => {
-                        // Traffic is not safe yet: keep trying rather than end.
-                        status.message = Some(format!(
-                            "{failures} failures in a row ({cause}); rolling back, but {e}"
-                        ));
-                        self.write_on(exp, status).await?;
-                        return Ok(Action::requeue(self.ctx.settings.retry_after));
+                    Err(RouterError::NotFound { .. }) => {
+                        lifecycle::rolled_back(&spec, status, None, &self.stamp())
                     }
-                }
-                let message = format!(
-                    "{failures} failures in a row, the last: {cause}; failure policy: all traffic back on the baseline"
-                );
-                status.phase = Phase::Failed;
-                status.pending = None;
-                conditions::set(
-                    &mut status.conditions,
-                    COMPLETED,
-                    true,
-                    "FailurePolicy",
-                    &message,
-                    generation,
-                    &now,
-                );
-                (message, "Rollback")
-            }
-            FailureAction::Pause => {
-                status.phase = Phase::Paused;
-                status.paused_at_generation = generation;
-                let message = format!(
-                    "{failures} failures in a row, the last: {cause}; failure policy: paused until the spec changes"
-                );
-                (message, "Pause")
+                    // Traffic is not safe yet: keep trying rather than end.
+                    Err(e) => lifecycle::rollback_blocked(status, &e),
+                };
+                t.notes.splice(0..0, notes);
+                t
             }
         };
-        conditions::set(
-            &mut status.conditions,
-            READY,
-            false,
-            "TooManyFailures",
-            &message,
-            generation,
-            &now,
-        );
-        status.message = Some(message.clone());
-        self.write_on(exp, status).await?;
-        self.event(EventType::Warning, "FailurePolicy", action, &message)
-            .await;
-        Ok(Action::await_change())
+        self.commit(t).await
+    }
+
+    /// Writes a transition's status, publishes its Events, and says when to come back.
+    async fn commit(&mut self, t: Transition) -> Result<Action, Error> {
+        self.write(t.status).await?;
+        for note in &t.notes {
+            self.publish(note).await;
+        }
+        Ok(self.requeue(t.requeue))
+    }
+
+    fn requeue(&self, requeue: Requeue) -> Action {
+        match requeue {
+            Requeue::AwaitChange => Action::await_change(),
+            Requeue::Retry => Action::requeue(self.ctx.settings.retry_after),
+            // For when the next iteration is due, however long this reconcile took: a whole
+            // interval from its end would make each iteration late by the time the previous
+            // one spent on API calls (seconds with 300 experiments; docs/performance.md).
+            Requeue::WhenDue => {
+                let due = self
+                    .exp
+                    .status
+                    .as_ref()
+                    .and_then(|s| plan::next_iteration_due(&self.exp.spec, s));
+                Action::requeue(due.map_or(self.interval(), |due| {
+                    due.duration_since(SystemTime::now()).unwrap_or_default()
+                }))
+            }
+        }
     }
 
     async fn set_router(&self, weights: &[u32]) -> Result<(), RouterError> {
@@ -879,8 +460,13 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
 
     /// Collects every metric of every version. A backend failure holds the iteration; a
     /// version without data is passed on as such (the engine never counts it as a pass).
-    async fn collect(&self, status: &ExperimentStatus) -> Result<Collected, String> {
+    async fn collect(
+        &self,
+        status: &ExperimentStatus,
+        iteration: u32,
+    ) -> Result<Collected, Failure> {
         let spec = &self.exp.spec;
+        let failed = |reason: String| Failure::metrics(iteration, &reason);
         let start = status
             .start_time
             .as_ref()
@@ -889,22 +475,29 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let mut definitions = Vec::with_capacity(spec.metrics.len());
         for m in &spec.metrics {
             let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
+            if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
+                return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
+            }
             let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
             let metric = api
                 .get_opt(&m.metric.name)
                 .await
-                .map_err(|e| format!("reading Metric {ns}/{}: {e}", m.metric.name))?
-                .ok_or_else(|| format!("Metric {ns}/{} not found", m.metric.name))?;
+                .map_err(|e| failed(format!("reading Metric {ns}/{}: {e}", m.metric.name)))?
+                .ok_or_else(|| failed(format!("Metric {ns}/{} not found", m.metric.name)))?;
             let credentials = match &metric.spec.auth {
-                Some(auth) => Some(self.credentials(ns, &auth.secret_name).await?),
+                Some(auth) => Some(
+                    self.credentials(ns, &auth.secret_name)
+                        .await
+                        .map_err(failed)?,
+                ),
                 None => None,
             };
             definitions.push((m, metric, credentials));
         }
-        let mut by_version = Vec::with_capacity(spec.versions.len());
-        let mut missing = Vec::new();
-        for v in &spec.versions {
-            let mut observed = BTreeMap::new();
+        // Every version x metric query at once, up to a bound: an iteration takes about one
+        // query's time, not their sum (16 versions x 8 metrics would be 128 round trips).
+        let mut queries = Vec::with_capacity(spec.versions.len() * definitions.len());
+        for (i, v) in spec.versions.iter().enumerate() {
             for (m, metric, credentials) in &definitions {
                 let query = Query {
                     name: &m.name,
@@ -915,17 +508,26 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                     now,
                     credentials: credentials.as_ref(),
                 };
-                match self.ctx.metrics.observe(&query).await {
-                    Ok(o) => {
-                        observed.insert(m.name.clone(), o);
-                    }
-                    Err(MetricsError::NoData { reason, .. }) => {
-                        missing.push(format!("{}/{}: {reason}", v.name, m.name));
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+                let metrics = &self.ctx.metrics;
+                queries.push(async move { (i, v, *m, metrics.observe(&query).await) });
             }
-            by_version.push(observed);
+        }
+        let results: Vec<_> = futures::stream::iter(queries)
+            .buffered(MAX_CONCURRENT_QUERIES)
+            .collect()
+            .await;
+        let mut by_version = vec![BTreeMap::new(); spec.versions.len()];
+        let mut missing = Vec::new();
+        for (i, v, m, result) in results {
+            match result {
+                Ok(o) => {
+                    by_version[i].insert(m.name.clone(), o);
+                }
+                Err(MetricsError::NoData { reason, .. }) => {
+                    missing.push(format!("{}/{}: {reason}", v.name, m.name));
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            }
         }
         Ok(Collected {
             by_version,
@@ -953,23 +555,30 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         })
     }
 
-    async fn write(&self, status: ExperimentStatus) -> Result<Experiment, Error> {
-        self.write_on(self.exp, status).await
-    }
-
-    /// Replaces the status of `exp`, with the resourceVersion read last, so a concurrent
-    /// writer makes this fail with a conflict instead of being overwritten.
+    /// Replaces the status with the resourceVersion read last, so a concurrent writer makes
+    /// this fail with a conflict instead of being overwritten; keeps the written copy.
     ///
     /// On a conflict the object is read again. If only its metadata changed (a label, an
     /// annotation), the same status is written on the fresh version, with backoff: the work
     /// this status records (an analytics call, a router change) is not redone. If its spec or
     /// status changed (a person edited it, or another controller recorded progress), the
     /// conflict is returned and the next reconcile plans again from what is there now.
-    async fn write_on(
-        &self,
-        exp: &Experiment,
-        mut status: ExperimentStatus,
-    ) -> Result<Experiment, Error> {
+    async fn write(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
+        let size = serde_json::to_vec(&status).map_or(0, |json| json.len());
+        let oversized = (size > lifecycle::STATUS_BUDGET).then(|| {
+            let t = lifecycle::too_large(self.status(), size, &self.stamp());
+            status = t.status;
+            t.notes
+        });
+        self.replace_status(status).await?;
+        for note in oversized.iter().flatten() {
+            self.publish(note).await;
+        }
+        Ok(())
+    }
+
+    async fn replace_status(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
+        let exp = &self.exp;
         status.observed_generation = exp.meta().generation;
         let name = exp.name_any();
         let mut base = exp.clone();
@@ -994,7 +603,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                             .superseded
                             .replaced(&key, base.resource_version().as_deref());
                     }
-                    return Ok(written);
+                    self.exp = written;
+                    return Ok(());
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -1014,35 +624,20 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
     }
 
-    fn record_weights(&self, status: &mut ExperimentStatus, weights: &[u32]) {
-        status.weights = self
-            .exp
-            .spec
-            .versions
-            .iter()
-            .zip(weights)
-            .map(|(v, &weight)| VersionWeight {
-                version: v.name.clone(),
-                weight,
-            })
-            .collect();
-        status.weights_summary = Some(self.summary(weights));
-    }
-
-    fn summary(&self, weights: &[u32]) -> String {
-        weights_summary(&self.exp.spec.versions, weights)
-    }
-
     fn interval(&self) -> Duration {
         parse_interval(&self.exp.spec.duration.interval).unwrap_or(Duration::from_secs(30))
     }
 
-    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+    async fn publish(&self, note: &Note) {
         let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1024)),
-            action: action.into(),
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.into(),
+            note: Some(truncate(&note.message, 1024)),
+            action: note.action.into(),
             secondary: None,
         };
         if let Err(e) = self
@@ -1056,34 +651,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 }
 
-/// A failed attempt: the condition it makes False, the reason and the message.
-struct Failure {
-    condition: &'static str,
-    reason: &'static str,
-    message: String,
-}
-
 /// Observations of one iteration, in version order.
 struct Collected {
     by_version: Vec<BTreeMap<String, Observation>>,
     missing: Option<String>,
-}
-
-fn current_weights(spec: &iter8_crd::ExperimentSpec, status: &ExperimentStatus) -> Vec<u32> {
-    if status.weights.len() == spec.versions.len() {
-        status.weights.iter().map(|w| w.weight).collect()
-    } else {
-        spec.initial_weights()
-    }
-}
-
-fn completion_reason(decision: Option<&iter8_api::Decision>) -> &'static str {
-    match decision.map(|d| d.action) {
-        Some(Decided::Promote) => "Promoted",
-        Some(Decided::Rollback) => "RolledBack",
-        Some(Decided::Inconclusive) => "Inconclusive",
-        _ => "Completed",
-    }
 }
 
 fn kind_label(kind: iter8_api::ExperimentKind) -> &'static str {
@@ -1102,10 +673,6 @@ fn action_label(action: Decided) -> &'static str {
         Decided::Rollback => "rollback",
         Decided::Inconclusive => "inconclusive",
     }
-}
-
-fn now() -> Time {
-    Time(Timestamp::now())
 }
 
 fn truncate(s: &str, max: usize) -> String {

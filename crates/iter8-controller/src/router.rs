@@ -1,7 +1,8 @@
 //! Reading and setting traffic weights in a Gateway API `HTTPRoute` rule or an Istio
 //! `VirtualService` route. The weight arithmetic on the objects is pure; only `KubeRouter`
-//! talks to the API server, with server-side apply.
+//! talks to the API server, with optimistic writes (resourceVersion preconditions).
 
+use futures::future::BoxFuture;
 use iter8_crd::{Backend, Router, VersionSpec};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -118,34 +119,67 @@ impl RouteTarget {
     }
 }
 
-/// The weights the route gives the versions now, in version order.
+/// What a route gives: each version's weight, in version order, and the weight of the entries
+/// that are no version (traffic the experiment does not account for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSplit {
+    /// The versions' weights, in version order (0 for a version without an entry).
+    pub versions: Vec<u32>,
+    /// The summed weight of entries that match no version.
+    pub others: u32,
+}
+
+/// The weights the route in `namespace` gives now.
 pub fn read_weights(
     target: &RouteTarget,
+    namespace: &str,
     spec: &Value,
     versions: &[VersionSpec],
-) -> Result<Vec<u32>, RouterError> {
+) -> Result<RouteSplit, RouterError> {
     let entries = route_entries(target, spec)?;
-    versions
+    let backends = versions
         .iter()
-        .map(|v| {
-            let backend = backend_of(v)?;
-            let weight = entries
+        .map(backend_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let weight_of = |backend: &Backend| {
+        entries
+            .iter()
+            .find(|e| matches_backend(target.kind, namespace, e, backend))
+            .map_or(0, |e| entry_weight(target.kind, e))
+    };
+    let others = entries
+        .iter()
+        .filter(|e| {
+            !backends
                 .iter()
-                .find(|e| matches_backend(target.kind, e, backend))
-                .map_or(0, |e| entry_weight(target.kind, e));
-            Ok(weight)
+                .any(|b| matches_backend(target.kind, namespace, e, b))
         })
-        .collect()
+        .map(|e| entry_weight(target.kind, e))
+        .sum();
+    Ok(RouteSplit {
+        versions: backends.into_iter().map(weight_of).collect(),
+        others,
+    })
 }
 
 /// The route's list (`spec.rules` or `spec.http`) with the versions' weights set; entries of
-/// versions missing from the route are added, other entries are left as they are.
+/// versions missing from the route are added, and entries that are no version get weight 0,
+/// so the route splits traffic exactly as the experiment says (they are kept, not removed:
+/// someone else put them there).
 pub fn with_weights(
     target: &RouteTarget,
+    namespace: &str,
     spec: &Value,
     versions: &[VersionSpec],
     weights: &[u32],
 ) -> Result<Value, RouterError> {
+    if weights.len() != versions.len() {
+        return Err(RouterError::Mismatch(format!(
+            "{} weights for {} versions",
+            weights.len(),
+            versions.len()
+        )));
+    }
     let mut list = spec
         .get(target.kind.list())
         .cloned()
@@ -159,17 +193,71 @@ pub fn with_weights(
     let entries = route[target.kind.entries()]
         .as_array_mut()
         .ok_or_else(|| RouterError::Mismatch(format!("{} is not a list", target.kind.entries())))?;
-    for (v, &weight) in versions.iter().zip(weights) {
-        let backend = backend_of(v)?;
+    let backends = versions
+        .iter()
+        .map(backend_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    for entry in entries.iter_mut() {
+        if !backends
+            .iter()
+            .any(|b| matches_backend(target.kind, namespace, entry, b))
+        {
+            entry["weight"] = json!(0);
+        }
+    }
+    for (backend, &weight) in backends.into_iter().zip(weights) {
         match entries
             .iter_mut()
-            .find(|e| matches_backend(target.kind, e, backend))
+            .find(|e| matches_backend(target.kind, namespace, e, backend))
         {
             Some(entry) => entry["weight"] = json!(weight),
             None => entries.push(new_entry(target.kind, backend, weight)),
         }
     }
     Ok(list)
+}
+
+/// The seam to the router: read the versions' weights on a route, and set them.
+pub trait Routes: Send + Sync {
+    /// The route's current weights for the versions, in version order.
+    fn current<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+    ) -> BoxFuture<'a, Result<RouteSplit, RouterError>>;
+
+    /// Sets the versions' weights on the route.
+    fn apply<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+        weights: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), RouterError>>;
+}
+
+impl Routes for KubeRouter {
+    fn current<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+    ) -> BoxFuture<'a, Result<RouteSplit, RouterError>> {
+        Box::pin(KubeRouter::current(self, target, namespace, versions))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+        weights: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), RouterError>> {
+        Box::pin(KubeRouter::apply(
+            self, target, namespace, versions, weights,
+        ))
+    }
 }
 
 /// Router access through the API server.
@@ -188,20 +276,23 @@ impl KubeRouter {
         Api::namespaced_with(self.client.clone(), namespace, &target.kind.api_resource())
     }
 
-    /// The route's current weights for the versions.
+    /// The route's current weights for the versions, and for entries that are no version.
     pub async fn current(
         &self,
         target: &RouteTarget,
         namespace: &str,
         versions: &[VersionSpec],
-    ) -> Result<Vec<u32>, RouterError> {
+    ) -> Result<RouteSplit, RouterError> {
         let object = self.get(target, namespace).await?;
-        read_weights(target, &object.data["spec"], versions)
+        read_weights(target, namespace, &object.data["spec"], versions)
     }
 
-    /// Sets the versions' weights with server-side apply, as [`FIELD_MANAGER`]. A conflict
-    /// (someone changed the route at the same moment) is retried with backoff on a fresh read:
-    /// applying the same weights again is harmless.
+    /// Sets the versions' weights by an optimistic write: the route is read, the weights set
+    /// in what was read, and the list written back with the resourceVersion read as a
+    /// precondition. Anyone's change in between (a person adding a match, a GitOps tool
+    /// syncing) makes the API server answer 409, and the write is redone on a fresh read, so
+    /// no edit is lost. The write is a merge patch, not a forced server-side apply: iter8 does
+    /// not take ownership of the route's other fields from their managers.
     pub async fn apply(
         &self,
         target: &RouteTarget,
@@ -231,20 +322,21 @@ impl KubeRouter {
         weights: &[u32],
     ) -> Result<(), RouterError> {
         let object = self.get(target, namespace).await?;
-        let list = with_weights(target, &object.data["spec"], versions, weights)?;
-        let resource = target.kind.api_resource();
+        let list = with_weights(target, namespace, &object.data["spec"], versions, weights)?;
+        if object.data["spec"].get(target.kind.list()) == Some(&list) {
+            // Already so: no write, no new resourceVersion, no watch event.
+            return Ok(());
+        }
         let patch = json!({
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
-            "metadata": {"name": target.name, "namespace": namespace},
+            "metadata": {"resourceVersion": object.metadata.resource_version},
             "spec": {target.kind.list(): list},
         });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
         self.api(target, namespace)
-            .patch(
-                &target.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch(&target.name, &params, &Patch::Merge(&patch))
             .await?;
         Ok(())
     }
@@ -290,7 +382,8 @@ fn backend_of(v: &VersionSpec) -> Result<&Backend, RouterError> {
         .ok_or_else(|| RouterError::Mismatch(format!("version {} has no backend", v.name)))
 }
 
-fn matches_backend(kind: RouterKind, entry: &Value, backend: &Backend) -> bool {
+/// Whether a route entry (in a route of `namespace`) sends traffic to `backend`.
+fn matches_backend(kind: RouterKind, namespace: &str, entry: &Value, backend: &Backend) -> bool {
     match kind {
         RouterKind::HttpRoute => {
             entry["name"] == json!(backend.name)
@@ -300,9 +393,23 @@ fn matches_backend(kind: RouterKind, entry: &Value, backend: &Backend) -> bool {
         }
         RouterKind::VirtualService => {
             let d = &entry["destination"];
-            d["host"] == json!(backend.name)
-                && d.get("subset").and_then(Value::as_str) == backend.subset.as_deref()
+            d["host"].as_str().is_some_and(|host| {
+                service_host(host, namespace) == service_host(&backend.name, namespace)
+            }) && d.get("subset").and_then(Value::as_str) == backend.subset.as_deref()
         }
+    }
+}
+
+/// An Istio destination host as (name, namespace), the way Istio resolves it from a route in
+/// `namespace`: `reviews`, `reviews.ns`, `reviews.ns.svc` and `reviews.ns.svc.cluster.local`
+/// (any cluster domain) are one Service. Other hosts (external names) are kept whole.
+fn service_host<'h>(host: &'h str, namespace: &'h str) -> (&'h str, &'h str) {
+    let parts: Vec<&str> = host.split('.').collect();
+    match parts.as_slice() {
+        [name] => (name, namespace),
+        [name, ns] => (name, ns),
+        [name, ns, "svc", ..] => (name, ns),
+        _ => (host, ""),
     }
 }
 
@@ -353,6 +460,8 @@ mod tests {
         .expect("valid versions")
     }
 
+    const NS: &str = "bookinfo";
+
     fn http_route() -> RouteTarget {
         RouteTarget {
             kind: RouterKind::HttpRoute,
@@ -367,7 +476,8 @@ mod tests {
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
             "backendRefs": [{"name": "reviews-v1", "port": 9080, "kind": "Service"}]
         }]});
-        let rules = with_weights(&http_route(), &spec, &versions(), &[70, 30]).expect("applies");
+        let rules =
+            with_weights(&http_route(), NS, &spec, &versions(), &[70, 30]).expect("applies");
         assert_eq!(
             rules[0]["backendRefs"],
             json!([
@@ -377,15 +487,18 @@ mod tests {
         );
         assert_eq!(rules[0]["matches"], spec["rules"][0]["matches"]);
         let back =
-            read_weights(&http_route(), &json!({"rules": rules}), &versions()).expect("reads");
-        assert_eq!(back, vec![70, 30]);
+            read_weights(&http_route(), NS, &json!({"rules": rules}), &versions()).expect("reads");
+        assert_eq!(back.versions, vec![70, 30]);
+        assert_eq!(back.others, 0);
     }
 
     #[test]
     fn an_absent_http_route_weight_reads_as_one() {
         let spec = json!({"rules": [{"backendRefs": [{"name": "reviews-v1", "port": 9080}]}]});
         assert_eq!(
-            read_weights(&http_route(), &spec, &versions()).expect("reads"),
+            read_weights(&http_route(), NS, &spec, &versions())
+                .expect("reads")
+                .versions,
             vec![1, 0]
         );
     }
@@ -406,18 +519,116 @@ mod tests {
             {"route": [{"destination": {"host": "ratings"}}]},
             {"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}
         ]});
-        let http = with_weights(&target, &spec, &versions, &[40, 60]).expect("applies");
+        let http = with_weights(&target, NS, &spec, &versions, &[40, 60]).expect("applies");
         assert_eq!(http[0], spec["http"][0], "other routes are untouched");
         assert_eq!(
-            read_weights(&target, &json!({"http": http}), &versions).expect("reads"),
+            read_weights(&target, NS, &json!({"http": http}), &versions)
+                .expect("reads")
+                .versions,
             vec![40, 60]
         );
     }
 
     #[test]
     fn a_missing_rule_is_an_error_naming_the_index() {
-        let err = with_weights(&http_route(), &json!({"rules": []}), &versions(), &[100, 0])
-            .expect_err("no rule 0");
+        let err = with_weights(
+            &http_route(),
+            NS,
+            &json!({"rules": []}),
+            &versions(),
+            &[100, 0],
+        )
+        .expect_err("no rule 0");
         assert_eq!(err.to_string(), "HTTPRoute reviews has no rules[0]");
+    }
+
+    fn virtual_service() -> RouteTarget {
+        RouteTarget {
+            kind: RouterKind::VirtualService,
+            name: "reviews".into(),
+            index: 0,
+        }
+    }
+
+    fn subsets() -> Vec<VersionSpec> {
+        serde_json::from_value(json!([
+            {"name": "v1", "backend": {"name": "reviews", "subset": "v1"}},
+            {"name": "v2", "backend": {"name": "reviews", "subset": "v2"}}
+        ]))
+        .expect("valid versions")
+    }
+
+    #[test]
+    fn a_virtual_service_host_matches_however_the_service_is_written() {
+        for host in [
+            "reviews",
+            "reviews.bookinfo",
+            "reviews.bookinfo.svc",
+            "reviews.bookinfo.svc.cluster.local",
+            "reviews.bookinfo.svc.corp.example",
+        ] {
+            let spec = json!({"http": [{"route": [
+                {"destination": {"host": host, "subset": "v1"}, "weight": 100}
+            ]}]});
+            let http = with_weights(&virtual_service(), NS, &spec, &subsets(), &[70, 30])
+                .expect("applies");
+            let route = http[0]["route"].as_array().expect("a list");
+            assert_eq!(
+                route.len(),
+                2,
+                "{host}: the entry is updated, not duplicated"
+            );
+            assert_eq!(
+                route[0]["destination"]["host"],
+                json!(host),
+                "{host}: kept as written"
+            );
+            assert_eq!(route[0]["weight"], json!(70), "{host}");
+            let read = read_weights(&virtual_service(), NS, &json!({"http": http}), &subsets())
+                .expect("reads");
+            assert_eq!((read.versions, read.others), (vec![70, 30], 0), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_host_of_another_namespace_or_outside_the_cluster_is_not_a_version() {
+        for host in [
+            "reviews.other",
+            "reviews.other.svc.cluster.local",
+            "reviews.example.com",
+        ] {
+            let spec = json!({"http": [{"route": [
+                {"destination": {"host": host, "subset": "v1"}, "weight": 100}
+            ]}]});
+            let read = read_weights(&virtual_service(), NS, &spec, &subsets()).expect("reads");
+            assert_eq!((read.versions, read.others), (vec![0, 0], 100), "{host}");
+        }
+    }
+
+    #[test]
+    fn entries_that_are_no_version_are_seen_and_set_to_zero() {
+        let spec = json!({"rules": [{"backendRefs": [
+            {"name": "reviews-v1", "port": 9080, "weight": 50},
+            {"name": "reviews-v2", "port": 9080, "weight": 30},
+            {"name": "reviews-debug", "port": 9080, "weight": 20}
+        ]}]});
+        let read = read_weights(&http_route(), NS, &spec, &versions()).expect("reads");
+        assert_eq!((read.versions, read.others), (vec![50, 30], 20));
+        let rules =
+            with_weights(&http_route(), NS, &spec, &versions(), &[60, 40]).expect("applies");
+        assert_eq!(
+            rules[0]["backendRefs"][2],
+            json!({"name": "reviews-debug", "port": 9080, "weight": 0}),
+            "kept, without traffic"
+        );
+        let read =
+            read_weights(&http_route(), NS, &json!({"rules": rules}), &versions()).expect("reads");
+        assert_eq!((read.versions, read.others), (vec![60, 40], 0));
+    }
+
+    #[test]
+    fn a_split_of_the_wrong_length_is_refused() {
+        let spec = json!({"rules": [{"backendRefs": []}]});
+        assert!(with_weights(&http_route(), NS, &spec, &versions(), &[100]).is_err());
     }
 }

@@ -90,6 +90,34 @@ pub const STATUS_SIZE_BUDGET: usize = 640 * 1024;
     validation = Rule::new("!has(self.manualOverride) || !has(self.manualOverride.split) || size(self.manualOverride.split) == size(self.versions)")
         .message("manualOverride.split needs one weight per version")
         .field_path(".manualOverride.split"),
+    // What an experiment tests is fixed once it exists: the sequential guarantees assume fixed
+    // hypotheses, and weights and history are kept by version position. To test something
+    // else, create a new Experiment. (pause, resume, terminate, the analytics URL and the
+    // failure policy stay editable.)
+    validation = Rule::new("self.kind == oldSelf.kind")
+        .message("kind cannot change once the experiment exists; create a new Experiment")
+        .field_path(".kind"),
+    validation = Rule::new("self.versions == oldSelf.versions")
+        .message("versions (names, order, backends, labels) cannot change once the experiment exists: weights and history are kept by position; create a new Experiment")
+        .field_path(".versions"),
+    validation = Rule::new("has(self.router) == has(oldSelf.router) && (!has(self.router) || self.router == oldSelf.router)")
+        .message("router cannot change once the experiment exists: the old route would keep its split; create a new Experiment")
+        .field_path(".router"),
+    validation = Rule::new("has(self.metrics) == has(oldSelf.metrics) && (!has(self.metrics) || self.metrics == oldSelf.metrics)")
+        .message("metrics cannot change once the experiment exists; create a new Experiment")
+        .field_path(".metrics"),
+    validation = Rule::new("has(self.ratios) == has(oldSelf.ratios) && (!has(self.ratios) || self.ratios == oldSelf.ratios)")
+        .message("ratios cannot change once the experiment exists; create a new Experiment")
+        .field_path(".ratios"),
+    validation = Rule::new("has(self.criteria) == has(oldSelf.criteria) && (!has(self.criteria) || self.criteria == oldSelf.criteria)")
+        .message("criteria cannot change once the experiment exists: the sequential tests assume fixed hypotheses; create a new Experiment")
+        .field_path(".criteria"),
+    validation = Rule::new("has(self.strategy) == has(oldSelf.strategy) && (!has(self.strategy) || self.strategy == oldSelf.strategy)")
+        .message("strategy (algorithm, alpha, winner probability, limits) cannot change once the experiment exists: the sequential tests assume fixed hypotheses; create a new Experiment")
+        .field_path(".strategy"),
+    validation = Rule::new("has(self.duration) == has(oldSelf.duration) && (!has(self.duration) || self.duration == oldSelf.duration)")
+        .message("duration (interval, minIterations, maxIterations) cannot change once the experiment exists; create a new Experiment")
+        .field_path(".duration"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ExperimentSpec {

@@ -8,11 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use futures::future::BoxFuture;
 use iter8_api::Observation;
-use iter8_controller::analytics::AnalyticsClient;
-use iter8_controller::router::KubeRouter;
+use iter8_api::{AssessmentRequest, AssessmentResponse};
+use iter8_controller::analytics::AnalyticsError;
+use iter8_controller::analytics::{AnalyticsClient, ClientConfig, Endpoints};
+use iter8_controller::assessor::Assessor;
+use iter8_controller::router::{KubeRouter, RouteSplit, RouteTarget, RouterError, Routes};
 use iter8_controller::telemetry::Telemetry;
-use iter8_controller::{Context, Settings, StageGate};
+use iter8_controller::{Context, Settings};
+use iter8_crd::VersionSpec;
 use iter8_crd::{Experiment, Metric, Phase};
 use iter8_integration_tests::{TestEnv, crds};
 use iter8_metrics::{MetricsBackend, MetricsError, Query};
@@ -23,6 +28,7 @@ use kube::api::{
 };
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +85,20 @@ impl ScriptedMetrics {
         Some(typical.mul_f64(0.5 + 1.5 * unit))
     }
 
+    /// What each iteration adds to metric `latency` of `version`: `count` requests with a mean
+    /// latency of `mean_ms` (a mean metric, as a Prometheus `_sum`/`_count` pair gives it).
+    pub fn set_mean_latency(&self, version: &str, count: f64, mean_ms: f64) {
+        let mut data = self.data.lock().expect("not poisoned");
+        data.entry(version.to_string()).or_default().insert(
+            "latency".to_string(),
+            Observation::Mean(iter8_api::MeanObservation {
+                sum: count * mean_ms,
+                count,
+                sum_of_squares: None,
+            }),
+        );
+    }
+
     /// Makes the backend answer as an unreachable Prometheus would.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
@@ -111,6 +131,11 @@ impl MetricsBackend for ScriptedMetrics {
             .zip(times)
             .map(|(o, times)| match o {
                 Observation::Counter(c) => Observation::Counter(c * times),
+                Observation::Mean(m) => Observation::Mean(iter8_api::MeanObservation {
+                    sum: m.sum * times,
+                    count: m.count * times,
+                    sum_of_squares: m.sum_of_squares.map(|s| s * times),
+                }),
                 other => other.clone(),
             })
             .ok_or_else(|| MetricsError::NoData {
@@ -303,6 +328,25 @@ pub async fn warning_reasons(client: &Client, ns: &str, name: &str) -> Result<Ve
         .collect())
 }
 
+/// Waits until `name` got a Warning Event with `reason` (Events are published after the
+/// status write they report), and returns every Warning reason it got.
+pub async fn wait_for_warning(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<String>> {
+    wait_for(
+        &format!("a {reason} Warning Event for {name}"),
+        Duration::from_secs(10),
+        async || {
+            let warned = warning_reasons(client, ns, name).await?;
+            Ok(warned.iter().any(|w| w == reason).then_some(warned))
+        },
+    )
+    .await
+}
+
 /// The failure policy ended the experiment: nothing promoted, `Completed=True` with reason
 /// `FailurePolicy`, and no iteration completed since `reported` (the failure's report).
 pub fn assert_ended_by_failure_policy(failed: &Experiment, reported: &Experiment) {
@@ -367,8 +411,18 @@ pub async fn start_controller_with<M: MetricsBackend + 'static>(
     analytics_timeout: Duration,
     gate: Option<Arc<StageGate>>,
 ) -> Result<(JoinHandle<()>, Telemetry)> {
-    let analytics = AnalyticsClient::new(analytics_timeout, 1, Duration::from_millis(100), None)?;
+    let analytics = AnalyticsClient::new(test_client_config(&[analytics_url], analytics_timeout)?)?;
     start_controller_using(client, namespace, analytics_url, metrics, analytics, gate).await
+}
+
+/// The analytics client settings of the tests: calls only `endpoints`, each attempt within
+/// `timeout`, one retry after 100 ms, no token.
+pub fn test_client_config(endpoints: &[&str], timeout: Duration) -> Result<ClientConfig> {
+    let mut config = ClientConfig::new(Endpoints::only(endpoints.iter().copied())?);
+    config.timeout = timeout;
+    config.retries = 1;
+    config.backoff = Duration::from_millis(100);
+    Ok(config)
 }
 
 /// A controller calling the analytics service through `analytics` (token, TLS...).
@@ -390,7 +444,7 @@ pub async fn start_controller_using<M: MetricsBackend + 'static>(
 }
 
 /// What an in-process controller runs with: test settings (a 500 ms retry delay) and fresh
-/// telemetry.
+/// telemetry; with a `gate`, its router and analytics hold at the gate's stage.
 pub fn controller_context<M: MetricsBackend>(
     client: &Client,
     analytics_url: &str,
@@ -399,14 +453,29 @@ pub fn controller_context<M: MetricsBackend>(
     gate: Option<Arc<StageGate>>,
 ) -> Result<Arc<Context<M>>> {
     let telemetry = Telemetry::new()?;
+    let router = KubeRouter::new(client.clone());
+    let (router, analytics): (Arc<dyn Routes>, Arc<dyn Assessor>) = match gate {
+        Some(gate) => (
+            Arc::new(Gated {
+                inner: router,
+                gate: gate.clone(),
+            }),
+            Arc::new(Gated {
+                inner: analytics,
+                gate,
+            }),
+        ),
+        None => (Arc::new(router), Arc::new(analytics)),
+    };
     Ok(Arc::new(Context {
         client: client.clone(),
-        router: KubeRouter::new(client.clone()),
+        router,
         analytics,
         metrics,
         settings: Settings {
             analytics_url: analytics_url.to_string(),
             retry_after: Duration::from_millis(500),
+            shared_metric_namespaces: Vec::new(),
         },
         telemetry: telemetry.clone(),
         recorder: Recorder::new(
@@ -416,9 +485,107 @@ pub fn controller_context<M: MetricsBackend>(
                 instance: Some("integration-test".into()),
             },
         ),
-        gate,
         superseded: Default::default(),
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashing at a stage of an iteration
+
+/// The points of an iteration a [`StageGate`] can hold it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Metrics collected; nothing written yet (held before the analytics call).
+    MetricsCollected,
+    /// The analytics answered; nothing written yet.
+    AnalyticsAnswered,
+    /// The decision is recorded as pending; the router is not changed yet (held before the
+    /// route write).
+    DecisionRecorded,
+    /// The router carries the new split; the iteration is not recorded as completed yet.
+    TrafficApplied,
+}
+
+/// Every reconcile that reaches `stage` (from iteration `from_iteration` on) stops there for
+/// good, after notifying `reached`. Aborting the controller then is a crash at exactly that
+/// point. The controller's router and analytics are wrapped ([`Gated`]): the seams the
+/// production code has anyway, so no test hook lives in it.
+#[derive(Debug)]
+pub struct StageGate {
+    stage: Stage,
+    from_iteration: u32,
+    /// Notified when a reconcile is held.
+    pub reached: tokio::sync::Notify,
+    /// The iteration last sent for assessment: the one the next route write belongs to.
+    assessing: AtomicU32,
+}
+
+impl StageGate {
+    pub fn new(stage: Stage, from_iteration: u32) -> Self {
+        Self {
+            stage,
+            from_iteration,
+            reached: tokio::sync::Notify::new(),
+            assessing: AtomicU32::new(0),
+        }
+    }
+
+    async fn pass(&self, stage: Stage) {
+        if self.stage == stage && self.assessing.load(Ordering::SeqCst) >= self.from_iteration {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A router or analytics client that holds at its gate's stage.
+struct Gated<T> {
+    inner: T,
+    gate: Arc<StageGate>,
+}
+
+impl Assessor for Gated<AnalyticsClient> {
+    fn assess<'a>(
+        &'a self,
+        url: &'a str,
+        request: &'a AssessmentRequest,
+    ) -> BoxFuture<'a, Result<AssessmentResponse, AnalyticsError>> {
+        Box::pin(async move {
+            self.gate
+                .assessing
+                .store(request.iteration, Ordering::SeqCst);
+            self.gate.pass(Stage::MetricsCollected).await;
+            let answer = self.inner.assess(url, request).await;
+            self.gate.pass(Stage::AnalyticsAnswered).await;
+            answer
+        })
+    }
+}
+
+impl Routes for Gated<KubeRouter> {
+    fn current<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+    ) -> BoxFuture<'a, Result<RouteSplit, RouterError>> {
+        Box::pin(self.inner.current(target, namespace, versions))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        namespace: &'a str,
+        versions: &'a [VersionSpec],
+        weights: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), RouterError>> {
+        Box::pin(async move {
+            self.gate.pass(Stage::DecisionRecorded).await;
+            let applied = self.inner.apply(target, namespace, versions, weights).await;
+            self.gate.pass(Stage::TrafficApplied).await;
+            applied
+        })
+    }
 }
 
 pub async fn install_crds(client: &Client) -> Result<()> {
@@ -657,17 +824,29 @@ impl Harness {
 
     /// A harness whose controller gives each analytics call `timeout`.
     pub async fn with_analytics_timeout(test: &str, timeout: Duration) -> Result<Self> {
+        Self::allowing(test, timeout, &[]).await
+    }
+
+    /// A harness whose controller gives each analytics call `timeout` and lets experiments
+    /// name the analytics services at `also` besides its own.
+    pub async fn allowing(test: &str, timeout: Duration, also: &[SocketAddr]) -> Result<Self> {
         let env = TestEnv::new(test).await?;
         install_crds(&env.client).await?;
         create_metrics(&env.client, env.namespace.name()).await?;
         let metrics = ScriptedMetrics::default();
         let assessed = AssessmentLog::start(start_analytics().await?).await?;
-        let (controller, telemetry) = start_controller_with(
+        let own = format!("http://{}", assessed.addr);
+        let others: Vec<String> = also.iter().map(|a| format!("http://{a}")).collect();
+        let endpoints: Vec<&str> = std::iter::once(own.as_str())
+            .chain(others.iter().map(String::as_str))
+            .collect();
+        let analytics = AnalyticsClient::new(test_client_config(&endpoints, timeout)?)?;
+        let (controller, telemetry) = start_controller_using(
             &env.client,
             env.namespace.name(),
-            &format!("http://{}", assessed.addr),
+            &own,
             metrics.clone(),
-            timeout,
+            analytics,
             None,
         )
         .await?;

@@ -1,8 +1,29 @@
-//! The HTTP client of the analytics service, with timeouts and retries with backoff.
+//! The one HTTP client of the iter8 analytics service, used by the controller and the CLI.
+//!
+//! It keeps four promises:
+//! - **Only trusted endpoints.** A client calls only the base URLs it was given
+//!   ([`Endpoints`]); the bearer token therefore reaches no other address, and an Experiment
+//!   cannot make the controller send requests anywhere else.
+//! - **Bounded calls.** Every attempt has a timeout; unavailability is retried with backoff;
+//!   refusals (4xx) are not; redirects are not followed.
+//! - **TLS as configured.** Only the given CA bundle is trusted when one is given, and a client
+//!   certificate is presented when the service requires one (mTLS).
+//! - **Answers are checked.** An answer is returned only if it is an assessment of the request
+//!   asked ([`check_answer`]); anything else is [`AnalyticsError::Garbage`].
+
+#![forbid(unsafe_code)]
+
+mod answer;
+mod endpoints;
+mod files;
 
 use std::time::Duration;
 
 use iter8_api::{AssessmentRequest, AssessmentResponse, ErrorResponse};
+
+pub use answer::check_answer;
+pub use endpoints::Endpoints;
+pub use files::{CredentialFiles, read_token};
 
 /// Why the analytics service gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +39,14 @@ pub enum AnalyticsError {
         /// Its reason.
         reason: String,
     },
-    /// The service answered something that is not an assessment.
+    /// The service answered something that is not an assessment of the request asked.
     #[error("analytics service answered garbage: {0}")]
     Garbage(String),
     /// The service refused our credentials (401): the bearer token or client certificate is
     /// missing or not the one it expects. The token itself is never part of the message.
     #[error(
         "analytics service refused authentication (HTTP 401): {reason}; check the token \
-         (ITER8_ANALYTICS_TOKEN_FILE) and client certificate the controller is given"
+         (ITER8_ANALYTICS_TOKEN_FILE) and client certificate given"
     )]
     Unauthorized {
         /// The service's reason, e.g. "the bearer token is not valid".
@@ -34,11 +55,36 @@ pub enum AnalyticsError {
     /// The TLS settings (CA, client certificate or key) could not be loaded.
     #[error("analytics TLS settings: {0}")]
     Tls(String),
+    /// The URL is not one of the endpoints this client may call.
+    #[error(
+        "analytics URL {url:?} is not allowed: the controller calls only its own analytics \
+         service and the URLs it is configured to allow (--analytics-allowed-urls)"
+    )]
+    NotAllowed {
+        /// The URL asked for.
+        url: String,
+    },
+    /// A credential file could not be read.
+    #[error("{0}")]
+    Credentials(String),
 }
 
-/// How the controller reaches an analytics service over HTTPS: the CA it trusts for it, and
-/// the client certificate it presents when the service requires one (mTLS). PEM bytes, as
-/// read from the mounted Secret.
+impl AnalyticsError {
+    /// The reason for conditions and Events (`AnalyticsUnavailable`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AnalyticsError::Rejected { .. } => "AnalyticsRejected",
+            AnalyticsError::Unauthorized { .. } => "AnalyticsUnauthorized",
+            AnalyticsError::Tls(_) | AnalyticsError::Credentials(_) => "AnalyticsTlsMisconfigured",
+            AnalyticsError::Garbage(_) => "AnalyticsGarbage",
+            AnalyticsError::Unavailable(_) => "AnalyticsUnavailable",
+            AnalyticsError::NotAllowed { .. } => "AnalyticsNotAllowed",
+        }
+    }
+}
+
+/// How a client reaches an analytics service over HTTPS: the CA it trusts for it, and the
+/// client certificate it presents when the service requires one (mTLS). PEM bytes.
 #[derive(Clone, Default)]
 pub struct ClientTls {
     /// CA bundle the service's certificate must chain to; only these roots are trusted.
@@ -59,13 +105,46 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
-/// Calls `POST {url}/v1/assessments`.
+/// How a client calls: limits, credentials and the endpoints it may call.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The bound on each attempt (connect, send, answer).
+    pub timeout: Duration,
+    /// How many times an unavailable service is tried again.
+    pub retries: u32,
+    /// The first wait between attempts; each next wait doubles.
+    pub backoff: Duration,
+    /// The bearer token sent to the endpoints (never elsewhere).
+    pub token: Option<String>,
+    /// CA and client certificate for `https://` endpoints.
+    pub tls: ClientTls,
+    /// The base URLs this client may call.
+    pub endpoints: Endpoints,
+}
+
+impl ClientConfig {
+    /// A configuration calling only `endpoints`, with a 10 s timeout, 2 retries from 250 ms,
+    /// no token and the system's CA roots.
+    pub fn new(endpoints: Endpoints) -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            backoff: Duration::from_millis(250),
+            token: None,
+            tls: ClientTls::default(),
+            endpoints,
+        }
+    }
+}
+
+/// Calls `POST {url}/v1/assessments` on the configured endpoints.
 #[derive(Clone)]
 pub struct AnalyticsClient {
     http: reqwest::Client,
     retries: u32,
     backoff: Duration,
     token: Option<String>,
+    endpoints: Endpoints,
 }
 
 impl std::fmt::Debug for AnalyticsClient {
@@ -74,35 +153,20 @@ impl std::fmt::Debug for AnalyticsClient {
             .field("retries", &self.retries)
             .field("backoff", &self.backoff)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("endpoints", &self.endpoints)
             .finish()
     }
 }
 
 impl AnalyticsClient {
-    /// A client whose every attempt is bounded by `timeout`; transient failures are retried
-    /// `retries` times, waiting `backoff`, then twice that, and so on.
-    pub fn new(
-        timeout: Duration,
-        retries: u32,
-        backoff: Duration,
-        token: Option<String>,
-    ) -> Result<Self, AnalyticsError> {
-        Self::with_tls(timeout, retries, backoff, token, &ClientTls::default())
-    }
-
-    /// As [`AnalyticsClient::new`], trusting `tls.ca_pem` for `https://` URLs and presenting
-    /// `tls.identity_pem` to services that require a client certificate.
-    pub fn with_tls(
-        timeout: Duration,
-        retries: u32,
-        backoff: Duration,
-        token: Option<String>,
-        tls: &ClientTls,
-    ) -> Result<Self, AnalyticsError> {
+    /// A client as `config` says; fails only on unusable TLS material.
+    pub fn new(config: ClientConfig) -> Result<Self, AnalyticsError> {
         let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout);
-        if let Some(pem) = &tls.ca_pem {
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect would take the request (and its token) to an address nobody allowed.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &config.tls.ca_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| AnalyticsError::Tls(format!("CA bundle: {e}")))?;
             if roots.is_empty() {
@@ -112,7 +176,7 @@ impl AnalyticsClient {
             }
             builder = builder.tls_certs_only(roots);
         }
-        if let Some(pem) = &tls.identity_pem {
+        if let Some(pem) = &config.tls.identity_pem {
             let identity = reqwest::Identity::from_pem(pem)
                 .map_err(|e| AnalyticsError::Tls(format!("client certificate and key: {e}")))?;
             builder = builder.identity(identity);
@@ -122,18 +186,30 @@ impl AnalyticsClient {
             .map_err(|e| AnalyticsError::Tls(e.to_string()))?;
         Ok(Self {
             http,
-            retries,
-            backoff,
-            token,
+            retries: config.retries,
+            backoff: config.backoff,
+            token: config.token,
+            endpoints: config.endpoints,
         })
     }
 
-    /// Asks for the assessment of one iteration.
+    /// The endpoints this client may call.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Asks the service at `base_url` for the assessment of one iteration, and checks that the
+    /// answer is one ([`check_answer`]).
     pub async fn assess(
         &self,
         base_url: &str,
         request: &AssessmentRequest,
     ) -> Result<AssessmentResponse, AnalyticsError> {
+        if !self.endpoints.allows(base_url) {
+            return Err(AnalyticsError::NotAllowed {
+                url: base_url.to_owned(),
+            });
+        }
         let url = format!("{}/v1/assessments", base_url.trim_end_matches('/'));
         let mut wait = self.backoff;
         let mut attempt = 0;
@@ -145,7 +221,11 @@ impl AnalyticsClient {
                     wait = wait.saturating_mul(2);
                     attempt += 1;
                 }
-                outcome => return outcome,
+                Ok(answer) => {
+                    check_answer(request, &answer)?;
+                    return Ok(answer);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -188,6 +268,11 @@ impl AnalyticsClient {
                     reason: format!("HTTP {status}"),
                 },
             });
+        }
+        if status.is_redirection() {
+            return Err(AnalyticsError::Garbage(format!(
+                "HTTP {status}: redirects are not followed"
+            )));
         }
         Err(AnalyticsError::Unavailable(format!("HTTP {status}")))
     }

@@ -1,0 +1,1199 @@
+//! The experiment's lifecycle as pure functions: from the status and what a reconcile
+//! observed (an assessment, a router failure, a person's override, a hand edit of the route),
+//! the new status, the Events to publish and when to come back. No I/O: the reconciler reads
+//! and writes, this module decides, and every transition is tested directly.
+//!
+//! The reconciler keeps one order for every transition: the router is written first (when
+//! the transition needs a new split), then the status, then the Events. A decided iteration
+//! is recorded as *pending* before its split reaches the router, so a controller that stops
+//! in between finishes it without deciding again.
+
+use iter8_api::{Action as Decided, AssessmentResponse, Decision, VersionWeight};
+use iter8_crd::{
+    ExperimentSpec, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Ledger,
+    PendingIteration, Phase, weights_summary,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::conditions::{
+    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
+};
+use crate::router::{RouteSplit, RouterError};
+
+/// When a transition happens, and for which spec generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    /// The time written into conditions and records.
+    pub now: Time,
+    /// The Experiment's `metadata.generation`.
+    pub generation: Option<i64>,
+}
+
+/// A Kubernetes Event to publish about the experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Warning (something to act on) or Normal.
+    pub warning: bool,
+    /// CamelCase reason, e.g. `Iteration`, `AnalyticsUnavailable`.
+    pub reason: &'static str,
+    /// What the controller was doing, e.g. `Iterate`.
+    pub action: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+impl Note {
+    fn normal(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason,
+            action,
+            message: message.into(),
+        }
+    }
+
+    fn warning(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            reason,
+            action,
+            message: message.into(),
+        }
+    }
+}
+
+/// When to reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// When the next iteration is due by the new status.
+    WhenDue,
+    /// After the retry delay: an attempt failed.
+    Retry,
+    /// Not until the Experiment changes: it ended, or waits for a person.
+    AwaitChange,
+}
+
+/// The outcome of a transition: the status to write, then the Events, then the requeue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new status.
+    pub status: ExperimentStatus,
+    /// The Events, in order.
+    pub notes: Vec<Note>,
+    /// When to come back.
+    pub requeue: Requeue,
+}
+
+/// A failed attempt: the condition it makes False, the reason and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The condition type made False.
+    pub condition: &'static str,
+    /// CamelCase reason, also the Event's.
+    pub reason: &'static str,
+    /// What failed, for the condition, the Event and `status.message`.
+    pub message: String,
+}
+
+impl Failure {
+    /// The router could not be read or set.
+    pub fn router(e: &RouterError) -> Self {
+        let reason = match e {
+            RouterError::NotFound { .. } => "RouterNotFound",
+            RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
+            RouterError::Kube(_) => "RouterUnavailable",
+        };
+        Self {
+            condition: TRAFFIC_APPLIED,
+            reason,
+            message: format!("traffic not applied: {e}"),
+        }
+    }
+
+    /// The metrics backend failed (not: a version has no data).
+    pub fn metrics(iteration: u32, reason: &str) -> Self {
+        Self {
+            condition: METRICS_AVAILABLE,
+            reason: "BackendUnavailable",
+            message: format!("iteration {iteration} held: {reason}"),
+        }
+    }
+
+    /// The Experiment names a Metric in a namespace it may not use.
+    pub fn metric_not_allowed(iteration: u32, namespace: &str, name: &str) -> Self {
+        Self {
+            condition: METRICS_AVAILABLE,
+            reason: "MetricNotAllowed",
+            message: format!(
+                "iteration {iteration} held: Metric {namespace}/{name} is in another namespace, \
+                 which is not one the controller shares Metrics from (--shared-metric-namespaces); \
+                 use a Metric of the experiment's namespace"
+            ),
+        }
+    }
+
+    /// The analytics service gave no usable answer.
+    pub fn analytics(
+        spec: &ExperimentSpec,
+        iteration: u32,
+        current: &[u32],
+        e: &crate::analytics::AnalyticsError,
+    ) -> Self {
+        Self {
+            condition: ANALYTICS_AVAILABLE,
+            reason: e.reason(),
+            message: format!(
+                "iteration {iteration} held at {}: {e}",
+                weights_summary(&spec.versions, current)
+            ),
+        }
+    }
+}
+
+/// What a held attempt leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Held {
+    /// Below the failure policy's limit, or paused by it: write `Transition`, nothing else.
+    Done(Transition),
+    /// The failure policy rolls back: put all traffic on the baseline (`weights`), then
+    /// [`rolled_back`] on success or [`rollback_blocked`] if the router fails. `status`
+    /// carries the failure; `notes` are published whatever happens next.
+    RollBack {
+        /// The status with the failure counted.
+        status: ExperimentStatus,
+        /// The split to put on the router.
+        weights: Vec<u32>,
+        /// The failure's Event.
+        notes: Vec<Note>,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transitions
+
+/// The experiment starts with `weights` on the router.
+pub fn started(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    weights: &[u32],
+    at: &Stamp,
+) -> Transition {
+    status.phase = Phase::Running;
+    status.start_time = Some(at.now.clone());
+    record_weights(spec, &mut status, weights);
+    let summary = weights_summary(&spec.versions, weights);
+    set(
+        &mut status,
+        at,
+        READY,
+        true,
+        "Started",
+        "experiment started",
+    );
+    set(
+        &mut status,
+        at,
+        TRAFFIC_APPLIED,
+        true,
+        "Applied",
+        "starting split applied",
+    );
+    status.message = Some(format!("started with {summary}"));
+    Transition {
+        status,
+        notes: vec![Note::normal(
+            "Started",
+            "Start",
+            format!("starting split {summary}"),
+        )],
+        requeue: Requeue::WhenDue,
+    }
+}
+
+/// An iteration attempt begins: a paused experiment (resumed, or past the generation the
+/// failure policy paused it at) runs again.
+pub fn attempted(mut status: ExperimentStatus) -> ExperimentStatus {
+    if status.phase == Phase::Paused {
+        status.phase = Phase::Running;
+        status.paused_at_generation = None;
+    }
+    status
+}
+
+/// Metrics were collected. `missing` says which versions had no data for which metric, if
+/// any: the iteration goes on (the engine never counts missing data as a pass), but the user
+/// should see why it cannot conclude.
+pub fn collected(
+    mut status: ExperimentStatus,
+    iteration: u32,
+    missing: Option<&str>,
+    at: &Stamp,
+) -> (ExperimentStatus, Vec<Note>) {
+    let notes = match missing {
+        None => {
+            set(
+                &mut status,
+                at,
+                METRICS_AVAILABLE,
+                true,
+                "Collected",
+                "every version has data for every metric",
+            );
+            Vec::new()
+        }
+        Some(missing) => {
+            set(&mut status, at, METRICS_AVAILABLE, false, "NoData", missing);
+            vec![Note::warning(
+                "NoData",
+                "Iterate",
+                format!("iteration {iteration}: {missing}"),
+            )]
+        }
+    };
+    (status, notes)
+}
+
+/// The analytics answered (an answer already checked against the request `ledger` built):
+/// the decision is recorded as pending, with the split to apply next and the ledger after the
+/// answer. A held or retried iteration re-sends `ledger` (the pre-answer one): the status's
+/// ledger only changes once the split is applied ([`applied`]).
+pub fn decided(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    iteration: u32,
+    ledger: &Ledger,
+    response: AssessmentResponse,
+    at: &Stamp,
+) -> ExperimentStatus {
+    set(
+        &mut status,
+        at,
+        ANALYTICS_AVAILABLE,
+        true,
+        "Assessed",
+        format!("iteration {iteration} assessed"),
+    );
+    let mut next = ledger.record(spec, &response);
+    let terminal = ends(spec, iteration, &response.decision);
+    let decision = if terminal && response.decision.action == Decided::Continue {
+        // The last iteration the spec allows: the controller ends it whatever a service says.
+        let decision = Decision {
+            action: Decided::Inconclusive,
+            version: None,
+            reason: format!(
+                "maxIterations ({iteration}) reached without a decision; {}",
+                response.decision.reason
+            ),
+        };
+        next.weights = spec.final_weights(&decision, &ledger.weights);
+        decision
+    } else {
+        response.decision
+    };
+    status.versions = response.versions;
+    status.winner = response.winner;
+    if decision.action == Decided::Promote {
+        status.recommended_version = decision.version.clone();
+    }
+    status.decision = Some(decision);
+    status.pending = Some(PendingIteration {
+        iteration,
+        weights: next.weights.clone(),
+        next_phase: if terminal {
+            Phase::Completed
+        } else {
+            Phase::Running
+        },
+        ledger: Some(next),
+    });
+    status
+}
+
+/// The pending iteration's split is on the router: the iteration is completed and recorded.
+pub fn applied(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    pending: PendingIteration,
+    at: &Stamp,
+) -> Transition {
+    let summary = weights_summary(&spec.versions, &pending.weights);
+    set(
+        &mut status,
+        at,
+        TRAFFIC_APPLIED,
+        true,
+        "Applied",
+        format!("split {summary} applied"),
+    );
+    status.completed_iterations = pending.iteration;
+    status.consecutive_failures = 0;
+    status.paused_at_generation = None;
+    status.last_iteration_time = Some(at.now.clone());
+    record_weights(spec, &mut status, &pending.weights);
+    let decision = status.decision.clone();
+    status.history.push(IterationRecord {
+        iteration: pending.iteration,
+        time: at.now.clone(),
+        weights: pending.weights.clone(),
+        action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
+        version: decision.as_ref().and_then(|d| d.version.clone()),
+    });
+    if pending.ledger.is_some() {
+        // The answer's ledger is what the next request carries, now that its split is on.
+        status.ledger = pending.ledger;
+    }
+    let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
+    status.history.drain(..excess);
+    status.phase = pending.next_phase;
+    status.pending = None;
+    let why = decision
+        .as_ref()
+        .map(|d| d.reason.clone())
+        .unwrap_or_default();
+    let headline = decision
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    status.message = Some(format!(
+        "iteration {}: {headline}; {summary}",
+        pending.iteration
+    ));
+    let mut notes = vec![Note::normal(
+        "Iteration",
+        "Iterate",
+        format!(
+            "iteration {}: {headline} ({why}); split {summary}",
+            pending.iteration
+        ),
+    )];
+    let requeue = if status.phase.is_terminal() {
+        let reason = completion_reason(decision.as_ref());
+        set(&mut status, at, COMPLETED, true, reason, &why);
+        set(&mut status, at, READY, true, "Completed", &why);
+        notes.push(Note::normal(reason, "Complete", why));
+        Requeue::AwaitChange
+    } else {
+        set(&mut status, at, READY, true, "Running", &why);
+        Requeue::WhenDue
+    };
+    Transition {
+        status,
+        notes,
+        requeue,
+    }
+}
+
+/// A person ended the experiment; `weights` (the final split) is on the router.
+pub fn terminated(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    weights: &[u32],
+    at: &Stamp,
+) -> Transition {
+    record_weights(spec, &mut status, weights);
+    status.phase = Phase::Aborted;
+    let message = format!(
+        "terminated by manualOverride; final split {}",
+        weights_summary(&spec.versions, weights)
+    );
+    set(&mut status, at, TRAFFIC_APPLIED, true, "Applied", &message);
+    set(&mut status, at, COMPLETED, true, "Terminated", &message);
+    set(&mut status, at, READY, true, "Terminated", &message);
+    status.message = Some(message.clone());
+    Transition {
+        status,
+        notes: vec![Note::normal("Terminated", "Terminate", message)],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
+/// A person paused the experiment; `weights`, if given, is on the router.
+pub fn paused(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    weights: Option<&[u32]>,
+    at: &Stamp,
+) -> Transition {
+    if let Some(w) = weights {
+        record_weights(spec, &mut status, w);
+    }
+    let held = current_weights(spec, &status);
+    status.phase = Phase::Paused;
+    let message = format!(
+        "paused by manualOverride; holding {}",
+        weights_summary(&spec.versions, &held)
+    );
+    set(&mut status, at, READY, true, "Paused", &message);
+    status.message = Some(message.clone());
+    Transition {
+        status,
+        notes: vec![Note::normal("Paused", "Pause", message)],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
+/// The route gives `actual` instead of the recorded split (someone edited it, or added an
+/// entry that is no version): after the recorded split is put back, this reports the drift.
+/// `None` when there is no drift.
+pub fn drift_corrected(
+    spec: &ExperimentSpec,
+    status: &ExperimentStatus,
+    route: &str,
+    actual: &RouteSplit,
+    at: &Stamp,
+) -> Option<Transition> {
+    let expected = recorded_weights(status);
+    if expected.is_empty() || (actual.versions == expected && actual.others == 0) {
+        return None;
+    }
+    let others = if actual.others > 0 {
+        format!(
+            ", and weight {} on entries that are no version",
+            actual.others
+        )
+    } else {
+        String::new()
+    };
+    let note = format!(
+        "{route} was changed outside the experiment ({}{others}); restoring {}",
+        weights_summary(&spec.versions, &actual.versions),
+        weights_summary(&spec.versions, &expected)
+    );
+    let mut status = status.clone();
+    set(
+        &mut status,
+        at,
+        TRAFFIC_APPLIED,
+        true,
+        "DriftCorrected",
+        &note,
+    );
+    Some(Transition {
+        status,
+        notes: vec![Note::warning("TrafficDrift", "Reconcile", note)],
+        requeue: Requeue::WhenDue,
+    })
+}
+
+/// An attempt failed: the split stays where it is, the failure is counted and reported, and
+/// the attempt is retried, until the failure policy's limit is reached; then the policy
+/// pauses (hold the split until the spec changes) or rolls back (see [`Held::RollBack`]).
+pub fn held(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    failure: &Failure,
+    at: &Stamp,
+) -> Held {
+    status.consecutive_failures += 1;
+    set(
+        &mut status,
+        at,
+        failure.condition,
+        false,
+        failure.reason,
+        &failure.message,
+    );
+    status.message = Some(failure.message.clone());
+    let mut notes = vec![Note::warning(
+        failure.reason,
+        "Iterate",
+        failure.message.clone(),
+    )];
+    let policy = &spec.failure_policy;
+    if status.consecutive_failures < policy.max_consecutive_failures {
+        return Held::Done(Transition {
+            status,
+            notes,
+            requeue: Requeue::Retry,
+        });
+    }
+    match policy.action {
+        FailureAction::Rollback => Held::RollBack {
+            status,
+            weights: crate::plan::SpecExt::initial_weights_on_baseline(spec),
+            notes,
+        },
+        FailureAction::Pause => {
+            let message = format!(
+                "{} failures in a row, the last: {}; failure policy: paused until the spec changes",
+                status.consecutive_failures, failure.message
+            );
+            status.phase = Phase::Paused;
+            status.paused_at_generation = at.generation;
+            too_many_failures(&mut status, &message, at);
+            notes.push(Note::warning("FailurePolicy", "Pause", message));
+            Held::Done(Transition {
+                status,
+                notes,
+                requeue: Requeue::AwaitChange,
+            })
+        }
+    }
+}
+
+/// The failure policy's rollback reached the router (`weights` on it), or there is no route
+/// to roll back (`weights` is `None`): the experiment ends `Failed`.
+pub fn rolled_back(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    weights: Option<&[u32]>,
+    at: &Stamp,
+) -> Transition {
+    if let Some(w) = weights {
+        record_weights(spec, &mut status, w);
+    }
+    let message = format!(
+        "{} failures in a row, the last: {}; failure policy: all traffic back on the baseline",
+        status.consecutive_failures,
+        status.message.clone().unwrap_or_default()
+    );
+    status.phase = Phase::Failed;
+    status.pending = None;
+    set(&mut status, at, COMPLETED, true, "FailurePolicy", &message);
+    too_many_failures(&mut status, &message, at);
+    Transition {
+        status,
+        notes: vec![Note::warning("FailurePolicy", "Rollback", message)],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
+/// The failure policy's rollback could not reach the router: traffic is not safe yet, so the
+/// experiment does not end; the rollback is tried again.
+pub fn rollback_blocked(mut status: ExperimentStatus, e: &RouterError) -> Transition {
+    status.message = Some(format!(
+        "{} failures in a row ({}); rolling back, but {e}",
+        status.consecutive_failures,
+        status.message.clone().unwrap_or_default()
+    ));
+    Transition {
+        status,
+        notes: Vec::new(),
+        requeue: Requeue::Retry,
+    }
+}
+
+/// The largest status, as JSON, the controller writes. etcd refuses objects over 1.5 MiB
+/// (its default `--max-request-bytes`), and the spec, metadata and managed fields need room.
+pub const STATUS_BUDGET: usize = 1024 * 1024;
+
+/// A status of `size` bytes was about to be written, over [`STATUS_BUDGET`]: instead of a
+/// write the API server refuses (retried for ever, with an analytics call each time), the
+/// experiment keeps `previous` and pauses until the spec changes, saying why.
+pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Transition {
+    let message = format!(
+        "the status would be {size} bytes, over the controller's budget of {STATUS_BUDGET} \
+         bytes (etcd refuses large objects); paused until the spec changes, holding the split"
+    );
+    previous.phase = Phase::Paused;
+    previous.paused_at_generation = at.generation;
+    set(&mut previous, at, READY, false, "StatusTooLarge", &message);
+    previous.message = Some(message.clone());
+    Transition {
+        status: previous,
+        notes: vec![Note::warning("StatusTooLarge", "Iterate", message)],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
+/// What deleting the experiment must put on the router before its finalizer goes: all traffic
+/// on the baseline, unless the experiment ended (its end state is deliberate) or never set
+/// the router.
+pub fn cleanup(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<Vec<u32>> {
+    if status.phase.is_terminal() || status.weights.is_empty() {
+        return None;
+    }
+    Some(crate::plan::SpecExt::initial_weights_on_baseline(spec))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// The split in force: the recorded one, or the spec's starting split before any.
+pub fn current_weights(spec: &ExperimentSpec, status: &ExperimentStatus) -> Vec<u32> {
+    if status.weights.len() == spec.versions.len() {
+        recorded_weights(status)
+    } else {
+        spec.initial_weights()
+    }
+}
+
+/// The split recorded in status, in version order.
+pub fn recorded_weights(status: &ExperimentStatus) -> Vec<u32> {
+    status.weights.iter().map(|w| w.weight).collect()
+}
+
+/// Whether iteration `iteration` ends the experiment: the service said so, or it is the last
+/// the spec allows (the controller stops there itself, whatever a service answers).
+fn ends(spec: &ExperimentSpec, iteration: u32, decision: &Decision) -> bool {
+    decision.action != Decided::Continue || iteration >= spec.duration.max_iterations
+}
+
+fn too_many_failures(status: &mut ExperimentStatus, message: &str, at: &Stamp) {
+    set(status, at, READY, false, "TooManyFailures", message);
+    status.message = Some(message.to_owned());
+}
+
+fn record_weights(spec: &ExperimentSpec, status: &mut ExperimentStatus, weights: &[u32]) {
+    status.weights = spec
+        .versions
+        .iter()
+        .zip(weights)
+        .map(|(v, &weight)| VersionWeight {
+            version: v.name.clone(),
+            weight,
+        })
+        .collect();
+    status.weights_summary = Some(weights_summary(&spec.versions, weights));
+}
+
+fn set(
+    status: &mut ExperimentStatus,
+    at: &Stamp,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: impl Into<String>,
+) {
+    conditions::set(
+        &mut status.conditions,
+        type_,
+        value,
+        reason,
+        message,
+        at.generation,
+        &at.now,
+    );
+}
+
+/// The reason an ended experiment's `Completed` condition and Event carry.
+pub fn completion_reason(decision: Option<&Decision>) -> &'static str {
+    match decision.map(|d| d.action) {
+        Some(Decided::Promote) => "Promoted",
+        Some(Decided::Rollback) => "RolledBack",
+        Some(Decided::Inconclusive) => "Inconclusive",
+        _ => "Completed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iter8_api::Action;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn spec_with(edit: impl FnOnce(&mut serde_json::Value)) -> ExperimentSpec {
+        let mut spec = json!({
+            "kind": "canary",
+            "versions": [{"name": "stable", "backend": {"name": "s"}},
+                         {"name": "next", "backend": {"name": "n"}}],
+            "router": {"httpRoute": {"name": "r"}},
+            "duration": {"interval": "30s", "maxIterations": 5},
+            "failurePolicy": {"maxConsecutiveFailures": 3}
+        });
+        edit(&mut spec);
+        serde_json::from_value(spec).expect("valid spec")
+    }
+
+    fn spec() -> ExperimentSpec {
+        spec_with(|_| {})
+    }
+
+    fn stamp(seconds: i64) -> Stamp {
+        Stamp {
+            now: Time(Timestamp::from_second(seconds).expect("valid")),
+            generation: Some(4),
+        }
+    }
+
+    fn running(completed: u32, weights: [u32; 2]) -> ExperimentStatus {
+        let mut status = started(
+            &spec(),
+            ExperimentStatus::default(),
+            &[100, 0],
+            &stamp(1000),
+        )
+        .status;
+        status.completed_iterations = completed;
+        record_weights(&spec(), &mut status, &weights);
+        status
+    }
+
+    fn answer(iteration: u32, action: Action, split: [u32; 2]) -> AssessmentResponse {
+        serde_json::from_value(json!({
+            "iteration": iteration,
+            "algorithm": "safe",
+            "seed": 7,
+            "versions": [
+                {"name": "stable", "metrics": [], "criteria": [], "probabilityAllCriteria": 0.5, "winProbability": 0.5},
+                {"name": "next", "metrics": [], "criteria": [], "probabilityAllCriteria": 0.5, "winProbability": 0.5}
+            ],
+            "decision": {
+                "action": action,
+                "version": (action == Action::Promote).then_some("next"),
+                "reason": "because"
+            },
+            "split": [{"version": "stable", "weight": split[0]}, {"version": "next", "weight": split[1]}]
+        }))
+        .expect("valid answer")
+    }
+
+    fn ledger(completed: u32, weights: [u32; 2]) -> Ledger {
+        Ledger {
+            completed,
+            weights: weights.to_vec(),
+            evidence: None,
+        }
+    }
+
+    fn condition(status: &ExperimentStatus, type_: &str) -> (String, String) {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap_or_default()
+    }
+
+    fn reasons(t: &Transition) -> Vec<&'static str> {
+        t.notes.iter().map(|n| n.reason).collect()
+    }
+
+    /// Decides iteration `iteration` on `answer` from `status`, then applies it.
+    fn iterate(
+        spec: &ExperimentSpec,
+        status: ExperimentStatus,
+        iteration: u32,
+        answer: AssessmentResponse,
+    ) -> (ExperimentStatus, Transition) {
+        let before = status.ledger(spec);
+        let decided = decided(spec, status, iteration, &before, answer, &stamp(2000));
+        let pending = decided.pending.clone().expect("a decision is pending");
+        let applied = applied(spec, decided.clone(), pending, &stamp(2001));
+        (decided, applied)
+    }
+
+    #[test]
+    fn start_records_the_split_running_and_ready() {
+        let t = started(
+            &spec(),
+            ExperimentStatus::default(),
+            &[100, 0],
+            &stamp(1000),
+        );
+        assert_eq!(t.status.phase, Phase::Running);
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
+        assert_eq!(t.status.start_time, Some(stamp(1000).now));
+        assert_eq!(
+            condition(&t.status, READY),
+            ("True".into(), "Started".into())
+        );
+        assert_eq!(
+            condition(&t.status, TRAFFIC_APPLIED),
+            ("True".into(), "Applied".into())
+        );
+        assert_eq!(reasons(&t), ["Started"]);
+        assert_eq!(t.requeue, Requeue::WhenDue);
+    }
+
+    #[test]
+    fn each_decision_is_pending_first_then_applied_as_its_phase_says() {
+        // (decision, answered split, split applied, phase after, event reasons, requeue)
+        let cases = [
+            (
+                Action::Continue,
+                [60, 40],
+                [60, 40],
+                Phase::Running,
+                vec!["Iteration"],
+                Requeue::WhenDue,
+            ),
+            (
+                Action::Promote,
+                [0, 100],
+                [0, 100],
+                Phase::Completed,
+                vec!["Iteration", "Promoted"],
+                Requeue::AwaitChange,
+            ),
+            (
+                Action::Rollback,
+                [100, 0],
+                [100, 0],
+                Phase::Completed,
+                vec!["Iteration", "RolledBack"],
+                Requeue::AwaitChange,
+            ),
+            // Inconclusive under the default termination policy: traffic goes back to the baseline.
+            (
+                Action::Inconclusive,
+                [50, 50],
+                [100, 0],
+                Phase::Completed,
+                vec!["Iteration", "Inconclusive"],
+                Requeue::AwaitChange,
+            ),
+        ];
+        for (action, split, expected, phase, events, requeue) in cases {
+            let (decided, t) = iterate(&spec(), running(1, [80, 20]), 2, answer(2, action, split));
+            let pending = decided.pending.clone().expect("pending");
+            assert_eq!(pending.iteration, 2, "{action:?}");
+            assert_eq!(pending.weights, expected, "{action:?}");
+            assert_eq!(
+                decided.phase,
+                Phase::Running,
+                "{action:?}: nothing ends before the router"
+            );
+            assert_eq!(
+                recorded_weights(&decided),
+                [80, 20],
+                "{action:?}: not applied yet"
+            );
+            assert_eq!(t.status.phase, phase, "{action:?}");
+            assert_eq!(t.status.completed_iterations, 2, "{action:?}");
+            assert_eq!(t.status.pending, None, "{action:?}");
+            assert_eq!(recorded_weights(&t.status), expected, "{action:?}");
+            assert_eq!(t.status.history.last().map(|r| r.iteration), Some(2));
+            assert_eq!(t.status.history.last().map(|r| r.action), Some(action));
+            assert_eq!(reasons(&t), events, "{action:?}");
+            assert_eq!(t.requeue, requeue, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn a_promotion_names_the_recommended_version() {
+        let (_, t) = iterate(
+            &spec(),
+            running(1, [50, 50]),
+            2,
+            answer(2, Action::Promote, [0, 100]),
+        );
+        assert_eq!(t.status.recommended_version.as_deref(), Some("next"));
+        assert_eq!(
+            condition(&t.status, COMPLETED),
+            ("True".into(), "Promoted".into())
+        );
+    }
+
+    #[test]
+    fn the_controller_stops_at_max_iterations_whatever_the_service_says() {
+        // A service that always answers Continue, at the last iteration the spec allows.
+        let (decided, t) = iterate(
+            &spec(),
+            running(4, [70, 30]),
+            5,
+            answer(5, Action::Continue, [60, 40]),
+        );
+        assert_eq!(
+            decided.pending.as_ref().map(|p| p.next_phase),
+            Some(Phase::Completed)
+        );
+        let decision = t.status.decision.clone().expect("decision");
+        assert_eq!(decision.action, Action::Inconclusive);
+        assert!(
+            decision.reason.contains("maxIterations"),
+            "{}",
+            decision.reason
+        );
+        assert_eq!(t.status.phase, Phase::Completed);
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
+        assert_eq!(t.requeue, Requeue::AwaitChange);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut status = running(0, [100, 0]);
+        for i in 1..=(HISTORY_LIMIT as u32 + 5) {
+            let spec = spec_with(|s| s["duration"]["maxIterations"] = json!(100));
+            status = iterate(&spec, status, i, answer(i, Action::Continue, [90, 10]))
+                .1
+                .status;
+        }
+        assert_eq!(status.history.len(), HISTORY_LIMIT);
+        assert_eq!(status.history[0].iteration, 6);
+    }
+
+    #[test]
+    fn missing_data_is_reported_and_the_iteration_goes_on() {
+        let (status, notes) = collected(
+            running(1, [80, 20]),
+            2,
+            Some("no data for next/errors"),
+            &stamp(2000),
+        );
+        assert_eq!(
+            condition(&status, METRICS_AVAILABLE),
+            ("False".into(), "NoData".into())
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].warning && notes[0].message.contains("iteration 2"));
+        let (status, notes) = collected(status, 2, None, &stamp(2001));
+        assert_eq!(
+            condition(&status, METRICS_AVAILABLE),
+            ("True".into(), "Collected".into())
+        );
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn a_held_attempt_keeps_the_split_and_counts_until_the_policy() {
+        let failure = Failure {
+            condition: ANALYTICS_AVAILABLE,
+            reason: "AnalyticsUnavailable",
+            message: "down".into(),
+        };
+        let Held::Done(t) = held(&spec(), running(2, [70, 30]), &failure, &stamp(2000)) else {
+            panic!("one failure is below the limit");
+        };
+        assert_eq!(t.status.consecutive_failures, 1);
+        assert_eq!(recorded_weights(&t.status), [70, 30]);
+        assert_eq!(t.status.phase, Phase::Running);
+        assert_eq!(
+            condition(&t.status, ANALYTICS_AVAILABLE),
+            ("False".into(), "AnalyticsUnavailable".into())
+        );
+        assert_eq!(reasons(&t), ["AnalyticsUnavailable"]);
+        assert_eq!(t.requeue, Requeue::Retry);
+        // A completed iteration resets the count.
+        let (_, done) = iterate(&spec(), t.status, 3, answer(3, Action::Continue, [60, 40]));
+        assert_eq!(done.status.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn the_rollback_policy_ends_failed_only_once_traffic_is_on_the_baseline() {
+        let failure = Failure::metrics(3, "backend down");
+        let mut status = running(2, [70, 30]);
+        status.consecutive_failures = 2;
+        let Held::RollBack {
+            status,
+            weights,
+            notes,
+        } = held(&spec(), status, &failure, &stamp(2000))
+        else {
+            panic!("the third failure reaches the limit");
+        };
+        assert_eq!(weights, [100, 0]);
+        assert_eq!(notes.len(), 1);
+        // The router refused: not ended, retried.
+        let blocked = rollback_blocked(status.clone(), &RouterError::Mismatch("edited".into()));
+        assert_eq!(blocked.status.phase, Phase::Running);
+        assert_eq!(recorded_weights(&blocked.status), [70, 30]);
+        assert_eq!(blocked.requeue, Requeue::Retry);
+        // The router took it: Failed, on the baseline.
+        let t = rolled_back(&spec(), status, Some(&weights), &stamp(2001));
+        assert_eq!(t.status.phase, Phase::Failed);
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
+        assert_eq!(
+            condition(&t.status, COMPLETED),
+            ("True".into(), "FailurePolicy".into())
+        );
+        assert_eq!(
+            condition(&t.status, READY),
+            ("False".into(), "TooManyFailures".into())
+        );
+        assert!(
+            t.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("backend down"))
+        );
+        assert_eq!(reasons(&t), ["FailurePolicy"]);
+        assert_eq!(t.requeue, Requeue::AwaitChange);
+    }
+
+    #[test]
+    fn the_pause_policy_holds_the_split_until_the_spec_changes() {
+        let spec = spec_with(|s| {
+            s["failurePolicy"] = json!({"maxConsecutiveFailures": 1, "action": "pause"})
+        });
+        let failure = Failure::router(&RouterError::Mismatch("no backend".into()));
+        let Held::Done(t) = held(&spec, running(2, [70, 30]), &failure, &stamp(2000)) else {
+            panic!("pause needs no router write");
+        };
+        assert_eq!(t.status.phase, Phase::Paused);
+        assert_eq!(t.status.paused_at_generation, Some(4));
+        assert_eq!(recorded_weights(&t.status), [70, 30]);
+        assert_eq!(reasons(&t), ["RouterMismatch", "FailurePolicy"]);
+        assert_eq!(t.requeue, Requeue::AwaitChange);
+        // A newer spec resumes it.
+        let resumed = attempted(t.status);
+        assert_eq!(
+            (resumed.phase, resumed.paused_at_generation),
+            (Phase::Running, None)
+        );
+    }
+
+    #[test]
+    fn pause_terminate_and_resume_by_a_person() {
+        let p = paused(&spec(), running(2, [70, 30]), Some(&[50, 50]), &stamp(2000));
+        assert_eq!(p.status.phase, Phase::Paused);
+        assert_eq!(recorded_weights(&p.status), [50, 50]);
+        assert_eq!(
+            condition(&p.status, READY),
+            ("True".into(), "Paused".into())
+        );
+        assert_eq!(reasons(&p), ["Paused"]);
+        let held = paused(&spec(), running(2, [70, 30]), None, &stamp(2000));
+        assert_eq!(recorded_weights(&held.status), [70, 30]);
+        assert_eq!(attempted(p.status.clone()).phase, Phase::Running);
+        let t = terminated(&spec(), p.status, &[100, 0], &stamp(2001));
+        assert_eq!(t.status.phase, Phase::Aborted);
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
+        assert_eq!(
+            condition(&t.status, COMPLETED),
+            ("True".into(), "Terminated".into())
+        );
+        assert_eq!(reasons(&t), ["Terminated"]);
+        assert_eq!(t.requeue, Requeue::AwaitChange);
+    }
+
+    #[test]
+    fn deletion_restores_the_baseline_only_while_running() {
+        assert_eq!(cleanup(&spec(), &running(2, [70, 30])), Some(vec![100, 0]));
+        assert_eq!(
+            cleanup(&spec(), &ExperimentStatus::default()),
+            None,
+            "never set the router"
+        );
+        let (_, done) = iterate(
+            &spec(),
+            running(1, [50, 50]),
+            2,
+            answer(2, Action::Promote, [0, 100]),
+        );
+        assert_eq!(
+            cleanup(&spec(), &done.status),
+            None,
+            "an end state is deliberate"
+        );
+    }
+
+    #[test]
+    fn drift_is_reported_and_the_recorded_split_restored() {
+        let split = |versions: [u32; 2], others: u32| RouteSplit {
+            versions: versions.to_vec(),
+            others,
+        };
+        let status = running(2, [70, 30]);
+        let at = stamp(2000);
+        assert_eq!(
+            drift_corrected(&spec(), &status, "HTTPRoute r", &split([70, 30], 0), &at),
+            None
+        );
+        let foreign = drift_corrected(&spec(), &status, "HTTPRoute r", &split([70, 30], 5), &at)
+            .expect("an entry that is no version is drift");
+        assert!(
+            foreign.notes[0]
+                .message
+                .contains("weight 5 on entries that are no version")
+        );
+        let t = drift_corrected(&spec(), &status, "HTTPRoute r", &split([100, 0], 0), &at)
+            .expect("drift");
+        assert_eq!(recorded_weights(&t.status), [70, 30]);
+        assert_eq!(
+            condition(&t.status, TRAFFIC_APPLIED),
+            ("True".into(), "DriftCorrected".into())
+        );
+        assert_eq!(reasons(&t), ["TrafficDrift"]);
+        assert!(t.notes[0].warning);
+        assert!(
+            t.notes[0].message.contains("stable=100,next=0"),
+            "{}",
+            t.notes[0].message
+        );
+    }
+
+    #[test]
+    fn a_status_over_the_budget_pauses_instead_of_failing_for_ever() {
+        let previous = running(3, [70, 30]);
+        let t = too_large(previous.clone(), STATUS_BUDGET + 1, &stamp(2000));
+        assert_eq!(t.status.phase, Phase::Paused);
+        assert_eq!(t.status.paused_at_generation, Some(4));
+        assert_eq!(t.status.completed_iterations, 3);
+        assert_eq!(recorded_weights(&t.status), [70, 30]);
+        assert_eq!(
+            condition(&t.status, READY),
+            ("False".into(), "StatusTooLarge".into())
+        );
+        assert_eq!(reasons(&t), ["StatusTooLarge"]);
+        assert!(serde_json::to_vec(&t.status).expect("json").len() < STATUS_BUDGET);
+        // Paused by the controller: the plan waits for a newer spec.
+        assert_eq!(
+            crate::plan::plan(&spec(), &t.status, Some(4), std::time::SystemTime::now()),
+            crate::plan::Step::Idle
+        );
+    }
+
+    #[test]
+    fn failures_name_their_condition_and_reason() {
+        let cases = [
+            (
+                Failure::router(&RouterError::NotFound {
+                    kind: "HTTPRoute",
+                    name: "r".into(),
+                }),
+                TRAFFIC_APPLIED,
+                "RouterNotFound",
+            ),
+            (
+                Failure::router(&RouterError::Mismatch("x".into())),
+                TRAFFIC_APPLIED,
+                "RouterMismatch",
+            ),
+            (
+                Failure::metrics(2, "down"),
+                METRICS_AVAILABLE,
+                "BackendUnavailable",
+            ),
+            (
+                Failure::analytics(
+                    &spec(),
+                    2,
+                    &[80, 20],
+                    &crate::analytics::AnalyticsError::Garbage("short split".into()),
+                ),
+                ANALYTICS_AVAILABLE,
+                "AnalyticsGarbage",
+            ),
+            (
+                Failure::analytics(
+                    &spec(),
+                    2,
+                    &[80, 20],
+                    &crate::analytics::AnalyticsError::NotAllowed {
+                        url: "http://x".into(),
+                    },
+                ),
+                ANALYTICS_AVAILABLE,
+                "AnalyticsNotAllowed",
+            ),
+        ];
+        for (failure, condition, reason) in cases {
+            assert_eq!((failure.condition, failure.reason), (condition, reason));
+        }
+    }
+
+    #[test]
+    fn the_post_answer_ledger_waits_in_pending_until_the_split_is_applied() {
+        let before = ledger(1, [80, 20]);
+        let mut status = running(1, [80, 20]);
+        status.ledger = Some(before.clone());
+        let answered = answer(2, Action::Continue, [60, 40]);
+        let decided = decided(&spec(), status, 2, &before, answered, &stamp(2000));
+        assert_eq!(
+            condition(&decided, ANALYTICS_AVAILABLE),
+            ("True".into(), "Assessed".into())
+        );
+        assert_eq!(
+            decided.ledger,
+            Some(before),
+            "a retry re-sends the pre-answer ledger"
+        );
+        let pending = decided.pending.clone().expect("pending");
+        let after = pending.ledger.clone().expect("the post-answer ledger");
+        assert_eq!((after.completed, after.weights.clone()), (2, vec![60, 40]));
+        let t = applied(&spec(), decided, pending, &stamp(2001));
+        assert_eq!(t.status.ledger, Some(after));
+    }
+}
