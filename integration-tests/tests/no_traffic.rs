@@ -1,6 +1,6 @@
 //! An experiment created before load starts (review M6): while no version has data, for a
 //! mean criterion too, the iterations run with the values absent, nothing is counted as a
-//! failure and nothing moves; once load appears, the experiment decides. It is also the
+//! failure and the baseline keeps its traffic; once load appears, the experiment decides. It is also the
 //! integration test with a criterion on a mean metric through the controller (review m8).
 
 mod common;
@@ -60,7 +60,10 @@ async fn an_experiment_created_before_load_keeps_running_and_decides_when_load_a
         condition_reason(&quiet, "AnalyticsAvailable").as_deref(),
         Some("Assessed")
     );
-    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
+    // Nothing is decided about a version without data: the candidate is only offered a small
+    // exploration share (so that data can appear), the baseline keeps the rest.
+    let split = reviews_split(&h.env.client, h.ns()).await?;
+    assert!(split[0] >= 90 && split[1] <= 10, "{split:?}");
 
     // Load appears: a good candidate is promoted.
     h.metrics.set("v1", 5000.0, 5.0, 0.0);
