@@ -258,12 +258,19 @@ impl Rig {
                 let Some(versions) = r["versions"].as_array() else {
                     return false;
                 };
-                let unchanged = versions.iter().all(|v| {
-                    let before = v["history"].as_array().and_then(|h| {
-                        h.iter()
-                            .rfind(|s| s["iteration"].as_u64() < iteration)
-                            .map(|s| s["weight"].as_u64())
-                    });
+                // The split of the interval before comes back in the evidence the request
+                // carries (the last recent interval of each version, in version order).
+                let evidence = r["evidence"]["versions"].as_array();
+                let unchanged = versions.iter().enumerate().all(|(i, v)| {
+                    let before = evidence
+                        .and_then(|e| e.get(i))
+                        .and_then(|e| e["recent"].as_array())
+                        .and_then(|recent| {
+                            recent
+                                .iter()
+                                .rfind(|s| s["iteration"].as_u64() < iteration)
+                                .map(|s| s["weight"].as_u64())
+                        });
                     before == Some(v["weight"].as_u64())
                 });
                 let with_traffic = versions
