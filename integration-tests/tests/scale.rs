@@ -119,6 +119,8 @@ async fn measure(load: &Load) -> Result<Measured> {
     metrics.set("v1", 400.0, 3.0, 0.0);
     metrics.set("v2", 400.0, 3.0, 0.0);
     metrics.set_latency(load.query_latency);
+    // Fifty experiments share the backend: growth per query would mix their counts.
+    metrics.grow_per_second();
     let analytics = start_analytics().await?;
 
     let apiserver_before = apiserver_requests(&client).await?;
