@@ -119,6 +119,8 @@ async fn measure(load: &Load) -> Result<Measured> {
     metrics.set("v1", 400.0, 3.0, 0.0);
     metrics.set("v2", 400.0, 3.0, 0.0);
     metrics.set_latency(load.query_latency);
+    // Fifty experiments share the backend: growth per query would mix their counts.
+    metrics.grow_per_second();
     let analytics = start_analytics().await?;
 
     let apiserver_before = apiserver_requests(&client).await?;
@@ -135,7 +137,9 @@ async fn measure(load: &Load) -> Result<Measured> {
         .try_collect::<Vec<()>>()
         .await?;
     let deadline = load.interval * (load.iterations + 2) + Duration::from_secs(60);
-    let completed_iterations = wait_for("every experiment to finish", deadline, async || {
+    // What the last poll saw, so that a timeout says how far the experiments got.
+    let mut progress = String::new();
+    let waited = wait_for("every experiment to finish", deadline, async || {
         let list = api.list(&ListParams::default()).await?;
         let done: Vec<u32> = list
             .items
@@ -143,9 +147,60 @@ async fn measure(load: &Load) -> Result<Measured> {
             .map(|e| e.status.as_ref().map_or(0, |s| s.completed_iterations))
             .collect();
         let finished = done.iter().filter(|&&n| n >= load.iterations).count();
+        let behind: Vec<String> = list
+            .items
+            .iter()
+            .zip(&done)
+            .filter(|(_, n)| **n < load.iterations)
+            .take(5)
+            .map(|(e, n)| {
+                let status = e.status.as_ref();
+                format!(
+                    "{} ({n} iterations, phase {:?}, conditions {:?})",
+                    e.metadata.name.as_deref().unwrap_or("?"),
+                    status.map(|s| s.phase),
+                    status.map(|s| &s.conditions),
+                )
+            })
+            .collect();
+        progress = format!(
+            "after {:.0} s: {finished} of {} experiments finished, {} of {} iterations done; behind: {}",
+            started.elapsed().as_secs_f64(),
+            load.experiments,
+            done.iter().sum::<u32>(),
+            load.experiments as u32 * load.iterations,
+            behind.join("; "),
+        );
         Ok((finished == load.experiments).then(|| done.iter().sum()))
     })
-    .await?;
+    .await;
+    let completed_iterations = match waited {
+        Ok(n) => n,
+        Err(e) => {
+            let scraped = controller.scrape().await.unwrap_or_default();
+            let histogram = |name| {
+                Histogram::parse(&scraped, name).map_or_else(
+                    |e| format!("{name}: {e}"),
+                    |h| {
+                        format!(
+                            "{name}: {} observed, p50 {}, p99 {}, max {}",
+                            h.count,
+                            h.quantile(0.5),
+                            h.quantile(0.99),
+                            h.quantile(1.0)
+                        )
+                    },
+                )
+            };
+            bail!(
+                "{e}\n{progress} (load average {} before, {} now)\n{}\n{}",
+                load_before,
+                load_average(),
+                histogram("iter8_controller_iteration_lateness_seconds"),
+                histogram("iter8_controller_iteration_duration_seconds"),
+            );
+        }
+    };
     let wall = started.elapsed();
 
     let controller_text = controller.scrape().await?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -22,6 +22,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 64;
+
+/// Connections accepted but not yet taken by the server (in their handshake, or handshaken
+/// and waiting while the server is at its connection cap). Past this, the accept loop stops
+/// accepting, so the server's connection cap bounds descriptors and memory under TLS too.
+const PENDING_CONNECTIONS: usize = 256;
 
 /// Why the TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +191,12 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     accepted: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    let pending = Arc::new(Semaphore::new(PENDING_CONNECTIONS));
     loop {
+        // The semaphore is never closed.
+        let Ok(slot) = pending.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(connection) => connection,
             Err(e) => {
@@ -210,6 +220,7 @@ async fn accept_loop(
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
+            drop(slot);
         });
     }
 }

@@ -330,7 +330,7 @@ impl LeaderElection {
     /// concurrent update won.
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let seconds = i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let seconds = record_seconds(self.timing.lease_duration);
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -384,9 +384,28 @@ impl LeaderElection {
     }
 }
 
+/// The Lease record's `leaseDurationSeconds` for `lease_duration`: rounded *up* to whole
+/// seconds (at least 1), because standbys wait exactly what the record says. Truncating would
+/// let a `1500ms` lease with a `1200ms` renew deadline be taken after 1 s, while the holder
+/// still writes, and a sub-second lease be taken at once.
+fn record_seconds(lease_duration: Duration) -> i32 {
+    let whole = lease_duration
+        .as_secs()
+        .saturating_add(u64::from(lease_duration.subsec_nanos() > 0));
+    i32::try_from(whole.max(1)).unwrap_or(i32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorded_lease_duration_never_shortens_the_standbys_wait() {
+        assert_eq!(record_seconds(Duration::from_secs(15)), 15);
+        assert_eq!(record_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(record_seconds(Duration::from_millis(900)), 1);
+        assert_eq!(record_seconds(Duration::MAX), i32::MAX);
+    }
 
     #[test]
     fn client_go_proportions_keep_the_renew_deadline_inside_the_lease() {

@@ -46,6 +46,8 @@ pub struct ScriptedMetrics {
     /// Typical time one query takes (none by default), and a counter for its jitter.
     latency: Arc<Mutex<Option<Duration>>>,
     answered: Arc<std::sync::atomic::AtomicU64>,
+    /// Counters grow with the experiment's age rather than per query (`grow_per_second`).
+    per_second: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ScriptedMetrics {
@@ -99,6 +101,17 @@ impl ScriptedMetrics {
         );
     }
 
+    /// Makes counters grow with the experiment's age: what `set` gives is added per second
+    /// since the experiment started, not per query. The per-query count is shared by every
+    /// experiment on this backend, so with many experiments iterating at once one collection
+    /// would read `requests` and `errors` at different multiples (an error rate the script
+    /// never set, and a rollback); every query of one collection has the same `start` and
+    /// `now`, so here they agree.
+    pub fn grow_per_second(&self) {
+        self.per_second
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Makes the backend answer as an unreachable Prometheus would.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
@@ -119,7 +132,12 @@ impl MetricsBackend for ScriptedMetrics {
         let version = query.labels.get("version").cloned().unwrap_or_default();
         let data = self.data.lock().expect("not poisoned");
         let per_iteration = data.get(&version).and_then(|m| m.get(query.name));
+        let per_second = self.per_second.load(std::sync::atomic::Ordering::SeqCst);
         let times = per_iteration.map(|_| {
+            if per_second {
+                let age = query.now.duration_since(query.start).unwrap_or_default();
+                return 1.0 + age.as_secs() as f64;
+            }
             let mut queries = self.queries.lock().expect("not poisoned");
             let n = queries
                 .entry((version.clone(), query.name.to_string()))
