@@ -4,15 +4,25 @@
 use std::collections::BTreeMap;
 
 use iter8_api::{
-    Action, Algorithm, AssessmentRequest, Bucket, BucketBound, Criteria, ExperimentKind,
-    HistogramObservation, InfinityLiteral, MeanObservation, Objective, Observation, Quantile,
-    RatioMetric, Reward, Snapshot, Strategy, Version,
+    Action, Algorithm, Bucket, BucketBound, Criteria, ExperimentKind, HistogramObservation,
+    InfinityLiteral, MeanObservation, Objective, Observation, Quantile, RatioMetric, Reward,
+    Snapshot, Strategy,
 };
-use rand::{RngExt, SeedableRng};
+use iter8_crd::experiment::{
+    Duration, ExperimentSpec, FailurePolicy, HISTORY_LIMIT, TerminationPolicy, VersionSpec,
+};
+use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use rand_pcg::Pcg64Mcg;
 
-use crate::scenario::{BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, Scenario};
+use crate::scenario::{
+    BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, RewardMetric, Scenario, Truth,
+};
+
+/// The fewest observations of a candidate on which the engine may call it worse, or breaking
+/// a criterion, and so roll it back. PLACEHOLDER until the engine states its minimum: the
+/// posterior suspension of `safe` needs 200 observations (`MIN_SAMPLES_TO_SUSPEND`).
+pub const MIN_OBSERVATIONS_TO_REJECT: f64 = 200.0;
 
 /// A strategy as the benchmark configures it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,10 +77,13 @@ pub struct Outcome {
     pub promoted: Option<usize>,
     /// The iteration of the promotion or rollback; `None` when undecided at the horizon.
     pub decided_at: Option<u32>,
+    /// When the experiment rolled back while a candidate better than the baseline existed:
+    /// the fewest observations (requests) any such candidate had then.
+    pub better_rolled_back: Option<f64>,
     /// Requests served by versions that broke an objective at the time, over the horizon.
     pub bad_requests: f64,
-    /// Conversions lost against always serving the right version, over the horizon.
-    pub lost_conversions: f64,
+    /// Reward lost against always serving the right version, over the horizon.
+    pub lost_reward: f64,
     /// The decision reason of the last response.
     pub reason: String,
     /// Per iteration, the split in force and the engine's answer (only when traced).
@@ -83,13 +96,16 @@ struct Cumulative {
     requests: f64,
     errors: f64,
     conversions: f64,
+    revenue: f64,
     latency_sum: f64,
     /// Count of latencies in each bucket (not cumulative); the last is `+Inf`.
     buckets: Vec<f64>,
 }
 
 impl Cumulative {
-    fn metrics(&self) -> BTreeMap<String, Observation> {
+    /// The observations as the metrics collector reports them: counters, a cumulative
+    /// histogram with `+Inf`, and means as a sum and a count (no sum of squares).
+    fn metrics(&self, reward: RewardMetric) -> BTreeMap<String, Observation> {
         let mut running = 0.0;
         let mut buckets: Vec<Bucket> = BUCKETS
             .iter()
@@ -106,7 +122,14 @@ impl Cumulative {
             le: BucketBound::Infinite(InfinityLiteral::PlusInf),
             count: self.requests,
         });
-        BTreeMap::from([
+        let mean = |sum| {
+            Observation::Mean(MeanObservation {
+                sum,
+                count: self.requests,
+                sum_of_squares: None,
+            })
+        };
+        let mut metrics = BTreeMap::from([
             ("requests".to_string(), Observation::Counter(self.requests)),
             ("errors".to_string(), Observation::Counter(self.errors)),
             (
@@ -120,24 +143,83 @@ impl Cumulative {
                     sum: Some(self.latency_sum),
                 }),
             ),
-            (
-                "latency-mean".to_string(),
-                Observation::Mean(MeanObservation {
-                    sum: self.latency_sum,
-                    count: self.requests,
-                    sum_of_squares: None,
-                }),
-            ),
-        ])
+            ("latency-mean".to_string(), mean(self.latency_sum)),
+        ]);
+        if reward == RewardMetric::Revenue {
+            metrics.insert(
+                RewardMetric::Revenue.metric().to_string(),
+                mean(self.revenue),
+            );
+        }
+        metrics
     }
 }
 
-/// The split of the first iteration: 10 % per candidate, the rest on the baseline.
-pub fn initial_split(versions: usize) -> Vec<u32> {
-    let candidates = (versions as u32 - 1) * 10;
-    std::iter::once(100 - candidates)
-        .chain(std::iter::repeat_n(10, versions - 1))
-        .collect()
+/// The experiment a user would write for this scenario and policy: the criteria, the reward,
+/// the strategy and `maxIterations`, with the product's defaults everywhere else (so the start
+/// split is `initial_weights()`: everything on the baseline).
+pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
+    let objective = |metric: &str, quantile: Option<f64>, upper: f64| Objective {
+        metric: metric.to_string(),
+        quantile: quantile.and_then(|q| Quantile::try_from(q).ok()),
+        upper_limit: Some(upper),
+        lower_limit: None,
+    };
+    let ratio = |name: &str, numerator: &str| RatioMetric {
+        name: name.to_string(),
+        numerator: numerator.to_string(),
+        denominator: "requests".to_string(),
+    };
+    ExperimentSpec {
+        kind: if scenario.versions.len() > 2 {
+            ExperimentKind::ABn
+        } else {
+            ExperimentKind::AB
+        },
+        versions: (0..scenario.versions.len())
+            .map(|v| VersionSpec {
+                name: format!("v{v}"),
+                backend: None,
+                labels: BTreeMap::new(),
+                url: None,
+            })
+            .collect(),
+        router: None,
+        metrics: Vec::new(),
+        ratios: vec![
+            ratio("error-rate", "errors"),
+            ratio("conversion-rate", "conversions"),
+        ],
+        criteria: Criteria {
+            objectives: vec![
+                objective("error-rate", None, MAX_ERROR_RATE),
+                objective("latency-mean", None, MAX_MEAN_LATENCY),
+                objective("latency", Some(0.95), MAX_P95_LATENCY),
+            ],
+            relative_objectives: Vec::new(),
+            rewards: vec![Reward {
+                metric: scenario.reward.metric().to_string(),
+                quantile: None,
+                preferred_direction: iter8_api::Direction::Higher,
+            }],
+        },
+        strategy: Strategy {
+            algorithm: policy.algorithm,
+            max_candidate_weight: policy.max_candidate_weight,
+            draws: policy.draws,
+            ..Strategy::default()
+        },
+        on_termination: TerminationPolicy::default(),
+        duration: Duration {
+            min_iterations: policy.min_iterations,
+            max_iterations: scenario.horizon,
+            ..Duration::default()
+        },
+        analytics: None,
+        failure_policy: FailurePolicy::default(),
+        manual_override: None,
+        load: None,
+    }
 }
 
 /// Runs one experiment with a seeded generator.
@@ -149,12 +231,8 @@ pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
 pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: bool) -> Outcome {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let n = scenario.versions.len();
-    let samplers: Vec<_> = scenario
-        .versions
-        .iter()
-        .map(|t| t.latency.sampler())
-        .collect();
-    let reference = scenario.versions[scenario.reference()].conversion;
+    let spec = experiment(scenario, policy);
+    let reference = scenario.reward_of(scenario.right);
     let mut totals = vec![
         Cumulative {
             buckets: vec![0.0; BUCKETS.len() + 1],
@@ -162,19 +240,21 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         };
         n
     ];
+    // What the controller keeps between iterations today: its last HISTORY_LIMIT records.
     let mut history: Vec<Vec<Snapshot>> = vec![Vec::new(); n];
-    let mut split = initial_split(n);
+    let mut split = spec.initial_weights();
     let mut outcome = Outcome {
         promoted: None,
         decided_at: None,
+        better_rolled_back: None,
         bad_requests: 0.0,
-        lost_conversions: 0.0,
+        lost_reward: 0.0,
         reason: String::new(),
         trace: Vec::new(),
     };
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
-        let mut remaining = scenario.requests;
+        let mut remaining = scenario.requests_at(iteration);
         let mut weight_left: u32 = split.iter().sum();
         for v in 0..n {
             let share = if weight_left == 0 {
@@ -186,26 +266,16 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             remaining -= k;
             weight_left -= split[v];
             let truth = &scenario.versions[v];
-            let t = &mut totals[v];
+            serve(&mut totals[v], truth, iteration, k, &mut rng);
             let kf = k as f64;
-            t.requests += kf;
-            t.errors += binomial(&mut rng, k, truth.errors_at(iteration)) as f64;
-            t.conversions += binomial(&mut rng, k, truth.conversion) as f64;
-            for _ in 0..k {
-                let x = samplers[v].sample(&mut rng);
-                t.latency_sum += x;
-                let b = BUCKETS.partition_point(|&le| le < x);
-                t.buckets[b] += 1.0;
-            }
             if !truth.feasible_at(iteration) {
                 outcome.bad_requests += kf;
             }
-            outcome.lost_conversions += kf * (reference - truth.conversion);
+            outcome.lost_reward += kf * (reference - scenario.reward_of(v));
         }
 
-        let request = request(
-            scenario, policy, iteration, &split, &totals, &history, &mut rng,
-        );
+        let observations = totals.iter().map(|t| t.metrics(scenario.reward)).collect();
+        let request = spec.assessment_request(iteration, &split, observations, history.clone());
         let response = match iter8_engine::assess(&request) {
             Ok(r) => r,
             Err(e) => {
@@ -213,17 +283,21 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
                 return outcome;
             }
         };
-        for v in 0..n {
-            history[v].push(Snapshot {
+        for (v, records) in history.iter_mut().enumerate() {
+            records.push(Snapshot {
                 iteration,
                 weight: Some(split[v]),
                 metrics: request.versions[v].metrics.clone(),
             });
+            if records.len() > HISTORY_LIMIT {
+                records.remove(0);
+            }
         }
         outcome.reason = response.decision.reason.clone();
         if trace {
+            let requests: Vec<f64> = totals.iter().map(|t| t.requests).collect();
             outcome.trace.push(format!(
-                "{iteration:>2} {split:?} -> {}: {}",
+                "{iteration:>2} {split:?} requests {requests:?} -> {}: {}",
                 response.decision, response.decision.reason
             ));
         }
@@ -245,22 +319,45 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             }
             Action::Rollback => {
                 outcome.decided_at = Some(iteration);
+                outcome.better_rolled_back = (1..n)
+                    .filter(|&v| scenario.better_than_baseline(v))
+                    .map(|v| totals[v].requests)
+                    .reduce(f64::min);
                 0
             }
             Action::Inconclusive => break,
         };
         // The rest of the horizon runs on the chosen version: charge its consequences.
         let truth = &scenario.versions[chosen];
-        let requests = scenario.requests as f64;
         for later in iteration + 1..=scenario.horizon {
+            let requests = scenario.requests_at(later) as f64;
             if !truth.feasible_at(later) {
                 outcome.bad_requests += requests;
             }
-            outcome.lost_conversions += requests * (reference - truth.conversion);
+            outcome.lost_reward += requests * (reference - scenario.reward_of(chosen));
         }
         break;
     }
     outcome
+}
+
+/// Draws what `k` requests served by a version with this truth do in `iteration`.
+fn serve(total: &mut Cumulative, truth: &Truth, iteration: u32, k: u64, rng: &mut Pcg64Mcg) {
+    total.requests += k as f64;
+    total.errors += binomial(rng, k, truth.errors_at(iteration)) as f64;
+    let conversions = binomial(rng, k, truth.conversion);
+    total.conversions += conversions as f64;
+    let order_value = truth.order_value.sampler();
+    for _ in 0..conversions {
+        total.revenue += order_value.sample(rng);
+    }
+    let latency = truth.latency_at(iteration).sampler();
+    for _ in 0..k {
+        let x = latency.sample(rng);
+        total.latency_sum += x;
+        let b = BUCKETS.partition_point(|&le| le < x);
+        total.buckets[b] += 1.0;
+    }
 }
 
 fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
@@ -271,71 +368,4 @@ fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
         return n;
     }
     Binomial::new(n, p).map_or(0, |b| b.sample(rng))
-}
-
-fn request(
-    scenario: &Scenario,
-    policy: &Policy,
-    iteration: u32,
-    split: &[u32],
-    totals: &[Cumulative],
-    history: &[Vec<Snapshot>],
-    rng: &mut Pcg64Mcg,
-) -> AssessmentRequest {
-    let versions = (0..split.len())
-        .map(|v| Version {
-            name: format!("v{v}"),
-            weight: split[v],
-            metrics: totals[v].metrics(),
-            history: history[v].clone(),
-        })
-        .collect();
-    let objective = |metric: &str, quantile: Option<f64>, upper: f64| Objective {
-        metric: metric.to_string(),
-        quantile: quantile.and_then(|q| Quantile::try_from(q).ok()),
-        upper_limit: Some(upper),
-        lower_limit: None,
-    };
-    let ratio = |name: &str, numerator: &str| RatioMetric {
-        name: name.to_string(),
-        numerator: numerator.to_string(),
-        denominator: "requests".to_string(),
-    };
-    AssessmentRequest {
-        kind: if split.len() > 2 {
-            ExperimentKind::ABn
-        } else {
-            ExperimentKind::AB
-        },
-        iteration,
-        min_iterations: policy.min_iterations,
-        max_iterations: Some(scenario.horizon),
-        versions,
-        ratios: vec![
-            ratio("error-rate", "errors"),
-            ratio("conversion-rate", "conversions"),
-        ],
-        criteria: Criteria {
-            objectives: vec![
-                objective("error-rate", None, MAX_ERROR_RATE),
-                objective("latency-mean", None, MAX_MEAN_LATENCY),
-                objective("latency", Some(0.95), MAX_P95_LATENCY),
-            ],
-            relative_objectives: Vec::new(),
-            rewards: vec![Reward {
-                metric: "conversion-rate".to_string(),
-                quantile: None,
-                preferred_direction: iter8_api::Direction::Higher,
-            }],
-        },
-        strategy: Strategy {
-            algorithm: policy.algorithm,
-            max_candidate_weight: policy.max_candidate_weight,
-            draws: policy.draws,
-            // A seed per request from the run's stream: reproducible without hashing the
-            // request.
-            seed: Some(rng.random::<u64>()),
-            ..Strategy::default()
-        },
-    }
 }
