@@ -56,21 +56,25 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
         ("True", "Promoted")
     );
     assert_eq!(status.weights_summary.as_deref(), Some("stable=0,next=100"));
-    // Every iteration keeps what it observed and the split it observed it under: the next
-    // requests send them back to the analytics service as history.
-    for (k, record) in status.history.iter().enumerate() {
-        let observed = &record.observed;
-        assert_eq!(observed.observations.len(), 2, "record {k}: {record:?}");
-        assert!(
-            observed.observations[1].contains_key("requests"),
-            "{record:?}"
-        );
+    // The ledger keeps what the engine needs, for the whole life: the evidence of every
+    // completed iteration, with the split each interval was served under; the history is
+    // only for display.
+    let ledger = status.ledger.as_ref().expect("ledger");
+    assert_eq!(ledger.completed, status.completed_iterations);
+    let evidence = ledger.evidence.as_ref().expect("evidence");
+    assert_eq!(evidence.iteration, status.completed_iterations);
+    assert_eq!(evidence.versions.len(), 2);
+    assert!(
+        evidence.versions[1].last.contains_key("requests"),
+        "{evidence:?}"
+    );
+    for (k, interval) in evidence.versions[1].recent.iter().enumerate() {
         let served = if k == 0 {
-            vec![100, 0]
+            0
         } else {
-            status.history[k - 1].weights.clone()
+            status.history[k - 1].weights[1]
         };
-        assert_eq!(observed.served_weights, served, "record {k}");
+        assert_eq!(interval.weight, Some(served), "interval {k}");
     }
     // Events are published after the status write that ends the experiment: wait for them.
     let reasons: Vec<String> = wait_for("a Promoted event", Duration::from_secs(15), async || {

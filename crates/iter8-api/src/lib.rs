@@ -4,10 +4,12 @@
 //! by one is understood by the others. Field names are camelCase on the wire, like Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod evidence;
 pub mod request;
 pub mod response;
 pub mod validate;
 
+pub use evidence::*;
 pub use request::*;
 pub use response::*;
 pub use validate::{ErrorResponse, InvalidRequest, MetricKind};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::evidence::Evidence;
 use crate::validate::{MAX_BUCKETS, MAX_COUNT, MAX_HISTORY, MAX_NAME_LEN, MAX_VERSIONS};
 
 /// One iteration's question to the analytics service.
@@ -38,6 +39,10 @@ pub struct AssessmentRequest {
     /// How traffic moves between versions and when a winner is declared.
     #[serde(default)]
     pub strategy: Strategy,
+    /// The evidence returned with the previous iteration's answer, sent back unchanged;
+    /// absent at the first iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
 }
 
 fn default_min_iterations() -> u32 {
@@ -73,8 +78,9 @@ pub struct Version {
     /// Cumulative observations since the start of the experiment, by metric name.
     #[serde(default)]
     pub metrics: BTreeMap<String, Observation>,
-    /// Earlier cumulative snapshots, oldest first; used to detect counter resets and to
-    /// estimate the spread of means that come without a sum of squares.
+    /// Earlier cumulative snapshots, oldest first. Kept for compatibility: when `evidence` is
+    /// absent, the engine folds them into evidence as if each had been an iteration. Shipped
+    /// clients send `evidence` instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_HISTORY))]
     pub history: Vec<Snapshot>,

@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::evidence::Evidence;
 use crate::request::{Algorithm, Quantile};
 
 /// The analytics service's answer for one iteration.
@@ -27,6 +28,9 @@ pub struct AssessmentResponse {
     /// Things the caller should know about the data (too few samples, counter resets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// What the next request must carry as its `evidence`, unchanged.
+    #[serde(default)]
+    pub evidence: Evidence,
 }
 
 /// What is known about one version.

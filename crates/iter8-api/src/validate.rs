@@ -62,6 +62,7 @@ impl AssessmentRequest {
     pub fn validate(&self) -> Check {
         self.check_iterations()?;
         self.check_versions()?;
+        self.check_evidence()?;
         self.check_ratios()?;
         self.check_criteria()?;
         self.check_strategy()
@@ -159,6 +160,124 @@ impl AssessmentRequest {
                 "versions[].weight",
                 format!("weights must sum to 100, got {total}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The evidence must come from an earlier iteration of this experiment: the same version
+    /// names in the same order, metrics of the same kinds, and bounded in size.
+    fn check_evidence(&self) -> Check {
+        let Some(e) = &self.evidence else {
+            return Ok(());
+        };
+        if e.iteration == 0 || e.iteration >= self.iteration {
+            return Err(InvalidRequest::new(
+                "evidence.iteration",
+                format!(
+                    "the evidence covers iteration {}; it must come from an earlier iteration \
+                     than this one ({}) and from at least iteration 1",
+                    e.iteration, self.iteration
+                ),
+            ));
+        }
+        if e.versions.len() != self.versions.len() {
+            return Err(InvalidRequest::new(
+                "evidence.versions",
+                format!(
+                    "the evidence is about {} versions; this request has {}",
+                    e.versions.len(),
+                    self.versions.len()
+                ),
+            ));
+        }
+        if e.targets.len() > MAX_METRICS + MAX_CRITERIA {
+            return Err(InvalidRequest::new(
+                "evidence.targets",
+                format!(
+                    "{} targets; at most {}",
+                    e.targets.len(),
+                    MAX_METRICS + MAX_CRITERIA
+                ),
+            ));
+        }
+        for (i, (ev, v)) in e.versions.iter().zip(&self.versions).enumerate() {
+            let at = format!("evidence.versions[{i}]");
+            if ev.name != v.name {
+                return Err(InvalidRequest::new(
+                    format!("{at}.name"),
+                    format!(
+                        "the evidence is about version {:?} here, the request about {:?}; \
+                         versions keep their names and order for the whole experiment",
+                        ev.name, v.name
+                    ),
+                ));
+            }
+            if !v.history.is_empty() {
+                return Err(InvalidRequest::new(
+                    format!("versions[{i}].history"),
+                    "send either evidence or history, not both: the evidence already holds \
+                     what the history would say",
+                ));
+            }
+            check_metrics(&format!("{at}.last"), &ev.last)?;
+            for (name, past) in &ev.last {
+                if let Some(now) = v.metrics.get(name)
+                    && MetricKind::of(now) != MetricKind::of(past)
+                {
+                    return Err(InvalidRequest::new(
+                        format!("versions[{i}].metrics.{name}"),
+                        format!(
+                            "{name:?} was a {} in earlier iterations and is a {} now; a \
+                             metric keeps its kind for the whole experiment",
+                            MetricKind::of(past).name(),
+                            MetricKind::of(now).name()
+                        ),
+                    ));
+                }
+            }
+            if ev.batches.len() > MAX_METRICS {
+                return Err(InvalidRequest::new(
+                    format!("{at}.batches"),
+                    format!("{} entries; at most {MAX_METRICS}", ev.batches.len()),
+                ));
+            }
+            for (name, b) in &ev.batches {
+                let fields = [b.reference, b.sum, b.count, b.sum_sq, b.cross, b.count_sq];
+                if fields.iter().any(|x| !x.is_finite()) || b.count < 0.0 || b.sum_sq < 0.0 {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.batches.{name}"),
+                        "must hold finite numbers, with non-negative count and sumSq",
+                    ));
+                }
+            }
+            if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
+                return Err(InvalidRequest::new(
+                    format!("{at}.recent"),
+                    format!(
+                        "{} intervals; at most {}",
+                        ev.recent.len(),
+                        crate::evidence::RECENT_INTERVALS
+                    ),
+                ));
+            }
+            for (k, r) in ev.recent.iter().enumerate() {
+                if r.iteration > e.iteration || r.values.len() != e.targets.len() {
+                    return Err(InvalidRequest::new(
+                        format!("{at}.recent[{k}]"),
+                        format!(
+                            "must be at most iteration {} and hold one value per target ({})",
+                            e.iteration,
+                            e.targets.len()
+                        ),
+                    ));
+                }
+            }
+            if ev.regression.len() > MAX_CRITERIA {
+                return Err(InvalidRequest::new(
+                    format!("{at}.regression"),
+                    format!("{} entries; at most {MAX_CRITERIA}", ev.regression.len()),
+                ));
+            }
         }
         Ok(())
     }
@@ -421,6 +540,16 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
+    /// The kind's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Mean => "mean",
+            Self::Histogram => "histogram",
+            Self::Ratio => "ratio",
+        }
+    }
+
     /// The kind of an observation.
     pub fn of(o: &Observation) -> Self {
         match o {

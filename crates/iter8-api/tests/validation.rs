@@ -180,3 +180,58 @@ fn unknown_algorithms_and_fields_fail_to_decode_with_their_name() {
     let e = decode_error(|b| b["criteria"]["objectives"][1]["quantile"] = json!(1.5));
     assert!(e.contains("quantile must be between 0 and 1"), "{e}");
 }
+
+/// Evidence as an answer to `valid()` at iteration 1 would carry it.
+fn evidence() -> Value {
+    json!({"iteration": 1, "versions": [
+        {"name": "a", "last": {"requests": {"counter": 100.0}, "latency": {"histogram": {
+            "buckets": [{"le": 100, "count": 90}, {"le": "+Inf", "count": 100}]}}}},
+        {"name": "b", "last": {"requests": {"counter": 10.0}}}
+    ]})
+}
+
+#[test]
+fn evidence_from_an_earlier_iteration_of_the_same_versions_passes() {
+    let mut body = valid();
+    body["iteration"] = json!(2);
+    body["evidence"] = evidence();
+    let request: AssessmentRequest = serde_json::from_value(body).expect("decodes");
+    request.validate().expect("valid");
+}
+
+#[test]
+fn evidence_of_other_versions_or_a_later_iteration_is_refused_naming_the_field() {
+    let e = refusal(|b| {
+        b["iteration"] = json!(2);
+        b["evidence"] = evidence();
+        b["evidence"]["versions"][1]["name"] = json!("c");
+    });
+    assert_eq!(e.field, "evidence.versions[1].name");
+    let e = refusal(|b| {
+        b["evidence"] = evidence();
+    });
+    assert_eq!(e.field, "evidence.iteration");
+    let e = refusal(|b| {
+        b["iteration"] = json!(2);
+        b["evidence"] = evidence();
+        b["evidence"]["versions"]
+            .as_array_mut()
+            .expect("array")
+            .pop();
+    });
+    assert_eq!(e.field, "evidence.versions");
+    let e = refusal(|b| {
+        b["iteration"] = json!(2);
+        b["evidence"] = evidence();
+        b["evidence"]["versions"][0]["last"]["latency"] =
+            json!({"mean": {"sum": 1.0, "count": 1.0}});
+    });
+    assert_eq!(e.field, "versions[0].metrics.latency");
+    assert!(e.reason.contains("keeps its kind"), "{}", e.reason);
+    let e = refusal(|b| {
+        b["iteration"] = json!(2);
+        b["evidence"] = evidence();
+        b["versions"][1]["history"] = json!([{"iteration": 1, "metrics": {}}]);
+    });
+    assert_eq!(e.field, "versions[1].history");
+}

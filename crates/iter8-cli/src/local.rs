@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use iter8_api::{Action, Observation, Snapshot};
+use iter8_api::{Action, Observation};
+use iter8_crd::Ledger;
 
 use crate::analytics::{Analytics, AnalyticsError};
 use crate::load::{Conversion, LoadConfig, LoadError, LoadGenerator};
@@ -50,8 +51,8 @@ pub async fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let started = Instant::now();
-    let mut weights = spec.initial_weights();
-    let generator = LoadGenerator::start(load_config(experiment), &weights)?;
+    let mut ledger = Ledger::start(spec);
+    let generator = LoadGenerator::start(load_config(experiment), &ledger.weights)?;
     progress.say(&format!(
         "experiment {} ({:?}, {} versions, analytics {}): up to {max} iterations",
         experiment.name,
@@ -59,7 +60,6 @@ pub async fn run(
         names.len(),
         analytics.describe()
     ));
-    let mut history: Vec<Vec<Snapshot>> = vec![Vec::new(); names.len()];
     let mut iterations: Vec<IterationRecord> = Vec::new();
     for iteration in 1..=max {
         let iteration_start = Instant::now();
@@ -86,8 +86,7 @@ pub async fn run(
         let stats = generator.snapshot();
         let observations: Vec<BTreeMap<String, Observation>> =
             stats.iter().map(VersionStats::observations).collect();
-        let request =
-            spec.assessment_request(iteration, &weights, observations.clone(), history.clone());
+        let request = ledger.request(spec, observations);
         let asked = Instant::now();
         let response = analytics
             .assess(&request)
@@ -95,7 +94,7 @@ pub async fn run(
             .map_err(|source| RunError::Analytics { iteration, source })?;
         let record = IterationRecord {
             iteration,
-            weights: weights.clone(),
+            weights: ledger.weights.clone(),
             load: summaries(&names, &stats),
             elapsed_ms: started.elapsed().as_millis() as u64,
             assess_ms: asked.elapsed().as_millis() as u64,
@@ -103,17 +102,10 @@ pub async fn run(
             response,
         };
         progress.iteration(&names, &record, max);
-        for (i, obs) in observations.into_iter().enumerate() {
-            history[i].push(Snapshot {
-                iteration,
-                weight: weights.get(i).copied(),
-                metrics: obs,
-            });
-        }
+        ledger = ledger.record(spec, &record.response);
         let action = record.response.decision.action;
         if action == Action::Continue {
-            weights = record.response.split.iter().map(|w| w.weight).collect();
-            generator.set_weights(&weights);
+            generator.set_weights(&ledger.weights);
         }
         iterations.push(record);
         if action != Action::Continue {
@@ -124,7 +116,13 @@ pub async fn run(
     let last = iterations.last().ok_or(RunError::NoIterations)?;
     let decision = last.response.decision.clone();
     let outcome = RunOutcome {
-        final_weights: spec.final_weights(&decision, &weights),
+        // A terminal answer's final split is already in force; a run cut short while
+        // continuing ends by the termination policy.
+        final_weights: if decision.action == Action::Continue {
+            spec.final_weights(&decision, &ledger.weights)
+        } else {
+            ledger.weights.clone()
+        },
         winner: last.response.winner.clone(),
         decision,
         total_requests: stats.iter().map(|s| s.requests).sum(),

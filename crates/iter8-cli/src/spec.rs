@@ -191,7 +191,7 @@ pub fn parse(file: &str, text: &str, fallback_name: &str) -> Result<LocalExperim
     let zero = VersionStats::new(&buckets_ms).observations();
     let observations: Vec<BTreeMap<String, Observation>> =
         spec.versions.iter().map(|_| zero.clone()).collect();
-    let request = spec.assessment_request(1, &spec.initial_weights(), observations, Vec::new());
+    let request = iter8_crd::Ledger::start(&spec).request(&spec, observations);
     if let Err(e) = request.validate() {
         let field = spec_field(&e.field);
         let mut message = e.reason;

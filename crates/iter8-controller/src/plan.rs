@@ -225,7 +225,7 @@ mod tests {
             iteration: 4,
             weights: vec![60, 40],
             next_phase: Phase::Running,
-            observed: Default::default(),
+            ledger: None,
         };
         status.pending = Some(pending.clone());
         let mut s = spec();

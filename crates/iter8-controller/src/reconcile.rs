@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use iter8_api::{Action as Decided, Observation, VersionWeight};
 use iter8_crd::{
-    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric, Observed,
+    Experiment, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Metric,
     PendingIteration, Phase, weights_summary,
 };
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
@@ -361,13 +361,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
 
         let current = current_weights(spec, &status);
-        let observed = Observed {
-            observations: observations.by_version,
-            served_weights: current.clone(),
-        };
-        let history = status.snapshots(spec.versions.len());
-        let request =
-            spec.assessment_request(iteration, &current, observed.observations.clone(), history);
+        let ledger = status.ledger(spec);
+        let request = ledger.request(spec, observations.by_version);
         let url = spec
             .analytics
             .as_ref()
@@ -412,11 +407,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         );
 
         let terminal = response.decision.action != Decided::Continue;
-        let weights = if terminal {
-            spec.final_weights(&response.decision, &current)
-        } else {
-            response.split.iter().map(|w| w.weight).collect()
-        };
+        let next = ledger.record(spec, &response);
+        let weights = next.weights.clone();
         status.versions = response.versions;
         status.winner = response.winner;
         status.decision = Some(response.decision.clone());
@@ -431,7 +423,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             } else {
                 Phase::Running
             },
-            observed,
+            ledger: Some(next),
         });
         let pending = status.pending.clone();
         // The decision is durable before the router changes.
@@ -519,8 +511,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             weights: pending.weights.clone(),
             action: decision.as_ref().map_or(Decided::Continue, |d| d.action),
             version: decision.as_ref().and_then(|d| d.version.clone()),
-            observed: pending.observed.clone(),
         });
+        if pending.ledger.is_some() {
+            status.ledger = pending.ledger.clone();
+        }
         let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
         status.history.drain(..excess);
         status.phase = pending.next_phase;

@@ -8,11 +8,21 @@ use iter8_api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+
+use crate::ledger::Ledger;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The most entries kept in `status.history`.
-pub const HISTORY_LIMIT: usize = 20;
+/// The most entries kept in `status.history`, which is for people (`kubectl describe`,
+/// reports): the engine never reads it; what it needs is in `status.ledger`.
+pub const HISTORY_LIMIT: usize = 1_000;
+
+/// The most bytes the serialised status may take. etcd refuses objects over 1.5 MiB; the
+/// status stays far below that with the largest experiment the API admits (16 versions,
+/// histograms of 256 buckets, [`HISTORY_LIMIT`] history records): the engine's evidence is
+/// bounded (running statistics, the last observation of each metric, a window of recent
+/// intervals), and history records carry no observations. A test holds it to this budget.
+pub const STATUS_SIZE_BUDGET: usize = 640 * 1024;
 
 /// An experiment on live traffic: a baseline and candidates, assessed every interval.
 // Every printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
@@ -456,9 +466,13 @@ pub struct ExperimentStatus {
     /// The version recommended for promotion at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommended_version: Option<String>,
-    /// The most recent iterations, oldest first (at most 20).
+    /// The most recent iterations, oldest first (at most 1,000), for display.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<IterationRecord>,
+    /// What the next assessment needs: completed iterations, the split in force and the
+    /// engine's evidence. Becomes the pending iteration's ledger once its split is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Ledger>,
     /// An iteration whose outcome is decided but not yet fully applied; a restarted
     /// controller finishes it instead of running the iteration again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -491,28 +505,13 @@ pub struct PendingIteration {
     pub weights: Vec<u32>,
     /// The phase the experiment enters once the split is applied.
     pub next_phase: Phase,
-    /// What the iteration observed, kept for its history record.
-    #[serde(flatten)]
-    pub observed: Observed,
+    /// The ledger after this iteration's answer; it becomes `status.ledger` once the split
+    /// is applied. A retried iteration re-sends the ledger from before the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Ledger>,
 }
 
-/// The cumulative observations an iteration was assessed on, and the split that was in force
-/// while they accrued. Later iterations send them back to the analytics service as history:
-/// batch means estimate a mean's spread from them, and the weights let it check that each
-/// version got the traffic it was meant to (sample-ratio mismatch).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Observed {
-    /// Per version, in version order: metric name to its cumulative observation.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "observations_schema")]
-    pub observations: Vec<BTreeMap<String, iter8_api::Observation>>,
-    /// The split in force during the iteration, in version order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub served_weights: Vec<u32>,
-}
-
-/// One completed iteration.
+/// One completed iteration, for display: the engine never reads these.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IterationRecord {
@@ -527,43 +526,30 @@ pub struct IterationRecord {
     /// The version named by the decision, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// What the iteration observed.
-    #[serde(flatten)]
-    pub observed: Observed,
-}
-
-/// Observations as the API server stores them: the wire type's schema is not structural (a
-/// bucket bound is a number or `"+Inf"`), and only the controller writes them, decoding
-/// them with the wire type.
-fn observations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": true
-        }
-    })
 }
 
 impl ExperimentStatus {
-    /// The recorded iterations as per-version history for an assessment request, oldest
-    /// first. Records from before a change in the number of versions, or without
-    /// observations, are left out.
-    pub fn snapshots(&self, versions: usize) -> Vec<Vec<iter8_api::Snapshot>> {
-        let mut out = vec![Vec::new(); versions];
-        for record in &self.history {
-            if record.observed.observations.len() != versions {
-                continue;
+    /// The ledger the next iteration starts from: the recorded one, or, for a status written
+    /// before ledgers existed (or after the number of versions changed), one rebuilt from the
+    /// completed iterations and the split in force, without evidence.
+    pub fn ledger(&self, spec: &ExperimentSpec) -> Ledger {
+        match &self.ledger {
+            Some(l)
+                if l.weights.len() == spec.versions.len()
+                    && l.completed == self.completed_iterations =>
+            {
+                l.clone()
             }
-            for (v, metrics) in record.observed.observations.iter().enumerate() {
-                out[v].push(iter8_api::Snapshot {
-                    iteration: record.iteration,
-                    weight: record.observed.served_weights.get(v).copied(),
-                    metrics: metrics.clone(),
-                });
-            }
+            _ => Ledger {
+                completed: self.completed_iterations,
+                weights: if self.weights.len() == spec.versions.len() {
+                    self.weights.iter().map(|w| w.weight).collect()
+                } else {
+                    spec.initial_weights()
+                },
+                evidence: None,
+            },
         }
-        out
     }
 }
 
@@ -599,46 +585,6 @@ impl std::fmt::Display for Phase {
 }
 
 impl ExperimentSpec {
-    /// The analytics request for iteration `iteration`, given the current weights, the
-    /// observations collected per version and each version's history (both in version
-    /// order). Shared by the controller and
-    /// the CLI's local mode so both ask the engine the same question.
-    pub fn assessment_request(
-        &self,
-        iteration: u32,
-        weights: &[u32],
-        observations: Vec<BTreeMap<String, iter8_api::Observation>>,
-        history: Vec<Vec<iter8_api::Snapshot>>,
-    ) -> iter8_api::AssessmentRequest {
-        let versions = self
-            .versions
-            .iter()
-            .zip(
-                observations
-                    .into_iter()
-                    .chain(std::iter::repeat_with(BTreeMap::new)),
-            )
-            .zip(history.into_iter().chain(std::iter::repeat_with(Vec::new)))
-            .enumerate()
-            .map(|(i, ((v, metrics), history))| iter8_api::Version {
-                name: v.name.clone(),
-                weight: weights.get(i).copied().unwrap_or(0),
-                metrics,
-                history,
-            })
-            .collect();
-        iter8_api::AssessmentRequest {
-            kind: self.kind,
-            iteration,
-            min_iterations: self.duration.min_iterations,
-            max_iterations: Some(self.duration.max_iterations),
-            versions,
-            ratios: self.ratios.clone(),
-            criteria: self.criteria.clone(),
-            strategy: self.strategy.clone(),
-        }
-    }
-
     /// The split an experiment starts from: the fixed split if one is given, otherwise all
     /// traffic on the baseline.
     pub fn initial_weights(&self) -> Vec<u32> {

@@ -4,10 +4,12 @@
 
 pub mod duration;
 pub mod experiment;
+pub mod ledger;
 pub mod metric;
 
 pub use duration::parse_duration;
 pub use experiment::*;
+pub use ledger::Ledger;
 pub use metric::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

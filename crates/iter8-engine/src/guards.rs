@@ -22,11 +22,12 @@
 //! All statistics are cumulative, so once a version is shown to break a criterion and loses
 //! its traffic, its data - and the verdict - stay as they are.
 
-use iter8_api::{AssessmentRequest, Direction, Observation, Target, Version};
+use iter8_api::{AssessmentRequest, Direction, Observation};
 
-use crate::model::{Check, Model, batch_means_error};
+use crate::model::{Check, Model};
 use crate::posterior::Posterior;
 use crate::sequential::{Side, difference_vs_zero, mean_vs_limit, rate_vs_limit};
+use crate::series::batch_means_error;
 
 /// What the sequential tests say about one criterion of one version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +191,7 @@ fn absolute(
             quantile_vs_limit(&h.buckets, q.fraction(), limit, alpha)
         }
         (Some(Observation::Mean(m)), _) => match &model.posteriors[v][t] {
-            Some(Posterior::Mean(p)) if spread_is_estimated(version, target, m) => {
+            Some(Posterior::Mean(p)) if spread_is_estimated(model, v, &target.metric, m) => {
                 let mean = m.sum / m.count;
                 let sd = p.std_error() * m.count.sqrt();
                 from_side(mean_vs_limit(mean, sd, m.count, limit, alpha))
@@ -201,9 +202,17 @@ fn absolute(
     }
 }
 
-fn spread_is_estimated(version: &Version, target: &Target, m: &iter8_api::MeanObservation) -> bool {
+fn spread_is_estimated(
+    model: &Model,
+    v: usize,
+    metric: &str,
+    m: &iter8_api::MeanObservation,
+) -> bool {
     m.sum_of_squares.is_some()
-        || batch_means_error(version, &target.metric, m)
+        || model.evidence.versions[v]
+            .batches
+            .get(metric)
+            .and_then(batch_means_error)
             .is_some_and(|(_, dof)| dof + 1.0 >= MIN_BATCHES)
 }
 

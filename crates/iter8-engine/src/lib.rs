@@ -90,6 +90,7 @@ pub fn assess(request: &AssessmentRequest) -> Result<AssessmentResponse, Invalid
             })
             .collect(),
         warnings: model.warnings,
+        evidence: model.evidence,
     })
 }
 

@@ -2,20 +2,16 @@
 //! (version, metric) pair they use, with the warnings the data gave rise to.
 
 use iter8_api::{
-    AssessmentRequest, Direction, MeanObservation, Observation, Target, Targeted, Version, Warning,
+    AssessmentRequest, Direction, Evidence, MeanObservation, Observation, Target, Targeted,
+    Version, Warning,
 };
 
 use crate::histogram::QuantilePosterior;
 use crate::posterior::{MeanPosterior, Posterior, RatePosterior};
+use crate::series::{self, RESET_HOLD, Reset, batch_means_error};
 
 /// Fewer observations than this earn a warning that estimates are wide.
 const FEW_SAMPLES: f64 = 30.0;
-
-/// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
-/// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,
-/// so the count of a version whose traffic slowed or stopped shrinks a little as the window
-/// grows. A reset that the query does not bridge drops to about nothing.
-const RESET_FRACTION: f64 = 0.5;
 
 /// Everything the engine derives from a request before drawing.
 #[derive(Debug)]
@@ -36,6 +32,8 @@ pub struct Model {
     /// The (version, target) pairs whose mean has an assumed spread, not an estimated one:
     /// their posteriors are guesses about the tails, not evidence.
     pub assumed_spread: Vec<(usize, usize)>,
+    /// The evidence after this iteration: the request's, with this iteration folded in.
+    pub evidence: Evidence,
 }
 
 /// One criterion, compiled.
@@ -165,6 +163,7 @@ impl Model {
             });
         }
 
+        let (evidence, resets) = series::fold(req, &targets, &criteria);
         let mut model = Self {
             targets,
             posteriors: Vec::new(),
@@ -173,9 +172,10 @@ impl Model {
             warnings: Vec::new(),
             promotion_blocked: None,
             assumed_spread: Vec::new(),
+            evidence,
         };
-        for (vi, version) in req.versions.iter().enumerate() {
-            model.check_history(vi, version);
+        model.note_resets(req, &resets);
+        for vi in 0..req.versions.len() {
             let row = (0..model.targets.len())
                 .map(|ti| model.posterior(req, vi, ti))
                 .collect();
@@ -280,7 +280,11 @@ impl Model {
         let (std_error, dof) = if let Some(ss) = m.sum_of_squares {
             let var = ((ss - n * mean * mean) / (n - 1.0)).max(0.0);
             ((var / n).sqrt(), n - 1.0)
-        } else if let Some(batch) = batch_means_error(version, &target.metric, m) {
+        } else if let Some(batch) = self.evidence.versions[vi]
+            .batches
+            .get(&target.metric)
+            .and_then(batch_means_error)
+        {
             batch
         } else {
             self.assumed_spread.push((vi, ti));
@@ -297,24 +301,31 @@ impl Model {
         MeanPosterior::new(mean, std_error, dof, n).map(Posterior::Mean)
     }
 
-    fn check_history(&mut self, vi: usize, version: &Version) {
-        for snapshot in &version.history {
-            for (name, past) in &snapshot.metrics {
-                let Some(now) = version.metrics.get(name) else {
-                    continue;
-                };
-                if size(now) < size(past) * RESET_FRACTION {
-                    let reason = format!(
-                        "{name} of version {:?} went backwards since iteration {} ({} -> {}); \
-                         a counter reset or a wrong query - no version is promoted on this data",
-                        version.name,
-                        snapshot.iteration,
-                        size(past),
-                        size(now)
-                    );
-                    self.warn(&format!("versions[{vi}].metrics.{name}"), reason.clone());
-                    self.promotion_blocked.get_or_insert(reason);
-                }
+    /// Counter resets: this iteration's get a warning each; any within [`RESET_HOLD`]
+    /// iterations blocks promotion.
+    fn note_resets(&mut self, req: &AssessmentRequest, resets: &[Reset]) {
+        for r in resets {
+            let reason = format!(
+                "{} of version {:?} went backwards since iteration {} ({} -> {}); a counter \
+                 reset or a wrong query - no version is promoted on this data",
+                r.metric, req.versions[r.version].name, r.since, r.sizes.0, r.sizes.1
+            );
+            self.warn(
+                &format!("versions[{}].metrics.{}", r.version, r.metric),
+                reason.clone(),
+            );
+            self.promotion_blocked.get_or_insert(reason);
+        }
+        for (v, ev) in self.evidence.versions.iter().enumerate() {
+            if let Some(at) = ev.reset_at
+                && req.iteration < at + RESET_HOLD
+            {
+                self.promotion_blocked.get_or_insert(format!(
+                    "a metric of version {:?} went backwards at iteration {at}; nothing is \
+                     promoted before iteration {}",
+                    req.versions[v].name,
+                    at + RESET_HOLD
+                ));
             }
         }
     }
@@ -325,57 +336,4 @@ impl Model {
             message,
         });
     }
-}
-
-/// The amount of data an observation holds, which never decreases in a cumulative series.
-fn size(o: &Observation) -> f64 {
-    match o {
-        Observation::Counter(c) => *c,
-        Observation::Mean(m) => m.count,
-        Observation::Histogram(h) => h.buckets.last().map_or(0.0, |b| b.count),
-    }
-}
-
-/// Standard error of a mean from its per-iteration batch means (a cluster-robust estimate),
-/// with `batches - 1` degrees of freedom; `None` with fewer than two usable batches.
-pub fn batch_means_error(
-    version: &Version,
-    metric: &str,
-    now: &MeanObservation,
-) -> Option<(f64, f64)> {
-    let mut points: Vec<(f64, f64)> = version
-        .history
-        .iter()
-        .filter_map(|s| match s.metrics.get(metric) {
-            Some(Observation::Mean(m)) => Some((m.sum, m.count)),
-            _ => None,
-        })
-        .collect();
-    points.push((now.sum, now.count));
-    let mut batches = Vec::new();
-    let (mut prev_sum, mut prev_count) = (0.0, 0.0);
-    for (sum, count) in points {
-        let dc = count - prev_count;
-        if dc < 0.0 {
-            return None;
-        }
-        if dc > 0.0 {
-            batches.push((sum - prev_sum, dc));
-        }
-        (prev_sum, prev_count) = (sum, count);
-    }
-    let b = batches.len() as f64;
-    if b < 2.0 {
-        return None;
-    }
-    let mean = now.sum / now.count;
-    let spread: f64 = batches
-        .iter()
-        .map(|&(s, c)| {
-            let d = s - c * mean;
-            d * d
-        })
-        .sum();
-    let var = spread * b / (b - 1.0) / (now.count * now.count);
-    Some((var.sqrt(), b - 1.0))
 }

@@ -14,7 +14,7 @@
 //! * **Stale data.** A version with positive weight whose traffic did not grow since the
 //!   latest snapshot has stale or missing data.
 
-use iter8_api::AssessmentRequest;
+use iter8_api::{AssessmentRequest, Evidence};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 use crate::series::{latest_traffic, split_just_changed};
@@ -26,9 +26,9 @@ pub const SRM_P_VALUE: f64 = 0.001;
 const SRM_MIN_REQUESTS: f64 = 100.0;
 
 /// Why the latest data cannot support a promotion, if it cannot.
-pub fn problem(req: &AssessmentRequest) -> Option<String> {
+pub fn problem(req: &AssessmentRequest, evidence: &Evidence) -> Option<String> {
     let latest: Vec<Option<(f64, u32)>> = (0..req.versions.len())
-        .map(|v| latest_traffic(req, v))
+        .map(|v| latest_traffic(evidence, v))
         .collect();
     if let Some(v) = latest
         .iter()
@@ -51,7 +51,7 @@ pub fn problem(req: &AssessmentRequest) -> Option<String> {
     if latest.iter().any(Option::is_none)
         || observed.len() < 2
         || total < SRM_MIN_REQUESTS
-        || split_just_changed(req)
+        || split_just_changed(evidence)
     {
         return None;
     }
@@ -101,6 +101,11 @@ mod tests {
 
     fn request(a: f64, b: f64) -> AssessmentRequest {
         request_after([80, 20], a, b)
+    }
+
+    fn problem(req: &AssessmentRequest) -> Option<String> {
+        let (evidence, _) = crate::series::fold(req, &[], &[]);
+        super::problem(req, &evidence)
     }
 
     #[test]

@@ -1,73 +1,311 @@
-//! Per-interval values from the cumulative history: what each iteration alone observed.
+//! The fold of one iteration into the evidence, and what is read back from it.
 //!
-//! The request carries cumulative data now and, in `versions[].history`, cumulative snapshots
-//! of earlier iterations. The difference of consecutive snapshots is what one interval saw,
-//! which the per-interval judges (fixed thresholds, Mann-Whitney) and the data-quality checks
-//! need.
+//! A request carries cumulative observations now, and the evidence of the iterations before
+//! (or, from older clients, cumulative snapshots in `versions[].history`, folded here the
+//! same way as if each had been an iteration). The difference between this iteration's
+//! cumulative observation and the evidence's last one is what this interval alone saw; it
+//! feeds running statistics kept for the whole life (batch means of means), a bounded window
+//! of recent per-interval values (per-interval judges, the sample-ratio check), and the
+//! interval checks of `fixed_thresholds`. The fold is pure: the same request always gives the
+//! same evidence, so a retried iteration gets the same answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use iter8_api::{AssessmentRequest, Bucket, HistogramObservation, Observation, Target};
+use iter8_api::{
+    AssessmentRequest, BatchStats, Bucket, Evidence, HistogramObservation, IntervalSummary,
+    Observation, RECENT_INTERVALS, RatioMetric, Target, VersionEvidence,
+};
 
 use crate::histogram::observed_quantile_of;
+use crate::model::{Check, Criterion};
 
-/// What one interval observed of one target of one version.
+/// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
+/// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,
+/// so the count of a version whose traffic slowed or stopped shrinks a little as the window
+/// grows. A reset that the query does not bridge drops to about nothing.
+const RESET_FRACTION: f64 = 0.5;
+
+/// Iterations after a counter reset during which nothing is promoted: the cumulative data
+/// then mixes two series, and the next intervals show whether the drop was a glitch.
+pub const RESET_HOLD: u32 = 5;
+
+/// A cumulative metric that went backwards while folding this request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Interval {
-    /// The iteration that ended the interval.
-    pub iteration: u32,
-    /// The version's weight during the interval, when known.
-    pub weight: Option<u32>,
-    /// The interval's point value; `None` when the interval saw no data of the target.
-    pub value: Option<f64>,
+pub struct Reset {
+    /// The version's index.
+    pub version: usize,
+    /// The metric.
+    pub metric: String,
+    /// The iteration of the earlier, larger value.
+    pub since: u32,
+    /// The earlier and the current size.
+    pub sizes: (f64, f64),
 }
 
-/// One cumulative point of a version: the iteration, the weight then, and the metrics.
+/// One version's data at one iteration: the weight in force while the interval was served,
+/// and the cumulative metrics.
+type VersionPoint<'a> = (Option<u32>, &'a BTreeMap<String, Observation>);
+
+/// One iteration's cumulative data of every version, as folded.
 struct Point<'a> {
     iteration: u32,
-    weight: Option<u32>,
-    metrics: &'a BTreeMap<String, Observation>,
+    /// Per version: the weight in force while the interval was served, and the metrics;
+    /// `None` for a version without a snapshot at this iteration (legacy history only).
+    versions: Vec<Option<VersionPoint<'a>>>,
 }
 
-fn points<'a>(req: &'a AssessmentRequest, version: usize) -> Vec<Point<'a>> {
-    let v = &req.versions[version];
-    v.history
+/// The evidence after this request's iteration: the request's evidence (or its legacy
+/// history) with this iteration's cumulative observations folded in. `targets` and
+/// `criteria` are the request's, compiled.
+pub fn fold(
+    req: &AssessmentRequest,
+    targets: &[Target],
+    criteria: &[Criterion],
+) -> (Evidence, Vec<Reset>) {
+    let mut resets = Vec::new();
+    let mut evidence = match &req.evidence {
+        Some(e) => retarget(e.clone(), targets),
+        None => Evidence {
+            iteration: 0,
+            targets: targets.to_vec(),
+            versions: req
+                .versions
+                .iter()
+                .map(|v| VersionEvidence::named(&v.name))
+                .collect(),
+            final_look: None,
+        },
+    };
+    let mut points = legacy_points(req);
+    points.push(Point {
+        iteration: req.iteration,
+        versions: req
+            .versions
+            .iter()
+            .map(|v| Some((Some(v.weight), &v.metrics)))
+            .collect(),
+    });
+    for point in points {
+        fold_point(&mut evidence, &point, &req.ratios, criteria, &mut resets);
+    }
+    // Only resets seen in this iteration are news; earlier ones are in `reset_at`.
+    resets.retain(|r| evidence.versions[r.version].reset_at == Some(req.iteration));
+    (evidence, resets)
+}
+
+/// The snapshots of `versions[].history`, grouped by iteration, oldest first.
+fn legacy_points(req: &AssessmentRequest) -> Vec<Point<'_>> {
+    let iterations: BTreeSet<u32> = req
+        .versions
         .iter()
-        .filter(|s| s.iteration < req.iteration)
-        .map(|s| Point {
-            iteration: s.iteration,
-            weight: s.weight,
-            metrics: &s.metrics,
+        .flat_map(|v| v.history.iter().map(|s| s.iteration))
+        .filter(|&i| i < req.iteration)
+        .collect();
+    iterations
+        .into_iter()
+        .map(|iteration| Point {
+            iteration,
+            versions: req
+                .versions
+                .iter()
+                .map(|v| {
+                    v.history
+                        .iter()
+                        .find(|s| s.iteration == iteration)
+                        .map(|s| (s.weight, &s.metrics))
+                })
+                .collect(),
         })
-        .chain(std::iter::once(Point {
-            iteration: req.iteration,
-            weight: Some(v.weight),
-            metrics: &v.metrics,
-        }))
         .collect()
 }
 
-/// The per-interval values of `target` for `version`, oldest first; the first interval runs
-/// from the start of the experiment to the oldest snapshot.
-pub fn intervals(req: &AssessmentRequest, version: usize, target: &Target) -> Vec<Interval> {
-    let points = points(req, version);
-    let mut out = Vec::with_capacity(points.len());
-    let mut previous: Option<&BTreeMap<String, Observation>> = None;
-    for p in &points {
-        out.push(Interval {
-            iteration: p.iteration,
-            weight: p.weight,
-            value: interval_value(req, target, p.metrics, previous),
-        });
-        previous = Some(p.metrics);
+/// Re-orders the per-interval values of evidence made for other targets (criteria may have
+/// changed between iterations); a target the evidence did not follow has no values.
+fn retarget(mut e: Evidence, targets: &[Target]) -> Evidence {
+    if e.targets == targets {
+        return e;
     }
-    out
+    let index: Vec<Option<usize>> = targets
+        .iter()
+        .map(|t| e.targets.iter().position(|x| x == t))
+        .collect();
+    for v in &mut e.versions {
+        for r in &mut v.recent {
+            r.values = index
+                .iter()
+                .map(|i| i.and_then(|i| r.values.get(i).copied().flatten()))
+                .collect();
+        }
+    }
+    e.targets = targets.to_vec();
+    e
+}
+
+fn fold_point(
+    e: &mut Evidence,
+    point: &Point<'_>,
+    ratios: &[RatioMetric],
+    criteria: &[Criterion],
+    resets: &mut Vec<Reset>,
+) {
+    let since = e.iteration;
+    for (vi, (ev, data)) in e.versions.iter_mut().zip(&point.versions).enumerate() {
+        let Some((weight, now)) = data else {
+            continue;
+        };
+        for (name, past) in &ev.last {
+            if let Some(current) = now.get(name)
+                && size(current) < size(past) * RESET_FRACTION
+            {
+                ev.reset_at = Some(point.iteration);
+                resets.push(Reset {
+                    version: vi,
+                    metric: name.clone(),
+                    since,
+                    sizes: (size(past), size(current)),
+                });
+            }
+        }
+        let before = &ev.last;
+        let summary = IntervalSummary {
+            iteration: point.iteration,
+            weight: *weight,
+            traffic: match (traffic(ratios, now), traffic(ratios, before)) {
+                (Some(n), Some(b)) => finite(n - b),
+                (Some(n), None) if before.is_empty() => finite(n),
+                _ => None,
+            },
+            values: e
+                .targets
+                .iter()
+                .map(|t| interval_value(ratios, t, now, before).and_then(finite))
+                .collect(),
+            check: None,
+        };
+        for (name, o) in now.iter() {
+            if let Observation::Mean(m) = o {
+                let (s0, c0) = match before.get(name) {
+                    Some(Observation::Mean(b)) => (b.sum, b.count),
+                    _ => (0.0, 0.0),
+                };
+                let (ds, dc) = (m.sum - s0, m.count - c0);
+                if dc > 0.0 && ds.is_finite() {
+                    add_batch(ev.batches.entry(name.clone()).or_default(), ds, dc);
+                }
+            }
+        }
+        for (name, o) in now.iter() {
+            ev.last.insert(name.clone(), o.clone());
+        }
+        ev.recent.push(summary);
+        let excess = ev.recent.len().saturating_sub(RECENT_INTERVALS);
+        ev.recent.drain(..excess);
+    }
+    e.iteration = point.iteration;
+    check_interval(e, point.iteration, criteria);
+}
+
+/// `fixed_thresholds`' check of this interval for every candidate that had traffic: every
+/// criterion met by the interval's own values (a limit relative to the baseline against the
+/// baseline's value of the same interval); no data fails the check, as in Flagger.
+fn check_interval(e: &mut Evidence, iteration: u32, criteria: &[Criterion]) {
+    let value = |ev: &VersionEvidence, t: usize| -> Option<f64> {
+        ev.recent
+            .last()
+            .filter(|r| r.iteration == iteration)
+            .and_then(|r| r.values.get(t).copied().flatten())
+    };
+    let baseline: Vec<Option<f64>> = (0..e.targets.len())
+        .map(|t| e.versions.first().and_then(|b| value(b, t)))
+        .collect();
+    for ev in e.versions.iter_mut().skip(1) {
+        let Some(latest) = ev.recent.last().filter(|r| r.iteration == iteration) else {
+            continue;
+        };
+        if latest.weight == Some(0) {
+            continue;
+        }
+        let ok = criteria.iter().all(|c| {
+            let t = c.check.target();
+            match (value(ev, t), baseline[t], c.check) {
+                (None, _, _) => false,
+                (Some(x), _, Check::Absolute { .. }) => c.check.holds(x, f64::NAN, false),
+                (Some(x), Some(b), Check::Relative { .. }) => c.check.holds(x, b, false),
+                (Some(_), None, Check::Relative { .. }) => false,
+            }
+        });
+        if let Some(latest) = ev.recent.last_mut() {
+            latest.check = Some(ok);
+        }
+        if !ok {
+            ev.failed_checks += 1;
+        }
+    }
+}
+
+/// Adds one batch; a batch whose sums would leave the range of f64 is left out (the evidence
+/// is JSON, which has no infinity).
+fn add_batch(b: &mut BatchStats, sum: f64, count: f64) {
+    let reference = if b.batches == 0 {
+        sum / count
+    } else {
+        b.reference
+    };
+    let d = sum - count * reference;
+    let next = BatchStats {
+        batches: b.batches + 1,
+        reference,
+        sum: b.sum + d,
+        count: b.count + count,
+        sum_sq: b.sum_sq + d * d,
+        cross: b.cross + d * count,
+        count_sq: b.count_sq + count * count,
+    };
+    let fields = [
+        next.reference,
+        next.sum,
+        next.count,
+        next.sum_sq,
+        next.cross,
+        next.count_sq,
+    ];
+    if fields.iter().all(|x| x.is_finite()) {
+        *b = next;
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Standard error of a mean from its per-interval batch means over the whole life (a
+/// cluster-robust estimate), with `batches - 1` degrees of freedom; `None` with fewer than
+/// two batches.
+pub fn batch_means_error(b: &BatchStats) -> Option<(f64, f64)> {
+    let k = f64::from(b.batches);
+    if b.batches < 2 || b.count <= 0.0 {
+        return None;
+    }
+    // sum over i of (s_i - c_i * mean)^2 = sum (d_i - c_i * delta)^2, delta = mean - reference.
+    let delta = b.sum / b.count;
+    let spread = (b.sum_sq - 2.0 * delta * b.cross + delta * delta * b.count_sq).max(0.0);
+    let var = spread * k / (k - 1.0) / (b.count * b.count);
+    Some((var.sqrt(), k - 1.0))
+}
+
+/// The amount of data an observation holds, which never decreases in a cumulative series.
+fn size(o: &Observation) -> f64 {
+    match o {
+        Observation::Counter(c) => *c,
+        Observation::Mean(m) => m.count,
+        Observation::Histogram(h) => h.buckets.last().map_or(0.0, |b| b.count),
+    }
 }
 
 /// The amount of traffic a version saw: the denominator of the first ratio, else the count
 /// of the first mean or histogram metric (in name order).
-pub fn traffic(req: &AssessmentRequest, metrics: &BTreeMap<String, Observation>) -> Option<f64> {
-    if let Some(r) = req.ratios.first() {
+pub fn traffic(ratios: &[RatioMetric], metrics: &BTreeMap<String, Observation>) -> Option<f64> {
+    if let Some(r) = ratios.first() {
         return match metrics.get(&r.denominator) {
             Some(Observation::Counter(c)) => Some(*c),
             _ => None,
@@ -80,51 +318,67 @@ pub fn traffic(req: &AssessmentRequest, metrics: &BTreeMap<String, Observation>)
     })
 }
 
-/// The traffic each version saw in the latest interval and its weight then; `None` for a
-/// version without a traffic metric or without a snapshot to difference against.
-pub fn latest_traffic(req: &AssessmentRequest, version: usize) -> Option<(f64, u32)> {
-    let points = points(req, version);
-    let [.., before, now] = points.as_slice() else {
+/// What one interval observed of one target of one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// The iteration that ended the interval.
+    pub iteration: u32,
+    /// The version's weight during the interval, when known.
+    pub weight: Option<u32>,
+    /// The interval's point value; `None` when the interval saw no data of the target.
+    pub value: Option<f64>,
+}
+
+/// The recent per-interval values of `target` for `version`, oldest first.
+pub fn intervals(e: &Evidence, version: usize, target: &Target) -> Vec<Interval> {
+    let t = e.targets.iter().position(|x| x == target);
+    e.versions[version]
+        .recent
+        .iter()
+        .map(|r| Interval {
+            iteration: r.iteration,
+            weight: r.weight,
+            value: t.and_then(|t| r.values.get(t).copied().flatten()),
+        })
+        .collect()
+}
+
+/// The traffic a version saw in the latest interval and its weight then; `None` without a
+/// traffic metric or without an earlier interval to difference against.
+pub fn latest_traffic(e: &Evidence, version: usize) -> Option<(f64, u32)> {
+    let [.., _, now] = e.versions[version].recent.as_slice() else {
         return None;
     };
-    let delta = traffic(req, now.metrics)? - traffic(req, before.metrics)?;
-    Some((delta, now.weight.unwrap_or(0)))
+    Some((now.traffic?, now.weight.unwrap_or(0)))
 }
 
 /// Whether some version's weight in the latest interval differs from its weight in the
 /// interval before (unknown weights count as a change).
-pub fn split_just_changed(req: &AssessmentRequest) -> bool {
-    (0..req.versions.len()).any(|v| {
-        let points = points(req, v);
-        match points.as_slice() {
-            [.., before, now] => before.weight.is_none() || before.weight != now.weight,
-            _ => true,
-        }
+pub fn split_just_changed(e: &Evidence) -> bool {
+    e.versions.iter().any(|v| match v.recent.as_slice() {
+        [.., before, now] => before.weight.is_none() || before.weight != now.weight,
+        _ => true,
     })
 }
 
 fn interval_value(
-    req: &AssessmentRequest,
+    ratios: &[RatioMetric],
     target: &Target,
     now: &BTreeMap<String, Observation>,
-    before: Option<&BTreeMap<String, Observation>>,
+    before: &BTreeMap<String, Observation>,
 ) -> Option<f64> {
-    if let Some(ratio) = req.ratios.iter().find(|r| r.name == target.metric) {
+    if let Some(ratio) = ratios.iter().find(|r| r.name == target.metric) {
         let counter = |m: &BTreeMap<String, Observation>, name: &str| match m.get(name) {
             Some(Observation::Counter(c)) => Some(*c),
             _ => None,
         };
         let delta = |name: &str| -> Option<f64> {
-            let then = match before {
-                Some(b) => counter(b, name)?,
-                None => 0.0,
-            };
-            Some(counter(now, name)? - then)
+            Some(counter(now, name)? - counter(before, name).unwrap_or(0.0))
         };
         let (events, trials) = (delta(&ratio.numerator)?, delta(&ratio.denominator)?);
         return (trials > 0.0).then(|| events / trials);
     }
-    let then = before.and_then(|b| b.get(&target.metric));
+    let then = before.get(&target.metric);
     match (now.get(&target.metric)?, then, target.quantile) {
         (Observation::Mean(m), then, _) => {
             let (s0, c0) = match then {
@@ -163,6 +417,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn error_rate() -> Target {
+        Target {
+            metric: "error-rate".into(),
+            quantile: None,
+        }
+    }
+
     #[test]
     fn intervals_are_differences_of_cumulative_snapshots() {
         let req: AssessmentRequest = serde_json::from_value(json!({
@@ -178,15 +439,46 @@ mod tests {
             "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}]
         }))
         .expect("decodes");
-        let target = Target {
-            metric: "error-rate".into(),
-            quantile: None,
-        };
-        let values: Vec<Option<f64>> = intervals(&req, 0, &target)
+        let (e, _) = fold(&req, &[error_rate()], &[]);
+        let values: Vec<Option<f64>> = intervals(&e, 0, &error_rate())
             .iter()
             .map(|i| i.value)
             .collect();
         assert_eq!(values, vec![Some(0.01), Some(0.02), Some(0.06)]);
-        assert_eq!(latest_traffic(&req, 0), Some((100.0, 50)));
+        assert_eq!(latest_traffic(&e, 0), Some((100.0, 50)));
+    }
+
+    #[test]
+    fn folding_evidence_iteration_by_iteration_equals_folding_the_whole_history() {
+        let at = |k: u32| {
+            json!({"requests": {"counter": 100.0 * f64::from(k)},
+                   "errors": {"counter": f64::from(k * k)},
+                   "latency": {"mean": {"sum": 250.0 * f64::from(k) + f64::from(k * k), "count": 100.0 * f64::from(k)}}})
+        };
+        let ratios =
+            json!([{"name": "error-rate", "numerator": "errors", "denominator": "requests"}]);
+        let history: Vec<_> = (1..6)
+            .map(|k| json!({"iteration": k, "weight": 100, "metrics": at(k)}))
+            .collect();
+        let whole: AssessmentRequest = serde_json::from_value(json!({
+            "kind": "performanceTest", "iteration": 6, "ratios": ratios,
+            "versions": [{"name": "a", "weight": 100, "metrics": at(6), "history": history}]
+        }))
+        .expect("decodes");
+        let (expected, _) = fold(&whole, &[error_rate()], &[]);
+        let mut evidence = None;
+        for k in 1..=6 {
+            let step: AssessmentRequest = serde_json::from_value(json!({
+                "kind": "performanceTest", "iteration": k, "ratios": ratios,
+                "versions": [{"name": "a", "weight": 100, "metrics": at(k)}],
+                "evidence": evidence
+            }))
+            .expect("decodes");
+            evidence = Some(fold(&step, &[error_rate()], &[]).0);
+        }
+        assert_eq!(evidence, Some(expected.clone()));
+        let (se, dof) = batch_means_error(&expected.versions[0].batches["latency"]).expect("se");
+        assert_eq!(dof, 5.0);
+        assert!(se > 0.0 && se.is_finite());
     }
 }

@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 use iter8_api::{
     Action, Algorithm, Bucket, BucketBound, Criteria, ExperimentKind, HistogramObservation,
     InfinityLiteral, MeanObservation, Objective, Observation, Quantile, RatioMetric, Reward,
-    Snapshot, Strategy,
+    Strategy,
 };
-use iter8_crd::experiment::{
-    Duration, ExperimentSpec, FailurePolicy, HISTORY_LIMIT, TerminationPolicy, VersionSpec,
-};
+use iter8_crd::{Duration, ExperimentSpec, FailurePolicy, Ledger, TerminationPolicy, VersionSpec};
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use rand_pcg::Pcg64Mcg;
@@ -240,9 +238,9 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         };
         n
     ];
-    // What the controller keeps between iterations today: its last HISTORY_LIMIT records.
-    let mut history: Vec<Vec<Snapshot>> = vec![Vec::new(); n];
-    let mut split = spec.initial_weights();
+    // The same state, request building and answer folding as the controller and `iter8 run`:
+    // the experiment starts at the spec's initial split (all traffic on the baseline).
+    let mut ledger = Ledger::start(&spec);
     let mut outcome = Outcome {
         promoted: None,
         decided_at: None,
@@ -254,6 +252,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
     };
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
+        let split = ledger.weights.clone();
         let mut remaining = scenario.requests_at(iteration);
         let mut weight_left: u32 = split.iter().sum();
         for v in 0..n {
@@ -275,7 +274,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         }
 
         let observations = totals.iter().map(|t| t.metrics(scenario.reward)).collect();
-        let request = spec.assessment_request(iteration, &split, observations, history.clone());
+        let request = ledger.request(&spec, observations);
         let response = match iter8_engine::assess(&request) {
             Ok(r) => r,
             Err(e) => {
@@ -283,16 +282,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
                 return outcome;
             }
         };
-        for (v, records) in history.iter_mut().enumerate() {
-            records.push(Snapshot {
-                iteration,
-                weight: Some(split[v]),
-                metrics: request.versions[v].metrics.clone(),
-            });
-            if records.len() > HISTORY_LIMIT {
-                records.remove(0);
-            }
-        }
+        ledger = ledger.record(&spec, &response);
         outcome.reason = response.decision.reason.clone();
         if trace {
             let requests: Vec<f64> = totals.iter().map(|t| t.requests).collect();
@@ -302,10 +292,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             ));
         }
         let chosen = match response.decision.action {
-            Action::Continue => {
-                split = response.split.iter().map(|w| w.weight).collect();
-                continue;
-            }
+            Action::Continue => continue,
             Action::Promote => {
                 let name = response.decision.version.as_deref();
                 let v = request

@@ -68,6 +68,7 @@ pub fn request(u: &mut Unstructured) -> Result<AssessmentRequest> {
             .collect(),
         criteria: criteria(u, kind)?,
         strategy: strategy(u, count)?,
+        evidence: None,
     })
 }
 

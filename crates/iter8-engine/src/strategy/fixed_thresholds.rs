@@ -13,8 +13,6 @@ use iter8_api::{Action, Decision};
 
 use super::{Context, Strategy};
 use crate::decision::Verdict;
-use crate::model::Check;
-use crate::series::{Interval, intervals};
 
 /// Per-interval threshold checks with a step ramp.
 pub struct FixedThresholds;
@@ -37,7 +35,7 @@ impl Strategy for FixedThresholds {
         let s = &req.strategy;
         let names: Vec<&str> = req.versions.iter().map(|v| v.name.as_str()).collect();
         let checks = interval_checks(ctx);
-        let failed = checks.iter().filter(|(_, ok)| !ok).count();
+        let failed = ctx.model.evidence.versions[1].failed_checks as usize;
         let latest = checks.last().copied();
         let at_max = req.versions[1].weight >= s.max_candidate_weight;
         let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
@@ -90,36 +88,12 @@ impl Strategy for FixedThresholds {
     }
 }
 
-/// For each interval in which the candidate had traffic: its iteration and whether every
-/// criterion held on that interval's point values.
+/// For each recent interval in which the candidate had traffic: its iteration and whether
+/// every criterion held on that interval's point values (folded into the evidence).
 fn interval_checks(ctx: &Context<'_>) -> Vec<(u32, bool)> {
-    let model = ctx.model;
-    let per_target: Vec<(Vec<Interval>, Vec<Interval>)> = model
-        .targets
+    ctx.model.evidence.versions[1]
+        .recent
         .iter()
-        .map(|t| (intervals(ctx.request, 1, t), intervals(ctx.request, 0, t)))
-        .collect();
-    let Some((first, _)) = per_target.first() else {
-        return Vec::new();
-    };
-    (0..first.len())
-        .filter(|&i| first[i].weight.is_none_or(|w| w > 0))
-        .map(|i| {
-            let ok = model.criteria.iter().all(|c| {
-                let (cand, base) = &per_target[c.check.target()];
-                let value = cand[i].value;
-                let baseline = base
-                    .iter()
-                    .find(|b| b.iteration == cand[i].iteration)
-                    .and_then(|b| b.value);
-                match (value, baseline, c.check) {
-                    (None, _, _) => false,
-                    (Some(x), _, Check::Absolute { .. }) => c.check.holds(x, f64::NAN, false),
-                    (Some(x), Some(b), Check::Relative { .. }) => c.check.holds(x, b, false),
-                    (Some(_), None, Check::Relative { .. }) => false,
-                }
-            });
-            (first[i].iteration, ok)
-        })
+        .filter_map(|r| r.check.map(|ok| (r.iteration, ok)))
         .collect()
 }

@@ -199,7 +199,7 @@ fn score(ctx: &Context<'_>, v: usize, from: u32, to: u32) -> f64 {
     for &(t, up_bad, down_bad) in &metrics {
         let target = &model.targets[t];
         let window = |version: usize| -> Vec<(u32, f64)> {
-            intervals(ctx.request, version, target)
+            intervals(&model.evidence, version, target)
                 .into_iter()
                 .filter(|i| i.iteration >= from && i.iteration <= to)
                 .filter_map(|i| i.value.map(|x| (i.iteration, x)))

@@ -109,7 +109,7 @@ impl Strategy for Safe {
             .model
             .promotion_blocked
             .clone()
-            .or_else(|| quality::problem(req));
+            .or_else(|| quality::problem(req, &ctx.model.evidence));
 
         let best = argmax(&ctx.draws.win);
         let p_best = ctx.draws.win[best];
