@@ -459,7 +459,8 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             "kind": "canary",
             "versions": [{"name": "a", "backend": {"name": "a"}}, {"name": "b", "backend": {"name": "b"}}],
             "router": {"httpRoute": {"name": "r"}},
-            "criteria": {"rewards": [{"metric": "m", "preferredDirection": "higher"}]}
+            "criteria": {"objectives": [{"metric": "m", "upperLimit": 1.0}],
+                         "rewards": [{"metric": "m", "preferredDirection": "higher"}]}
         });
         edit(&mut spec);
         spec
@@ -514,6 +515,14 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             "unknown-kind",
             edited(&|s| s["kind"] = json!("bluegreen")),
             "spec.kind: Unsupported value: \"bluegreen\"",
+        ),
+        (
+            "canary-without-criteria",
+            edited(&|s| {
+                s["criteria"] =
+                    json!({"rewards": [{"metric": "m", "preferredDirection": "higher"}]})
+            }),
+            "canary and performanceTest experiments pass by meeting their criteria",
         ),
         (
             "weight-too-high",

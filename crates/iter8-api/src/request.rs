@@ -233,12 +233,14 @@ impl Quantile {
 impl TryFrom<f64> for Quantile {
     type Error = String;
     fn try_from(q: f64) -> Result<Self, Self::Error> {
-        if q.is_finite() && q > 0.0 && q < 1.0 {
-            // The value is in (0, 1), so the rounded product fits in u32.
-            Ok(Self((q * 1e6).round() as u32))
+        // The value is in (0, 1), so the rounded product fits in u32; it must stay strictly
+        // inside after rounding to parts per million, or 0.9999996 would mean the maximum.
+        let parts = (q * 1e6).round();
+        if q.is_finite() && q > 0.0 && q < 1.0 && parts > 0.0 && parts < 1e6 {
+            Ok(Self(parts as u32))
         } else {
             Err(format!(
-                "quantile must be between 0 and 1 (exclusive), got {q}"
+                "quantile must be between 0 and 1 (exclusive) in steps of one millionth, got {q}"
             ))
         }
     }
@@ -256,10 +258,11 @@ impl JsonSchema for Quantile {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A quantile as a fraction, strictly between 0 and 1 (0.95 for p95).",
+            "description": "A quantile as a fraction, strictly between 0 and 1 (0.95 for p95), \
+                            in steps of one millionth: 0.000001 to 0.999999.",
             "type": "number",
-            "minimum": 0.0,
-            "maximum": 1.0
+            "minimum": 0.000001,
+            "maximum": 0.999999
         })
     }
 }
@@ -373,7 +376,8 @@ pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// The error rate of the anytime-valid tests of `safe`: the chance of promoting a version
-    /// that is not better than the baseline, however often the experiment is assessed.
+    /// that is not better than the baseline, however often the experiment is assessed and
+    /// however many candidates there are (each of `K` candidates is confirmed at `alpha / K`).
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.0001, max = 0.5))]
     pub alpha: f64,

@@ -68,6 +68,42 @@ impl AssessmentRequest {
         self.check_strategy()
     }
 
+    /// For a client that reports every metric it knows (even at zero, as local mode does): a
+    /// criterion on a metric no version reports and no ratio defines is a typo. The service
+    /// cannot tell that from data that has not arrived yet, so `validate` accepts it.
+    pub fn check_metrics_known(&self) -> Check {
+        let c = &self.criteria;
+        let targets = c
+            .objectives
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (format!("criteria.objectives[{i}]"), o.target()))
+            .chain(
+                c.relative_objectives
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("criteria.relativeObjectives[{i}]"), o.target())),
+            )
+            .chain(
+                c.rewards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("criteria.rewards[{i}]"), o.target())),
+            );
+        for (at, target) in targets {
+            if self.metric_kind(&target.metric).is_none() {
+                return Err(InvalidRequest::new(
+                    format!("{at}.metric"),
+                    format!(
+                        "no version has data for metric {:?}, and no ratio defines it",
+                        target.metric
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The candidate versions (all but the baseline).
     pub fn candidates(&self) -> &[crate::request::Version] {
         self.versions.get(1..).unwrap_or(&[])
@@ -153,6 +189,24 @@ impl AssessmentRequest {
             }
             check_metrics(&format!("{at}.metrics"), &v.metrics)?;
             check_history(&at, self.iteration, v)?;
+        }
+        let mut kinds: BTreeMap<&str, MetricKind> = BTreeMap::new();
+        for (i, v) in self.versions.iter().enumerate() {
+            for (name, o) in &v.metrics {
+                let kind = MetricKind::of(o);
+                let first = *kinds.entry(name.as_str()).or_insert(kind);
+                if first != kind {
+                    return Err(InvalidRequest::new(
+                        format!("versions[{i}].metrics.{name}"),
+                        format!(
+                            "{name:?} is a {} here and a {} for an earlier version; a metric \
+                             has one kind for every version",
+                            kind.name(),
+                            first.name()
+                        ),
+                    ));
+                }
+            }
         }
         let total: u32 = self.versions.iter().map(|v| v.weight).sum();
         if total != 100 {
@@ -300,20 +354,11 @@ impl AssessmentRequest {
                         format!("{:?} is also an observed metric of versions[{j}]", r.name),
                     ));
                 }
-                let num = counter(v, &r.numerator, &format!("{at}.numerator"), j)?;
-                let den = counter(v, &r.denominator, &format!("{at}.denominator"), j)?;
-                if let (Some(num), Some(den)) = (num, den)
-                    && num > den
-                {
-                    return Err(InvalidRequest::new(
-                        format!("versions[{j}].metrics.{}", r.numerator),
-                        format!(
-                            "ratio {:?} is a rate in [0, 1], but its numerator {:?} ({num}) \
-                             exceeds its denominator {:?} ({den})",
-                            r.name, r.numerator, r.denominator
-                        ),
-                    ));
-                }
+                // A numerator above its denominator (two counters extrapolated separately)
+                // is a data problem of that version, not of the request: the engine treats
+                // the ratio as missing for it and says so.
+                counter(v, &r.numerator, &format!("{at}.numerator"), j)?;
+                counter(v, &r.denominator, &format!("{at}.denominator"), j)?;
             }
         }
         Ok(())
@@ -369,6 +414,21 @@ impl AssessmentRequest {
         for (i, r) in c.rewards.iter().enumerate() {
             self.check_target(&format!("criteria.rewards[{i}]"), r)?;
         }
+        if matches!(
+            self.kind,
+            ExperimentKind::Canary | ExperimentKind::PerformanceTest
+        ) && c.objectives.is_empty()
+            && c.relative_objectives.is_empty()
+        {
+            return Err(InvalidRequest::new(
+                "criteria.objectives",
+                format!(
+                    "a {} passes by meeting its criteria; name at least one objective or \
+                     relative objective, or nothing could ever be judged",
+                    kind_name(self.kind)
+                ),
+            ));
+        }
         if matches!(self.kind, ExperimentKind::AB | ExperimentKind::ABn) && c.rewards.is_empty() {
             return Err(InvalidRequest::new(
                 "criteria.rewards",
@@ -383,15 +443,11 @@ impl AssessmentRequest {
 
     fn check_target(&self, at: &str, criterion: &impl Targeted) -> Check {
         let target = criterion.target();
-        let kind = self.metric_kind(&target.metric).ok_or_else(|| {
-            InvalidRequest::new(
-                format!("{at}.metric"),
-                format!(
-                    "no version has data for metric {:?}, and no ratio defines it",
-                    target.metric
-                ),
-            )
-        })?;
+        // No version has data for the metric yet (an experiment created before its load
+        // starts): a state of the data, not a fault of the request. The engine reports it.
+        let Some(kind) = self.metric_kind(&target.metric) else {
+            return Ok(());
+        };
         match (kind, target.quantile) {
             (MetricKind::Histogram, None) => Err(InvalidRequest::new(
                 format!("{at}.quantile"),

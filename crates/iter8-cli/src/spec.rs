@@ -192,7 +192,10 @@ pub fn parse(file: &str, text: &str, fallback_name: &str) -> Result<LocalExperim
     let observations: Vec<BTreeMap<String, Observation>> =
         spec.versions.iter().map(|_| zero.clone()).collect();
     let request = iter8_crd::Ledger::start(&spec).request(&spec, observations);
-    if let Err(e) = request.validate() {
+    if let Err(e) = request
+        .validate()
+        .and_then(|()| request.check_metrics_known())
+    {
         let field = spec_field(&e.field);
         let mut message = e.reason;
         if message.starts_with("no version has data for metric") {

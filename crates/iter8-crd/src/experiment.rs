@@ -75,6 +75,9 @@ pub const STATUS_SIZE_BUDGET: usize = 640 * 1024;
     validation = Rule::new("!(self.kind in ['ab', 'abn']) || (has(self.criteria.rewards) && size(self.criteria.rewards) > 0)")
         .message("ab and abn experiments pick their winner by a reward: set criteria.rewards")
         .field_path(".criteria.rewards"),
+    validation = Rule::new("!(self.kind in ['canary', 'performanceTest']) || (has(self.criteria.objectives) && size(self.criteria.objectives) > 0) || (has(self.criteria.relativeObjectives) && size(self.criteria.relativeObjectives) > 0)")
+        .message("canary and performanceTest experiments pass by meeting their criteria: set criteria.objectives or criteria.relativeObjectives")
+        .field_path(".criteria.objectives"),
     validation = Rule::new("!has(self.strategy.split) || size(self.strategy.split) == size(self.versions)")
         .message("strategy.split needs one weight per version")
         .field_path(".strategy.split"),

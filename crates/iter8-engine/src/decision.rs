@@ -37,6 +37,12 @@ pub fn bayesian(ctx: &Context<'_>) -> Verdict {
         })
         .collect();
     let all_failing = failing.len() == names.len() - usize::from(names.len() > 1);
+    // Nothing is decided about a version without data: not that it lost, not that it won.
+    // Its draws fail every criterion, so the others would "win" by default.
+    let without_data: Vec<&str> = (0..names.len())
+        .filter(|&v| !ctx.model.has_data(v))
+        .map(|v| names[v])
+        .collect();
 
     let (action, version, reason) = if all_failing {
         let details: Vec<String> = failing.iter().map(|&v| ctx.weakest_criterion(v)).collect();
@@ -50,6 +56,16 @@ pub fn bayesian(ctx: &Context<'_>) -> Verdict {
             )
         };
         (Action::Rollback, None, reason)
+    } else if let (Some(_), false, false) = (&winner, too_early, without_data.is_empty()) {
+        hold(
+            last,
+            format!(
+                "{} leads, but {} has no data yet for its criteria or reward; nothing is \
+                 decided before every version has data",
+                names[best],
+                without_data.join(", ")
+            ),
+        )
     } else if let (Some(w), false) = (&winner, too_early) {
         if names.len() > 1 && best == 0 {
             (

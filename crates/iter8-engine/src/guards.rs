@@ -27,7 +27,6 @@ use iter8_api::{AssessmentRequest, Direction, Observation};
 use crate::model::{Check, Model};
 use crate::posterior::Posterior;
 use crate::sequential::{Side, difference_vs_zero, mean_vs_limit, rate_vs_limit};
-use crate::series::batch_means_error;
 
 /// What the sequential tests say about one criterion of one version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,57 +47,89 @@ pub struct Guards {
     /// Per version: the reward shown better (`Above`) or worse (`Below`) than the baseline's;
     /// `Unknown` for the baseline and without a reward.
     pub reward: Vec<Side>,
+    /// Per version: removed for good at an earlier iteration.
+    pub removed: Vec<bool>,
+    /// The iteration, when this request took the fixed-horizon look of the reward.
+    pub final_look: Option<u32>,
 }
 
 /// The mixture scale of the mSPRT, as a fraction of the baseline's value: effects of about
 /// this size are detected fastest.
 const EFFECT_SCALE: f64 = 0.1;
 
-/// Batch means needed before a mean without a sum of squares is tested.
-const MIN_BATCHES: f64 = 5.0;
+/// Batch means needed before a mean without a sum of squares is tested, or compared.
+pub const MIN_BATCHES: f64 = 10.0;
 
 /// The share of `alpha` kept for the fixed-horizon test of the reward at the last iteration.
 pub const FINAL_LOOK_SHARE: f64 = 0.4;
 
 impl Guards {
-    /// Runs every guard at level `alpha`.
+    /// Runs every guard at level `alpha`, split for error control across candidates: a test
+    /// that can lead to a promotion (a criterion shown met, the reward shown better) runs at
+    /// `alpha / K` for `K` candidates (Bonferroni), so the chance that *any* candidate is
+    /// promoted wrongly stays at most `alpha`. Within a candidate the criteria need no split:
+    /// all of them must be shown met (an intersection-union test). Tests that remove a
+    /// version (shown broken, shown worse) run at `alpha`: removing a good candidate costs
+    /// power, never safety.
     pub fn new(req: &AssessmentRequest, model: &Model, alpha: f64) -> Self {
         let versions = req.versions.len();
+        let candidates = versions.saturating_sub(1).max(1) as f64;
+        let confirm = alpha / candidates;
         let criteria = (0..versions)
             .map(|v| {
                 model
                     .criteria
                     .iter()
-                    .map(|c| criterion_status(req, model, v, c.check, alpha))
+                    .map(|c| criterion_status(req, model, v, c.check, confirm, alpha))
                     .collect()
             })
             .collect();
         let planned = req.max_iterations.is_some();
         let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
-        let sequential_alpha = if planned {
-            alpha * (1.0 - FINAL_LOOK_SHARE)
-        } else {
-            alpha
-        };
+        // The fixed-horizon look is taken once: the evidence remembers it.
+        let looked = req
+            .evidence
+            .as_ref()
+            .is_some_and(|e| e.final_look.is_some());
+        let share = if planned { 1.0 - FINAL_LOOK_SHARE } else { 1.0 };
+        let mut final_look = None;
         let reward = (0..versions)
             .map(|v| match model.reward {
                 Some((t, direction)) if v > 0 => {
-                    match compare(model, v, t, direction, 0.0, EFFECT_SCALE, sequential_alpha) {
-                        Side::Unknown if last => {
-                            final_look(model, v, t, direction, alpha * FINAL_LOOK_SHARE)
+                    let better =
+                        compare(model, v, t, direction, 0.0, EFFECT_SCALE, confirm * share);
+                    let worse = compare(model, v, t, direction, 0.0, EFFECT_SCALE, alpha * share);
+                    match (better, worse) {
+                        (Side::Above, _) => Side::Above,
+                        (_, Side::Below) => Side::Below,
+                        _ if last && !looked => {
+                            final_look = Some(req.iteration);
+                            final_look_test(model, v, t, direction, confirm * FINAL_LOOK_SHARE)
                         }
-                        side => side,
+                        _ => Side::Unknown,
                     }
                 }
                 _ => Side::Unknown,
             })
             .collect();
-        Self { criteria, reward }
+        let removed = model
+            .evidence
+            .versions
+            .iter()
+            .map(|e| e.removed.is_some())
+            .collect();
+        Self {
+            criteria,
+            reward,
+            removed,
+            final_look,
+        }
     }
 
-    /// Whether a version is shown to break any criterion.
+    /// Whether a version is shown to break any criterion, now or at an earlier iteration
+    /// (removal is for good: the evidence remembers it).
     pub fn broken(&self, version: usize) -> bool {
-        self.criteria[version].contains(&Status::Broken)
+        self.removed[version] || self.criteria[version].contains(&Status::Broken)
     }
 }
 
@@ -107,7 +138,8 @@ fn criterion_status(
     model: &Model,
     v: usize,
     check: Check,
-    alpha: f64,
+    alpha_met: f64,
+    alpha_broken: f64,
 ) -> Status {
     match check {
         Check::Absolute {
@@ -115,16 +147,24 @@ fn criterion_status(
             lower,
             upper,
         } => {
-            let side = |limit: f64| absolute(req, model, v, target, limit, alpha);
-            let up = upper.map_or(Status::Met, |u| match side(u) {
-                LimitSide::Above => Status::Broken,
-                LimitSide::Below => Status::Met,
-                LimitSide::Unknown => Status::Open,
+            let side = |limit: f64, alpha: f64| absolute(req, model, v, target, limit, alpha);
+            let up = upper.map_or(Status::Met, |u| {
+                if side(u, alpha_broken) == LimitSide::Above {
+                    Status::Broken
+                } else if side(u, alpha_met) == LimitSide::Below {
+                    Status::Met
+                } else {
+                    Status::Open
+                }
             });
-            let low = lower.map_or(Status::Met, |l| match side(l) {
-                LimitSide::Above => Status::Met,
-                LimitSide::Below => Status::Broken,
-                LimitSide::Unknown => Status::Open,
+            let low = lower.map_or(Status::Met, |l| {
+                if side(l, alpha_broken) == LimitSide::Below {
+                    Status::Broken
+                } else if side(l, alpha_met) == LimitSide::Above {
+                    Status::Met
+                } else {
+                    Status::Open
+                }
             });
             combine(up, low)
         }
@@ -140,10 +180,13 @@ fn criterion_status(
             };
             let scale = max_degradation.max(EFFECT_SCALE);
             // Oriented so that `Above` means better than the tolerated limit.
-            match compare(model, v, target, direction, shift, scale, alpha) {
-                Side::Above => Status::Met,
-                Side::Below => Status::Broken,
-                Side::Unknown => Status::Open,
+            let side = |alpha: f64| compare(model, v, target, direction, shift, scale, alpha);
+            if side(alpha_met) == Side::Above {
+                Status::Met
+            } else if side(alpha_broken) == Side::Below {
+                Status::Broken
+            } else {
+                Status::Open
             }
         }
     }
@@ -182,7 +225,9 @@ fn absolute(
             _ => None,
         };
         return match (count(&ratio.numerator), count(&ratio.denominator)) {
-            (Some(events), Some(trials)) => from_side(rate_vs_limit(events, trials, limit, alpha)),
+            (Some(events), Some(trials)) if events <= trials => {
+                from_side(rate_vs_limit(events, trials, limit, alpha))
+            }
             _ => LimitSide::Unknown,
         };
     }
@@ -191,9 +236,9 @@ fn absolute(
             quantile_vs_limit(&h.buckets, q.fraction(), limit, alpha)
         }
         (Some(Observation::Mean(m)), _) => match &model.posteriors[v][t] {
-            Some(Posterior::Mean(p)) if spread_is_estimated(model, v, &target.metric, m) => {
+            Some(Posterior::Mean(p)) if model.spread_estimated(v, t) => {
                 let mean = m.sum / m.count;
-                let sd = p.std_error() * m.count.sqrt();
+                let sd = p.std_error() * m.count.sqrt() * small_sample_factor(p.dof());
                 from_side(mean_vs_limit(mean, sd, m.count, limit, alpha))
             }
             _ => LimitSide::Unknown,
@@ -202,18 +247,16 @@ fn absolute(
     }
 }
 
-fn spread_is_estimated(
-    model: &Model,
-    v: usize,
-    metric: &str,
-    m: &iter8_api::MeanObservation,
-) -> bool {
-    m.sum_of_squares.is_some()
-        || model.evidence.versions[v]
-            .batches
-            .get(metric)
-            .and_then(batch_means_error)
-            .is_some_and(|(_, dof)| dof + 1.0 >= MIN_BATCHES)
+/// How much wider a plug-in spread with `dof` degrees of freedom must be taken to cover like a
+/// known one: the ratio of the Student-t and normal 97.5 % quantiles (1.15 at 9 degrees of
+/// freedom, 1.02 at 47, 1 with a sum of squares). A few batch means estimate a spread
+/// poorly, and a spread under-estimated makes every anytime-valid bound too narrow.
+fn small_sample_factor(dof: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    if !(1.0..=1e4).contains(&dof) {
+        return 1.0;
+    }
+    StudentsT::new(0.0, 1.0, dof).map_or(1.0, |t| t.inverse_cdf(0.975) / 1.959_963_985)
 }
 
 fn from_side(side: Side) -> LimitSide {
@@ -227,7 +270,13 @@ fn from_side(side: Side) -> LimitSide {
 /// The quantile `q` against `limit` through exceedance counts at bucket bounds: the quantile
 /// is above a bound `b` when P(value > b) > 1 - q, and at most `b` when P(value > b) < 1 - q.
 fn quantile_vs_limit(buckets: &[iter8_api::Bucket], q: f64, limit: f64, alpha: f64) -> LimitSide {
-    let Some(total) = buckets.last().map(|b| b.count).filter(|&n| n > 0.0) else {
+    // Without a +Inf bucket the total is unknown: the last count under-counts exceedances.
+    let Some(total) = buckets
+        .last()
+        .filter(|b| b.le.value().is_infinite())
+        .map(|b| b.count)
+        .filter(|&n| n > 0.0)
+    else {
         return LimitSide::Unknown;
     };
     let finite = || buckets.iter().filter(|b| b.le.value().is_finite());
@@ -259,6 +308,10 @@ fn compare(
     scale: f64,
     alpha: f64,
 ) -> Side {
+    // A mean whose spread is assumed, or estimated from too few batches, decides nothing.
+    if !(model.spread_estimated(v, t) && model.spread_estimated(0, t)) {
+        return Side::Unknown;
+    }
     let Some(d) = Difference::new(model, v, t, direction, shift) else {
         return Side::Unknown;
     };
@@ -269,7 +322,10 @@ fn compare(
 
 /// The fixed-horizon one-sided z-test of "the candidate's reward is better than the
 /// baseline's" at level `alpha`, for the last iteration only: `Above` or `Unknown`.
-fn final_look(model: &Model, v: usize, t: usize, direction: Direction, alpha: f64) -> Side {
+fn final_look_test(model: &Model, v: usize, t: usize, direction: Direction, alpha: f64) -> Side {
+    if !(model.spread_estimated(v, t) && model.spread_estimated(0, t)) {
+        return Side::Unknown;
+    }
     let Some(d) = Difference::new(model, v, t, direction, 0.0) else {
         return Side::Unknown;
     };
@@ -324,7 +380,7 @@ fn variance(p: &Posterior) -> f64 {
             let x = (x * n + 0.5) / (n + 1.0);
             x * (1.0 - x) / n.max(1.0)
         }
-        Posterior::Mean(m) => m.std_error().powi(2),
+        Posterior::Mean(m) => (m.std_error() * small_sample_factor(m.dof())).powi(2),
         Posterior::Quantile(_) => {
             let (lo, hi) = p.credible_interval();
             let sd = (hi - lo) / 3.92;
@@ -341,6 +397,281 @@ fn variance(p: &Posterior) -> f64 {
 mod tests {
     use super::*;
     use iter8_api::{Bucket, BucketBound, InfinityLiteral};
+    use iter8_api::{
+        Criteria, Evidence, ExperimentKind, MeanObservation, Objective, Reward, Strategy, Version,
+    };
+    use rand::{RngExt, SeedableRng};
+    use rand_distr::LogNormal;
+
+    /// A request as the controller's ledger builds it: cumulative (sum, count) of a mean
+    /// metric `m` per version, the split in force, and the previous answer's evidence.
+    fn mean_request(
+        kind: ExperimentKind,
+        iteration: u32,
+        max_iterations: u32,
+        data: &[(f64, f64)],
+        weights: &[u32],
+        criteria: &Criteria,
+        evidence: Option<Evidence>,
+    ) -> AssessmentRequest {
+        AssessmentRequest {
+            kind,
+            iteration,
+            min_iterations: 1,
+            max_iterations: Some(max_iterations),
+            versions: data
+                .iter()
+                .zip(weights)
+                .enumerate()
+                .map(|(i, (&(sum, count), &weight))| Version {
+                    name: format!("v{i}"),
+                    weight,
+                    metrics: [(
+                        "m".to_string(),
+                        Observation::Mean(MeanObservation {
+                            sum,
+                            count,
+                            sum_of_squares: None,
+                        }),
+                    )]
+                    .into(),
+                    history: Vec::new(),
+                })
+                .collect(),
+            ratios: Vec::new(),
+            criteria: criteria.clone(),
+            strategy: Strategy::default(),
+            evidence,
+        }
+    }
+
+    /// Runs `runs` experiments of `iterations` iterations with `per_interval` values per
+    /// version per interval drawn from `dist`, and counts those in which `hit` held at
+    /// some iteration.
+    #[allow(clippy::too_many_arguments)] // a test harness: each argument is one knob of the simulation
+    fn ever(
+        runs: u32,
+        iterations: u32,
+        kind: ExperimentKind,
+        weights: &[u32],
+        per_interval: u32,
+        dist: LogNormal<f64>,
+        criteria: &Criteria,
+        hit: impl Fn(&Guards) -> bool,
+    ) -> u32 {
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(20_261_130);
+        let mut hits = 0;
+        for _ in 0..runs {
+            let mut data = vec![(0.0, 0.0); weights.len()];
+            let mut evidence = None;
+            for iteration in 1..=iterations {
+                for d in &mut data {
+                    for _ in 0..per_interval {
+                        d.0 += rng.sample(dist);
+                    }
+                    d.1 += f64::from(per_interval);
+                }
+                let req = mean_request(
+                    kind, iteration, iterations, &data, weights, criteria, evidence,
+                );
+                let model = Model::new(&req);
+                if hit(&Guards::new(&req, &model, req.strategy.alpha)) {
+                    hits += 1;
+                    break;
+                }
+                evidence = Some(model.evidence);
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn a_mean_at_its_limit_is_shown_met_at_most_alpha_of_the_time_over_48_looks() {
+        // Lognormal latency, median 200 ms, sigma 0.6: the true mean is the limit.
+        let (median, sigma): (f64, f64) = (200.0, 0.6);
+        let limit = median * (sigma * sigma / 2.0).exp();
+        let criteria = Criteria {
+            objectives: vec![Objective {
+                metric: "m".into(),
+                quantile: None,
+                upper_limit: Some(limit),
+                lower_limit: None,
+            }],
+            ..Criteria::default()
+        };
+        let dist = LogNormal::new(median.ln(), sigma).expect("lognormal");
+        let runs = 1500;
+        let met = ever(
+            runs,
+            48,
+            ExperimentKind::PerformanceTest,
+            &[100],
+            400,
+            dist,
+            &criteria,
+            |g| g.criteria[0][0] == Status::Met,
+        );
+        // alpha = 5 %: at most 75 of 1,500.
+        assert!(
+            met * 20 <= runs,
+            "{met} of {runs} runs showed the limit met"
+        );
+    }
+
+    #[test]
+    fn a_mean_reward_in_an_a_a_test_is_shown_better_at_most_alpha_of_the_time() {
+        let criteria = Criteria {
+            rewards: vec![Reward {
+                metric: "m".into(),
+                quantile: None,
+                preferred_direction: Direction::Higher,
+            }],
+            ..Criteria::default()
+        };
+        let dist = LogNormal::new(0.0, 1.5).expect("lognormal");
+        let runs = 1000;
+        let better = ever(
+            runs,
+            48,
+            ExperimentKind::AB,
+            &[50, 50],
+            200,
+            dist,
+            &criteria,
+            |g| g.reward[1] == Side::Above,
+        );
+        assert!(
+            better * 20 <= runs,
+            "{better} of {runs} A/A runs showed v1 better"
+        );
+    }
+
+    /// An A/B(/n) request on a conversion-rate reward: `(requests, conversions)` per version.
+    fn rate_request(
+        iteration: u32,
+        data: &[(f64, f64)],
+        evidence: Option<Evidence>,
+    ) -> AssessmentRequest {
+        let versions: Vec<serde_json::Value> = data
+            .iter()
+            .enumerate()
+            .map(|(i, (n, c))| {
+                serde_json::json!({"name": format!("v{i}"), "weight": if i == 0 { 100 } else { 0 },
+                    "metrics": {"requests": {"counter": n}, "conversions": {"counter": c}}})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "kind": if data.len() > 2 { "abn" } else { "ab" },
+            "iteration": iteration, "maxIterations": 10, "versions": versions,
+            "ratios": [{"name": "cr", "numerator": "conversions", "denominator": "requests"}],
+            "criteria": {"rewards": [{"metric": "cr", "preferredDirection": "higher"}]},
+            "evidence": evidence
+        }))
+        .expect("request")
+    }
+
+    fn reward_side(req: &AssessmentRequest) -> Side {
+        let model = Model::new(req);
+        Guards::new(req, &model, req.strategy.alpha).reward[1]
+    }
+
+    #[test]
+    fn the_reward_gate_splits_alpha_across_candidates() {
+        // The smallest lift the A/B gate confirms at iteration 5 is not confirmed when two
+        // more candidates (equal to the baseline) share alpha.
+        let base = (20_000.0, 1_000.0);
+        let lift = (1_000..1_400)
+            .map(f64::from)
+            .find(|&c| reward_side(&rate_request(5, &[base, (20_000.0, c)], None)) == Side::Above)
+            .expect("some lift is confirmed");
+        let abn = rate_request(5, &[base, (20_000.0, lift), base, base], None);
+        assert_eq!(reward_side(&abn), Side::Unknown, "lift {lift}");
+    }
+
+    #[test]
+    fn the_final_look_is_taken_once() {
+        let base = (20_000.0, 1_000.0);
+        // A lift the final look confirms at the last iteration and the mSPRT does not.
+        let lift = (1_000..1_400)
+            .map(f64::from)
+            .find(|&c| reward_side(&rate_request(10, &[base, (20_000.0, c)], None)) == Side::Above)
+            .expect("some lift is confirmed");
+        assert_eq!(
+            reward_side(&rate_request(9, &[base, (20_000.0, lift)], None)),
+            Side::Unknown
+        );
+        let first = rate_request(10, &[base, (20_000.0, lift)], None);
+        let model = Model::new(&first);
+        assert_eq!(Guards::new(&first, &model, 0.05).final_look, Some(10));
+        // Once the evidence says it was taken, a later attempt does not look again.
+        let mut evidence = model.evidence.clone();
+        evidence.iteration = 10;
+        evidence.final_look = Some(10);
+        let again = rate_request(11, &[base, (20_000.0, lift)], Some(evidence));
+        assert_eq!(reward_side(&again), Side::Unknown);
+    }
+
+    #[test]
+    fn an_assumed_or_two_batch_spread_of_a_mean_reward_decides_nothing() {
+        let criteria = Criteria {
+            rewards: vec![Reward {
+                metric: "m".into(),
+                quantile: None,
+                preferred_direction: Direction::Higher,
+            }],
+            ..Criteria::default()
+        };
+        // Revenue per user 10 against 1: an assumed spread (no history) would call it.
+        let req = mean_request(
+            ExperimentKind::AB,
+            1,
+            20,
+            &[(4_000.0, 4_000.0), (40_000.0, 4_000.0)],
+            &[50, 50],
+            &criteria,
+            None,
+        );
+        let model = Model::new(&req);
+        assert_eq!(Guards::new(&req, &model, 0.05).reward[1], Side::Unknown);
+        // Two batches: still nothing.
+        let second = mean_request(
+            ExperimentKind::AB,
+            2,
+            20,
+            &[(8_100.0, 8_000.0), (79_000.0, 8_000.0)],
+            &[50, 50],
+            &criteria,
+            Some(model.evidence),
+        );
+        let model = Model::new(&second);
+        assert_eq!(Guards::new(&second, &model, 0.05).reward[1], Side::Unknown);
+    }
+
+    #[test]
+    fn a_removed_version_stays_removed_whatever_its_data_says_later() {
+        let criteria = Criteria {
+            objectives: vec![Objective {
+                metric: "m".into(),
+                quantile: None,
+                upper_limit: Some(500.0),
+                lower_limit: None,
+            }],
+            ..Criteria::default()
+        };
+        let req = mean_request(
+            ExperimentKind::AB,
+            30,
+            48,
+            &[(200.0, 1.0), (200.0, 1.0)],
+            &[100, 0],
+            &criteria,
+            None,
+        );
+        let mut model = Model::new(&req);
+        assert!(!Guards::new(&req, &model, 0.05).broken(1));
+        model.evidence.versions[1].removed = Some("shown broken".into());
+        assert!(Guards::new(&req, &model, 0.05).broken(1));
+    }
 
     fn buckets(at_800: f64, total: f64) -> Vec<Bucket> {
         vec![

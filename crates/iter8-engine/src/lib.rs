@@ -35,7 +35,8 @@ pub use crate::posterior::CREDIBLE_MASS;
 pub fn assess(request: &AssessmentRequest) -> Result<AssessmentResponse, InvalidRequest> {
     request.validate()?;
     let seed = request.strategy.seed.unwrap_or_else(|| seed_of(request));
-    let model = Model::new(request);
+    let mut model = Model::new(request);
+    remember_guards(request, &mut model);
     let draws = draws::summarize(&model, request.strategy.draws, seed);
     let ctx = Context {
         request,
@@ -92,6 +93,24 @@ pub fn assess(request: &AssessmentRequest) -> Result<AssessmentResponse, Invalid
         warnings: model.warnings,
         evidence: model.evidence,
     })
+}
+
+/// Keeps in the evidence what the anytime-valid guards settled for good: a version shown to
+/// break a criterion stays removed (its data stops changing, but its spread estimate or a
+/// changed criterion must not bring it back), and the one fixed-horizon look of the reward.
+fn remember_guards(request: &AssessmentRequest, model: &mut Model) {
+    let guards = guards::Guards::new(request, model, request.strategy.alpha);
+    for (v, evidence) in model.evidence.versions.iter_mut().enumerate() {
+        if evidence.removed.is_none() && guards.broken(v) {
+            evidence.removed = Some(format!(
+                "shown to break a criterion at iteration {}",
+                request.iteration
+            ));
+        }
+    }
+    if guards.final_look.is_some() {
+        model.evidence.final_look = guards.final_look;
+    }
 }
 
 /// The split to apply next: the strategy's (within the weight limits) while the experiment

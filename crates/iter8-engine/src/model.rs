@@ -194,6 +194,30 @@ impl Model {
         })
     }
 
+    /// Whether the spread of a target's estimate is known well enough to test or compare it:
+    /// always for rates and quantiles; for a mean, from a sum of squares or from at least
+    /// [`crate::guards::MIN_BATCHES`] batch means, never from an assumed one.
+    pub fn spread_estimated(&self, version: usize, target: usize) -> bool {
+        match &self.posteriors[version][target] {
+            Some(Posterior::Mean(m)) => {
+                !self.assumed_spread.contains(&(version, target))
+                    && m.dof() + 1.0 >= crate::guards::MIN_BATCHES
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Whether a version has data for everything that judges it: every criterion's metric
+    /// (the baseline's too, for relative criteria) and the reward. Nothing is decided about
+    /// a version without it.
+    pub fn has_data(&self, version: usize) -> bool {
+        self.has_data_for_criteria(version)
+            && self
+                .reward
+                .is_none_or(|(t, _)| self.posteriors[version][t].is_some())
+    }
+
     /// Whether a criterion's verdict for a version rests on estimated spreads only (the
     /// baseline's too, for relative criteria).
     pub fn evidence_based(&self, version: usize, criterion: usize) -> bool {
@@ -213,6 +237,18 @@ impl Model {
                 _ => None,
             };
             match (count(&ratio.numerator), count(&ratio.denominator)) {
+                (Some(events), Some(trials)) if events > trials => {
+                    self.warn(
+                        &format!("versions[{vi}].metrics.{}", ratio.numerator),
+                        format!(
+                            "{} of version {:?} ({events}) exceeds {} ({trials}), so the rate \
+                             {} is not known for it (counters extrapolated separately, or a \
+                             wrong query); it counts as no data",
+                            ratio.numerator, version.name, ratio.denominator, ratio.name
+                        ),
+                    );
+                    None
+                }
                 (Some(events), Some(trials)) => {
                     RatePosterior::new(events, trials).map(Posterior::Rate)
                 }
@@ -222,6 +258,20 @@ impl Model {
             match (version.metrics.get(&target.metric), target.quantile) {
                 (Some(Observation::Mean(m)), _) => {
                     self.mean_posterior((vi, ti), version, &target, m)
+                }
+                (Some(Observation::Histogram(h)), Some(_))
+                    if !h.buckets.last().is_some_and(|b| b.le.value().is_infinite()) =>
+                {
+                    self.warn(
+                        &field,
+                        format!(
+                            "the histogram {} of version {:?} has no \"+Inf\" bucket, so its \
+                             total and the values above its last bound are unknown; it counts \
+                             as no data",
+                            target.metric, version.name
+                        ),
+                    );
+                    None
                 }
                 (Some(Observation::Histogram(h)), Some(q)) => {
                     let post = QuantilePosterior::new(h, q.fraction());

@@ -265,6 +265,11 @@ impl MeanPosterior {
         self.scale
     }
 
+    /// The degrees of freedom the spread was estimated with.
+    pub fn dof(&self) -> f64 {
+        self.dof
+    }
+
     /// A Student-t posterior for a mean of `count` values with standard error `std_error`.
     pub fn new(mean: f64, std_error: f64, dof: f64, count: f64) -> Option<Self> {
         if !(mean.is_finite() && std_error.is_finite() && std_error >= 0.0 && dof >= 1.0) {

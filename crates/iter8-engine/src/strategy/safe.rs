@@ -21,7 +21,13 @@
 //!   the bake time (a quarter of `maxIterations`, or `minIterations` if later); and clean
 //!   data (no counter reset, sample-ratio mismatch or stale data).
 //!   Because promotion needs the anytime-valid confirmation, assessing every iteration keeps
-//!   the chance of promoting a candidate that is not better at or below `alpha`.
+//!   the chance of promoting a candidate that is not better at or below `alpha`. With `K`
+//!   candidates each confirming test runs at `alpha / K` (Bonferroni; see `guards`), so the
+//!   bound holds for the experiment, not per candidate; every criterion of the promoted
+//!   version must be shown met (an intersection-union test, which needs no split over the
+//!   `M` criteria). A mean counts only once its spread is estimated from a sum of squares or
+//!   from at least ten batch means over the experiment's whole life, widened by the
+//!   Student-t factor for the batches it rests on.
 //! * **Rollback** when every candidate is removed, suspended, or shown worse than the
 //!   baseline by the mSPRT. Otherwise the experiment continues, and ends inconclusive on the
 //!   baseline at `maxIterations`.
@@ -203,6 +209,15 @@ impl Strategy for Safe {
         }
         if let Some(why) = &data_problem {
             missing.push(why.clone());
+        }
+        // Every version still in the race must have data: a winner among versions some of
+        // which were never measured is not a winner.
+        let unmeasured: Vec<&str> = (0..n)
+            .filter(|&v| (v == 0 || out[v].is_none()) && !ctx.model.has_data(v))
+            .map(|v| names[v])
+            .collect();
+        if !unmeasured.is_empty() {
+            missing.push(format!("no data yet for {}", unmeasured.join(", ")));
         }
         let removed: Vec<&str> = (1..n).filter_map(|v| out[v].as_deref()).collect();
         let removed = if removed.is_empty() {
