@@ -17,9 +17,11 @@ use crate::scenario::{
     BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, RewardMetric, Scenario, Truth,
 };
 
-/// The fewest observations of a candidate on which the engine may call it worse, or breaking
-/// a criterion, and so roll it back. PLACEHOLDER until the engine states its minimum: the
-/// posterior suspension of `safe` needs 200 observations (`MIN_SAMPLES_TO_SUSPEND`).
+/// The fewest observations of a better-than-baseline candidate on which a rollback is
+/// acceptable. The engine states one minimum, for a verdict on posterior evidence alone
+/// (`MIN_SAMPLES_TO_SUSPEND` = 200 in `iter8-engine`'s `strategy/safe.rs`, not exported);
+/// it states none for "shown worse" by its anytime-valid tests, so the same 200 applies to
+/// every rollback here.
 pub const MIN_OBSERVATIONS_TO_REJECT: f64 = 200.0;
 
 /// A strategy as the benchmark configures it.
