@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::request::{Observation, Target};
 
 /// The most recent intervals the evidence keeps per version (for per-interval judges, the
-/// sample-ratio check and the regression guard's display).
+/// sample-ratio check).
 pub const RECENT_INTERVALS: usize = 32;
 
 /// Everything the engine needs from earlier iterations, for the experiment's whole life.
@@ -61,10 +61,6 @@ pub struct VersionEvidence {
     /// Why the version was removed for good (shown to break a criterion), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<String>,
-    /// Per criterion (in the request's criteria order), the state of the regression guard
-    /// on recent intervals.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub regression: Vec<RegressionState>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -112,19 +108,6 @@ pub struct IntervalSummary {
     /// absent when the version had no traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<bool>,
-}
-
-/// The regression guard of one criterion of one version: a mixture over change points of
-/// per-interval likelihood-ratio e-processes (see the engine's `regression` module).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegressionState {
-    /// The log of the mixture statistic after the latest interval.
-    pub log_mixture: f64,
-    /// The largest value it reached.
-    pub log_peak: f64,
-    /// Intervals folded in.
-    pub intervals: u32,
 }
 
 impl VersionEvidence {

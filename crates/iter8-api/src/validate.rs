@@ -326,12 +326,6 @@ impl AssessmentRequest {
                     ));
                 }
             }
-            if ev.regression.len() > MAX_CRITERIA {
-                return Err(InvalidRequest::new(
-                    format!("{at}.regression"),
-                    format!("{} entries; at most {MAX_CRITERIA}", ev.regression.len()),
-                ));
-            }
         }
         Ok(())
     }
