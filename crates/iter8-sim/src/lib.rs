@@ -8,7 +8,9 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 
-pub use report::{Summary, markdown, run_all, targets_markdown, wilson};
+pub use report::{
+    Summary, binomial_at_least, binomial_at_most, markdown, run_all, targets_markdown, wilson,
+};
 pub use run::{Outcome, Policy, simulate};
 pub use scenario::Scenario;
 

@@ -146,6 +146,28 @@ pub fn wilson(successes: usize, runs: usize, z: f64) -> (f64, f64) {
     )
 }
 
+/// P(X >= k) for X ~ Binomial(n, p): the p-value of an exact one-sided test that the rate
+/// is above `p`, having seen `k` of `n`.
+pub fn binomial_at_least(k: usize, n: usize, p: f64) -> f64 {
+    (k..=n).map(|i| binomial_pmf(i, n, p)).sum::<f64>().min(1.0)
+}
+
+/// P(X <= k) for X ~ Binomial(n, p): the p-value of an exact one-sided test that the rate
+/// is below `p`, having seen `k` of `n`.
+pub fn binomial_at_most(k: usize, n: usize, p: f64) -> f64 {
+    (0..=k.min(n))
+        .map(|i| binomial_pmf(i, n, p))
+        .sum::<f64>()
+        .min(1.0)
+}
+
+fn binomial_pmf(i: usize, n: usize, p: f64) -> f64 {
+    let ln_choose: f64 = (0..i)
+        .map(|j| ((n - j) as f64).ln() - ((j + 1) as f64).ln())
+        .sum();
+    (ln_choose + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()).exp()
+}
+
 /// The normal quantile of a two-sided 95 % interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 
@@ -334,6 +356,14 @@ mod tests {
         let (lower, upper) = wilson(10, 100, Z95);
         assert!((lower - 0.0552).abs() < 1e-3, "{lower}");
         assert!((upper - 0.1744).abs() < 1e-3, "{upper}");
+    }
+
+    #[test]
+    fn binomial_tails_match_published_values() {
+        // Binomial(100, 0.01): P(X >= 4) = 0.0184; Binomial(100, 0.97): P(X <= 92) = 0.0106.
+        assert!((binomial_at_least(4, 100, 0.01) - 0.0184).abs() < 1e-4);
+        assert!((binomial_at_most(92, 100, 0.97) - 0.0106).abs() < 1e-4);
+        assert!((binomial_at_least(0, 10, 0.3) - 1.0).abs() < 1e-12);
     }
 
     #[test]
