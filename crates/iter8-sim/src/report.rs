@@ -58,42 +58,26 @@ impl Summary {
     /// the point estimate over the runs).
     pub fn checks(&self) -> Vec<Check> {
         let mut out = Vec::new();
+        let mut check = |target, rate, met| out.push(Check::new(self, target, rate, met));
         if self.correct_applies() {
             let rate = self.share(self.correct);
-            out.push(Check::new(
-                self,
-                "correct >= 97 %",
-                rate,
-                rate >= CORRECT_TARGET,
-            ));
+            check("correct >= 97 %", rate, rate >= CORRECT_TARGET);
         }
         if self.family == Family::Null {
             let rate = self.share(self.false_promotions);
-            out.push(Check::new(
-                self,
-                "false promotion <= alpha",
-                rate,
-                rate <= ALPHA,
-            ));
-        }
-        // In a null scenario a candidate at a limit sits on the boundary of its criterion's
-        // test, where only alpha bounds a promotion: the false-promotion target covers it.
-        if self.family != Family::Null {
+            check("false promotion <= alpha", rate, rate <= ALPHA);
+        } else {
+            // In a null scenario a candidate at a limit sits on the boundary of its
+            // criterion's test, where only alpha bounds a promotion: the false-promotion
+            // target covers it.
             let rate = self.share(self.unsafe_promotions);
-            out.push(Check::new(
-                self,
-                "unsafe promotion <= 1 %",
-                rate,
-                rate <= UNSAFE_TARGET,
-            ));
+            check("unsafe promotion <= 1 %", rate, rate <= UNSAFE_TARGET);
         }
-        let rate = self.share(self.rolled_back_early);
-        out.push(Check::new(
-            self,
+        check(
             "no better version rolled back on too few observations",
-            rate,
+            self.share(self.rolled_back_early),
             self.rolled_back_early == 0,
-        ));
+        );
         out
     }
 }

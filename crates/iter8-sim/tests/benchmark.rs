@@ -63,15 +63,7 @@ fn safe_promotes_in_null_scenarios_at_most_alpha() {
     for s in run(&["S4", "S14", "S15", "S16", "S18", "S20"], 300) {
         assert_eq!(s.family, Family::Null);
         let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
-        assert!(
-            p >= LEVEL,
-            "{} (seed {}): {} false promotions in {} runs: the rate is above alpha = {ALPHA} \
-             (one-sided binomial p = {p:.5})",
-            s.scenario,
-            seed(),
-            s.false_promotions,
-            s.runs
-        );
+        assert_not_shown_to_miss(&s, "false promotions", s.false_promotions, ALPHA, p);
     }
 }
 
@@ -82,14 +74,12 @@ fn safe_rarely_promotes_a_version_that_breaks_an_objective() {
     for s in run(&["S2", "S5", "S6", "S10", "S11"], 100) {
         assert_eq!(s.family, Family::Unsafe);
         let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
-        assert!(
-            p >= LEVEL,
-            "{} (seed {}): {} unsafe promotions in {} runs: the rate is above {UNSAFE_TARGET} \
-             (one-sided binomial p = {p:.5})",
-            s.scenario,
-            seed(),
+        assert_not_shown_to_miss(
+            &s,
+            "unsafe promotions",
             s.unsafe_promotions,
-            s.runs
+            UNSAFE_TARGET,
+            p,
         );
     }
 }
@@ -102,13 +92,18 @@ fn assert_finds_the_winner(s: &Summary) {
         s.scenario
     );
     let p = binomial_at_most(s.correct, s.runs, CORRECT_TARGET);
+    assert_not_shown_to_miss(s, "correct decisions", s.correct, CORRECT_TARGET, p);
+}
+
+/// Fails if `p`, the p-value of the one-sided test of `count` of the runs against `target`,
+/// shows that the rate misses the target.
+fn assert_not_shown_to_miss(s: &Summary, what: &str, count: usize, target: f64, p: f64) {
     assert!(
         p >= LEVEL,
-        "{} (seed {}): {} correct decisions in {} runs: the rate is below {CORRECT_TARGET} \
+        "{} (seed {}): {count} {what} in {} runs miss the target {target} \
          (one-sided binomial p = {p:.5})",
         s.scenario,
         seed(),
-        s.correct,
         s.runs
     );
 }
