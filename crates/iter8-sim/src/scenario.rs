@@ -456,8 +456,8 @@ pub fn all() -> Vec<Scenario> {
             ],
             0,
             Family::Unsafe,
-            "it breaks the error-rate limit from iteration 10 on, while its cumulative rate \
-             is still under the limit at the bake time",
+            "it breaks the error-rate limit from iteration 10 on: a regression that starts \
+             mid-run, before the bake time (iteration 12) ends",
         ),
         scenario(
             "S11",
