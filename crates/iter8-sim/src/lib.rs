@@ -3,11 +3,14 @@
 //! service receives them, with traffic and ground truth owned by the simulator.
 #![forbid(unsafe_code)]
 
+pub mod oracle;
 pub mod report;
 pub mod run;
 pub mod scenario;
 
-pub use report::{Summary, markdown, run_all};
+pub use report::{
+    Summary, binomial_at_least, binomial_at_most, markdown, run_all, targets_markdown, wilson,
+};
 pub use run::{Outcome, Policy, simulate};
 pub use scenario::Scenario;
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use iter8_api::Algorithm;
-use iter8_sim::{DEFAULT_SEED, Policy, markdown, run_all, scenario};
+use iter8_sim::{DEFAULT_SEED, Policy, markdown, oracle, run_all, scenario, targets_markdown};
 
 /// Simulation benchmark of the decision engine's strategies.
 #[derive(Parser, Debug)]
@@ -87,11 +87,25 @@ fn main() {
         args.seed,
         args.threads,
     );
+    println!("| id | scenario | right answer | why | oracle power |");
+    println!("|---|---|---|---|---:|");
     for (_, s) in &scenarios {
-        println!("- {}: {}", s.id, s.name);
+        let right = if s.right == 0 {
+            "keep the baseline".to_string()
+        } else {
+            format!("promote v{}", s.right)
+        };
+        let oracle = match oracle::power(s) {
+            Some(p) if p >= oracle::CORRECT_TARGET => format!("{:.1} %", 100.0 * p),
+            Some(p) => format!("{:.1} % (cannot find it)", 100.0 * p),
+            None => "-".to_string(),
+        };
+        println!("| {} | {} | {right} | {} | {oracle} |", s.id, s.name, s.why);
     }
     println!();
     print!("{}", markdown(&summaries));
+    println!();
+    print!("{}", targets_markdown(&summaries));
     eprintln!(
         "{} replicates per cell, seed {}, {} draws, {} threads: {:.1} s",
         args.replicates,

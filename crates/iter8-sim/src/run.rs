@@ -13,7 +13,16 @@ use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use rand_pcg::Pcg64Mcg;
 
-use crate::scenario::{BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, Scenario};
+use crate::scenario::{
+    BUCKETS, MAX_ERROR_RATE, MAX_MEAN_LATENCY, MAX_P95_LATENCY, RewardMetric, Scenario, Truth,
+};
+
+/// The fewest observations of a better-than-baseline candidate on which a rollback is
+/// acceptable. The engine states one minimum, for a verdict on posterior evidence alone
+/// (`MIN_SAMPLES_TO_SUSPEND` = 200 in `iter8-engine`'s `strategy/safe.rs`, not exported);
+/// it states none for "shown worse" by its anytime-valid tests, so the same 200 applies to
+/// every rollback here.
+pub const MIN_OBSERVATIONS_TO_REJECT: f64 = 200.0;
 
 /// A strategy as the benchmark configures it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,10 +77,13 @@ pub struct Outcome {
     pub promoted: Option<usize>,
     /// The iteration of the promotion or rollback; `None` when undecided at the horizon.
     pub decided_at: Option<u32>,
+    /// When the experiment rolled back while a candidate better than the baseline existed:
+    /// the fewest observations (requests) any such candidate had then.
+    pub better_rolled_back: Option<f64>,
     /// Requests served by versions that broke an objective at the time, over the horizon.
     pub bad_requests: f64,
-    /// Conversions lost against always serving the right version, over the horizon.
-    pub lost_conversions: f64,
+    /// Reward lost against always serving the right version, over the horizon.
+    pub lost_reward: f64,
     /// The decision reason of the last response.
     pub reason: String,
     /// Per iteration, the split in force and the engine's answer (only when traced).
@@ -84,13 +96,16 @@ struct Cumulative {
     requests: f64,
     errors: f64,
     conversions: f64,
+    revenue: f64,
     latency_sum: f64,
     /// Count of latencies in each bucket (not cumulative); the last is `+Inf`.
     buckets: Vec<f64>,
 }
 
 impl Cumulative {
-    fn metrics(&self) -> BTreeMap<String, Observation> {
+    /// The observations as the metrics collector reports them: counters, a cumulative
+    /// histogram with `+Inf`, and means as a sum and a count (no sum of squares).
+    fn metrics(&self, reward: RewardMetric) -> BTreeMap<String, Observation> {
         let mut running = 0.0;
         let mut buckets: Vec<Bucket> = BUCKETS
             .iter()
@@ -107,7 +122,14 @@ impl Cumulative {
             le: BucketBound::Infinite(InfinityLiteral::PlusInf),
             count: self.requests,
         });
-        BTreeMap::from([
+        let mean = |sum| {
+            Observation::Mean(MeanObservation {
+                sum,
+                count: self.requests,
+                sum_of_squares: None,
+            })
+        };
+        let mut metrics = BTreeMap::from([
             ("requests".to_string(), Observation::Counter(self.requests)),
             ("errors".to_string(), Observation::Counter(self.errors)),
             (
@@ -121,146 +143,22 @@ impl Cumulative {
                     sum: Some(self.latency_sum),
                 }),
             ),
-            (
-                "latency-mean".to_string(),
-                Observation::Mean(MeanObservation {
-                    sum: self.latency_sum,
-                    count: self.requests,
-                    sum_of_squares: None,
-                }),
-            ),
-        ])
-    }
-}
-
-/// Runs one experiment with a seeded generator.
-pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
-    simulate_traced(scenario, policy, seed, false)
-}
-
-/// Runs one experiment, recording every iteration's split and answer when `trace` is set.
-pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: bool) -> Outcome {
-    let mut rng = Pcg64Mcg::seed_from_u64(seed);
-    let n = scenario.versions.len();
-    let samplers: Vec<_> = scenario
-        .versions
-        .iter()
-        .map(|t| t.latency.sampler())
-        .collect();
-    let reference = scenario.versions[scenario.reference()].conversion;
-    let mut totals = vec![
-        Cumulative {
-            buckets: vec![0.0; BUCKETS.len() + 1],
-            ..Cumulative::default()
-        };
-        n
-    ];
-    // The same state, request building and answer folding as the controller and `iter8 run`:
-    // the experiment starts at the spec's initial split (all traffic on the baseline).
-    let spec = spec(scenario, policy);
-    let mut ledger = Ledger::start(&spec);
-    let mut outcome = Outcome {
-        promoted: None,
-        decided_at: None,
-        bad_requests: 0.0,
-        lost_conversions: 0.0,
-        reason: String::new(),
-        trace: Vec::new(),
-    };
-    for iteration in 1..=scenario.horizon {
-        // Route this interval's requests by the split, and draw what they do.
-        let split = ledger.weights.clone();
-        let mut remaining = scenario.requests;
-        let mut weight_left: u32 = split.iter().sum();
-        for v in 0..n {
-            let share = if weight_left == 0 {
-                0.0
-            } else {
-                f64::from(split[v]) / f64::from(weight_left)
-            };
-            let k = binomial(&mut rng, remaining, share);
-            remaining -= k;
-            weight_left -= split[v];
-            let truth = &scenario.versions[v];
-            let t = &mut totals[v];
-            let kf = k as f64;
-            t.requests += kf;
-            t.errors += binomial(&mut rng, k, truth.errors_at(iteration)) as f64;
-            t.conversions += binomial(&mut rng, k, truth.conversion) as f64;
-            for _ in 0..k {
-                let x = samplers[v].sample(&mut rng);
-                t.latency_sum += x;
-                let b = BUCKETS.partition_point(|&le| le < x);
-                t.buckets[b] += 1.0;
-            }
-            if !truth.feasible_at(iteration) {
-                outcome.bad_requests += kf;
-            }
-            outcome.lost_conversions += kf * (reference - truth.conversion);
+            ("latency-mean".to_string(), mean(self.latency_sum)),
+        ]);
+        if reward == RewardMetric::Revenue {
+            metrics.insert(
+                RewardMetric::Revenue.metric().to_string(),
+                mean(self.revenue),
+            );
         }
-
-        let request = ledger.request(&spec, totals.iter().map(Cumulative::metrics).collect());
-        let response = match iter8_engine::assess(&request) {
-            Ok(r) => r,
-            Err(e) => {
-                outcome.reason = format!("invalid request: {e:?}");
-                return outcome;
-            }
-        };
-        ledger = ledger.record(&spec, &response);
-        outcome.reason = response.decision.reason.clone();
-        if trace {
-            outcome.trace.push(format!(
-                "{iteration:>2} {split:?} -> {}: {}",
-                response.decision, response.decision.reason
-            ));
-        }
-        let chosen = match response.decision.action {
-            Action::Continue => continue,
-            Action::Promote => {
-                let name = response.decision.version.as_deref();
-                let v = request
-                    .versions
-                    .iter()
-                    .position(|x| Some(x.name.as_str()) == name)
-                    .unwrap_or(0);
-                outcome.promoted = Some(v);
-                outcome.decided_at = Some(iteration);
-                v
-            }
-            Action::Rollback => {
-                outcome.decided_at = Some(iteration);
-                0
-            }
-            Action::Inconclusive => break,
-        };
-        // The rest of the horizon runs on the chosen version: charge its consequences.
-        let truth = &scenario.versions[chosen];
-        let requests = scenario.requests as f64;
-        for later in iteration + 1..=scenario.horizon {
-            if !truth.feasible_at(later) {
-                outcome.bad_requests += requests;
-            }
-            outcome.lost_conversions += requests * (reference - truth.conversion);
-        }
-        break;
+        metrics
     }
-    outcome
 }
 
-fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
-    if n == 0 || p <= 0.0 {
-        return 0;
-    }
-    if p >= 1.0 {
-        return n;
-    }
-    Binomial::new(n, p).map_or(0, |b| b.sample(rng))
-}
-
-/// The experiment the simulator runs for a scenario and a policy, as a user would write it:
-/// the scenario's criteria, the policy's strategy, the scenario's horizon.
-pub fn spec(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
+/// The experiment a user would write for this scenario and policy: the criteria, the reward,
+/// the strategy and `maxIterations`, with the product's defaults everywhere else (so the start
+/// split is `initial_weights()`: everything on the baseline).
+pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
     let objective = |metric: &str, quantile: Option<f64>, upper: f64| Objective {
         metric: metric.to_string(),
         quantile: quantile.and_then(|q| Quantile::try_from(q).ok()),
@@ -272,14 +170,13 @@ pub fn spec(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         numerator: numerator.to_string(),
         denominator: "requests".to_string(),
     };
-    let n = scenario.versions.len();
     ExperimentSpec {
-        kind: if n > 2 {
+        kind: if scenario.versions.len() > 2 {
             ExperimentKind::ABn
         } else {
             ExperimentKind::AB
         },
-        versions: (0..n)
+        versions: (0..scenario.versions.len())
             .map(|v| VersionSpec {
                 name: format!("v{v}"),
                 backend: None,
@@ -301,7 +198,7 @@ pub fn spec(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
             ],
             relative_objectives: Vec::new(),
             rewards: vec![Reward {
-                metric: "conversion-rate".to_string(),
+                metric: scenario.reward.metric().to_string(),
                 quantile: None,
                 preferred_direction: iter8_api::Direction::Higher,
             }],
@@ -314,13 +211,150 @@ pub fn spec(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         },
         on_termination: TerminationPolicy::default(),
         duration: Duration {
-            interval: "30s".to_string(),
             min_iterations: policy.min_iterations,
             max_iterations: scenario.horizon,
+            ..Duration::default()
         },
         analytics: None,
         failure_policy: FailurePolicy::default(),
         manual_override: None,
         load: None,
     }
+}
+
+/// Runs one experiment with a seeded generator.
+pub fn simulate(scenario: &Scenario, policy: &Policy, seed: u64) -> Outcome {
+    simulate_traced(scenario, policy, seed, false)
+}
+
+/// Runs one experiment, recording every iteration's split and answer when `trace` is set.
+pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: bool) -> Outcome {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let n = scenario.versions.len();
+    let spec = experiment(scenario, policy);
+    let reference = scenario.reward_of(scenario.right);
+    let mut totals = vec![
+        Cumulative {
+            buckets: vec![0.0; BUCKETS.len() + 1],
+            ..Cumulative::default()
+        };
+        n
+    ];
+    // The same state, request building and answer folding as the controller and `iter8 run`:
+    // the experiment starts at the spec's initial split (all traffic on the baseline).
+    let mut ledger = Ledger::start(&spec);
+    let mut outcome = Outcome {
+        promoted: None,
+        decided_at: None,
+        better_rolled_back: None,
+        bad_requests: 0.0,
+        lost_reward: 0.0,
+        reason: String::new(),
+        trace: Vec::new(),
+    };
+    for iteration in 1..=scenario.horizon {
+        // Route this interval's requests by the split, and draw what they do.
+        let split = ledger.weights.clone();
+        let mut remaining = scenario.requests_at(iteration);
+        let mut weight_left: u32 = split.iter().sum();
+        for v in 0..n {
+            let share = if weight_left == 0 {
+                0.0
+            } else {
+                f64::from(split[v]) / f64::from(weight_left)
+            };
+            let k = binomial(&mut rng, remaining, share);
+            remaining -= k;
+            weight_left -= split[v];
+            let truth = &scenario.versions[v];
+            serve(&mut totals[v], truth, iteration, k, &mut rng);
+            let kf = k as f64;
+            if !truth.feasible_at(iteration) {
+                outcome.bad_requests += kf;
+            }
+            outcome.lost_reward += kf * (reference - scenario.reward_of(v));
+        }
+
+        let observations = totals.iter().map(|t| t.metrics(scenario.reward)).collect();
+        let request = ledger.request(&spec, observations);
+        let response = match iter8_engine::assess(&request) {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.reason = format!("invalid request: {e:?}");
+                return outcome;
+            }
+        };
+        ledger = ledger.record(&spec, &response);
+        outcome.reason = response.decision.reason.clone();
+        if trace {
+            let requests: Vec<f64> = totals.iter().map(|t| t.requests).collect();
+            outcome.trace.push(format!(
+                "{iteration:>2} {split:?} requests {requests:?} -> {}: {}",
+                response.decision, response.decision.reason
+            ));
+        }
+        let chosen = match response.decision.action {
+            Action::Continue => continue,
+            Action::Promote => {
+                let name = response.decision.version.as_deref();
+                let v = request
+                    .versions
+                    .iter()
+                    .position(|x| Some(x.name.as_str()) == name)
+                    .unwrap_or(0);
+                outcome.promoted = Some(v);
+                outcome.decided_at = Some(iteration);
+                v
+            }
+            Action::Rollback => {
+                outcome.decided_at = Some(iteration);
+                outcome.better_rolled_back = (1..n)
+                    .filter(|&v| scenario.better_than_baseline(v))
+                    .map(|v| totals[v].requests)
+                    .reduce(f64::min);
+                0
+            }
+            Action::Inconclusive => break,
+        };
+        // The rest of the horizon runs on the chosen version: charge its consequences.
+        let truth = &scenario.versions[chosen];
+        for later in iteration + 1..=scenario.horizon {
+            let requests = scenario.requests_at(later) as f64;
+            if !truth.feasible_at(later) {
+                outcome.bad_requests += requests;
+            }
+            outcome.lost_reward += requests * (reference - scenario.reward_of(chosen));
+        }
+        break;
+    }
+    outcome
+}
+
+/// Draws what `k` requests served by a version with this truth do in `iteration`.
+fn serve(total: &mut Cumulative, truth: &Truth, iteration: u32, k: u64, rng: &mut Pcg64Mcg) {
+    total.requests += k as f64;
+    total.errors += binomial(rng, k, truth.errors_at(iteration)) as f64;
+    let conversions = binomial(rng, k, truth.conversion);
+    total.conversions += conversions as f64;
+    let order_value = truth.order_value.sampler();
+    for _ in 0..conversions {
+        total.revenue += order_value.sample(rng);
+    }
+    let latency = truth.latency_at(iteration).sampler();
+    for _ in 0..k {
+        let x = latency.sample(rng);
+        total.latency_sum += x;
+        let b = BUCKETS.partition_point(|&le| le < x);
+        total.buckets[b] += 1.0;
+    }
+}
+
+fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    Binomial::new(n, p).map_or(0, |b| b.sample(rng))
 }

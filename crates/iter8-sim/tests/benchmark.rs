@@ -1,11 +1,48 @@
-//! The short form of the benchmark that CI runs: the default strategy's error rates and
-//! power, with margins for Monte-Carlo noise.
+//! The short form of the benchmark that CI runs on the default strategy, `safe`, with a fresh
+//! seed every run. The seed is printed (to stderr, outside the test harness's capture) and is
+//! in every failure message; `ITER8_SIM_SEED=<seed> cargo test -p iter8-sim --test benchmark`
+//! reproduces a run.
+//!
+//! Margins come from the number of runs, not from a fixed seed: a check fails only when the
+//! observed count shows the rate misses its target by an exact one-sided binomial test at
+//! level 0.5 %. An engine sitting exactly on every target fails a given check with
+//! probability at most 0.5 %.
+
+use std::io::Write;
+use std::sync::OnceLock;
 
 use iter8_api::Algorithm;
-use iter8_sim::{DEFAULT_SEED, Policy, Summary, run_all, scenario};
+use iter8_sim::oracle::{ALPHA, CORRECT_TARGET, UNSAFE_TARGET};
+use iter8_sim::run::MIN_OBSERVATIONS_TO_REJECT;
+use iter8_sim::scenario::Family;
+use iter8_sim::{Policy, Summary, binomial_at_least, binomial_at_most, run_all, scenario};
 
 /// Draws per request, as in the published benchmark.
 const DRAWS: u32 = 2000;
+/// The level of every check's one-sided test.
+const LEVEL: f64 = 0.005;
+
+/// The seed of this test run: `ITER8_SIM_SEED` if set, otherwise the clock.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let seed = std::env::var("ITER8_SIM_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        // Written to the process's stderr directly, so the seed shows even when the test passes.
+        let _ = writeln!(
+            std::io::stderr(),
+            "iter8-sim benchmark seed {seed}: reproduce with ITER8_SIM_SEED={seed} \
+             cargo test -p iter8-sim --test benchmark"
+        );
+        seed
+    })
+}
 
 fn run(ids: &[&str], replicates: usize) -> Vec<Summary> {
     let scenarios: Vec<_> = scenario::all()
@@ -13,42 +50,112 @@ fn run(ids: &[&str], replicates: usize) -> Vec<Summary> {
         .enumerate()
         .filter(|(_, s)| ids.contains(&s.id))
         .collect();
+    assert_eq!(scenarios.len(), ids.len(), "unknown scenario in {ids:?}");
     let policies = [(0, Policy::for_algorithm(Algorithm::Safe, DRAWS))];
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    run_all(&scenarios, &policies, replicates, DEFAULT_SEED, threads)
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
+    run_all(&scenarios, &policies, replicates, seed(), threads)
 }
 
 #[test]
-fn safe_promotes_in_an_aa_test_at_most_alpha_plus_noise() {
-    // alpha = 5 %; 8 % is alpha plus about three standard errors over 400 runs.
-    let [aa] = run(&["S4"], 400).try_into().expect("one cell");
-    assert!(
-        aa.false_promotion <= 0.08,
-        "A/A false promotion {}",
-        aa.false_promotion
-    );
+fn safe_promotes_in_null_scenarios_at_most_alpha() {
+    // A/A, A/A/A, A/A/A/A/A, A/A on heavy-tailed revenue (lognormal and infinite-variance
+    // Pareto), and a candidate exactly at its mean-latency limit.
+    for s in run(&["S4", "S14", "S15", "S16", "S18", "S20"], 300) {
+        assert_eq!(s.family, Family::Null);
+        let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
+        assert_not_shown_to_miss(&s, "false promotions", s.false_promotions, ALPHA, p);
+    }
 }
 
 #[test]
 fn safe_rarely_promotes_a_version_that_breaks_an_objective() {
-    for s in run(&["S2", "S5", "S6"], 100) {
-        assert!(
-            s.unsafe_promotion <= 0.05,
-            "{}: unsafe promotion {}",
+    // A broken SLO, delayed error regressions and a p95 break by a heavy tail.
+    for s in run(&["S2", "S5", "S6", "S10"], 100) {
+        assert_eq!(s.family, Family::Unsafe);
+        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
+        assert_not_shown_to_miss(
+            &s,
+            "unsafe promotions",
+            s.unsafe_promotions,
+            UNSAFE_TARGET,
+            p,
+        );
+    }
+}
+
+/// Fails if the share of correct decisions is shown to be below the target.
+fn assert_finds_the_winner(s: &Summary) {
+    assert!(
+        s.correct_applies(),
+        "{}: the oracle must find its winner",
+        s.scenario
+    );
+    let p = binomial_at_most(s.correct, s.runs, CORRECT_TARGET);
+    assert_not_shown_to_miss(s, "correct decisions", s.correct, CORRECT_TARGET, p);
+}
+
+/// Fails if `p`, the p-value of the one-sided test of `count` of the runs against `target`,
+/// shows that the rate misses the target.
+fn assert_not_shown_to_miss(s: &Summary, what: &str, count: usize, target: f64, p: f64) {
+    assert!(
+        p >= LEVEL,
+        "{} (seed {}): {count} {what} in {} runs miss the target {target} \
+         (one-sided binomial p = {p:.5})",
+        s.scenario,
+        seed(),
+        s.runs
+    );
+}
+
+#[test]
+fn safe_finds_the_winner_wherever_an_oracle_could() {
+    // An ordinary winner, A/B/n, a heavy-tailed revenue winner and a low-traffic start.
+    for s in run(&["S1", "S3", "S17", "S19"], 100) {
+        assert_finds_the_winner(&s);
+    }
+}
+
+#[test]
+#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
+            S9 ends on the failing baseline, S12 loses its candidate to posterior suspension"]
+fn safe_promotes_a_candidate_that_fixes_a_failing_baseline_or_sits_near_a_limit() {
+    for s in run(&["S9", "S12"], 100) {
+        assert_finds_the_winner(&s);
+    }
+}
+
+#[test]
+#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
+            the reward mSPRT calls a better candidate worse on about 75 observations"]
+fn safe_never_rolls_back_a_better_candidate_on_too_little_data() {
+    // Every scenario with a better candidate, including those where it cannot be shown better
+    // in time (low traffic throughout; an error rate just under its limit).
+    for s in run(&["S1", "S7", "S8", "S9", "S12", "S13", "S19"], 100) {
+        assert_eq!(s.family, Family::Winner);
+        assert_eq!(
+            s.rolled_back_early,
+            0,
+            "{} (seed {}): a better candidate rolled back on {:?} observations (< {})",
             s.scenario,
-            s.unsafe_promotion
+            seed(),
+            s.fewest_rolled_back,
+            MIN_OBSERVATIONS_TO_REJECT
         );
     }
 }
 
 #[test]
-fn safe_finds_the_winner_when_there_is_one() {
-    for s in run(&["S1", "S3", "S7"], 100) {
-        assert!(
-            s.correct >= 0.90,
-            "{}: correct decisions {}",
-            s.scenario,
-            s.correct
+#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
+            the delayed p95 regression is promoted in about 2 % of runs"]
+fn safe_rarely_promotes_a_delayed_p95_regression() {
+    for s in run(&["S11"], 300) {
+        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
+        assert_not_shown_to_miss(
+            &s,
+            "unsafe promotions",
+            s.unsafe_promotions,
+            UNSAFE_TARGET,
+            p,
         );
     }
 }
