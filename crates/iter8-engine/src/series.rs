@@ -238,7 +238,7 @@ fn check_interval(e: &mut Evidence, iteration: u32, criteria: &[Criterion]) {
             latest.check = Some(ok);
         }
         if !ok {
-            ev.failed_checks += 1;
+            ev.failed_checks = ev.failed_checks.saturating_add(1);
         }
     }
 }
@@ -253,7 +253,7 @@ fn add_batch(b: &mut BatchStats, sum: f64, count: f64) {
     };
     let d = sum - count * reference;
     let next = BatchStats {
-        batches: b.batches + 1,
+        batches: b.batches.saturating_add(1),
         reference,
         sum: b.sum + d,
         count: b.count + count,
@@ -279,18 +279,30 @@ fn finite(x: f64) -> Option<f64> {
 }
 
 /// Standard error of a mean from its per-interval batch means over the whole life (a
-/// cluster-robust estimate), with `batches - 1` degrees of freedom; `None` with fewer than
-/// two batches.
+/// cluster-robust estimate), with the effective number of batches less one as degrees of
+/// freedom; `None` with fewer than two batches.
+///
+/// Batches differ in size (a ramp, or a first batch holding everything before the ledger
+/// existed). For independent values of variance s2, the spread below has expectation
+/// `s2 * (C^2 - sum c_i^2) / C`, so dividing by `C^2 - sum c_i^2` is unbiased for `s2 / C`
+/// whatever the sizes (with equal sizes it is the textbook `k / (k - 1) / C^2`). The degrees
+/// of freedom are Kish's effective number of batches, `C^2 / sum c_i^2`, less one, never
+/// more than `k - 1`: one dominant batch carries little information about the spread.
 pub fn batch_means_error(b: &BatchStats) -> Option<(f64, f64)> {
     let k = f64::from(b.batches);
-    if b.batches < 2 || b.count <= 0.0 {
+    if b.batches < 2 || b.count <= 0.0 || b.count_sq <= 0.0 {
         return None;
     }
     // sum over i of (s_i - c_i * mean)^2 = sum (d_i - c_i * delta)^2, delta = mean - reference.
     let delta = b.sum / b.count;
     let spread = (b.sum_sq - 2.0 * delta * b.cross + delta * delta * b.count_sq).max(0.0);
-    let var = spread * k / (k - 1.0) / (b.count * b.count);
-    Some((var.sqrt(), k - 1.0))
+    let denominator = b.count * b.count - b.count_sq;
+    if denominator <= 0.0 {
+        return None;
+    }
+    let var = spread / denominator;
+    let effective = (b.count * b.count / b.count_sq).min(k);
+    Some((var.sqrt(), effective - 1.0))
 }
 
 /// The amount of data an observation holds, which never decreases in a cumulative series.
@@ -480,5 +492,70 @@ mod tests {
         let (se, dof) = batch_means_error(&expected.versions[0].batches["latency"]).expect("se");
         assert_eq!(dof, 5.0);
         assert!(se > 0.0 && se.is_finite());
+    }
+}
+
+#[cfg(test)]
+mod unequal_batches {
+    use iter8_api::BatchStats;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    use rand_pcg::Pcg64Mcg;
+
+    use super::batch_means_error;
+
+    /// Folds batches of the given sizes of N(0, 1) values into running batch statistics.
+    fn stats(sizes: &[f64], rng: &mut Pcg64Mcg) -> BatchStats {
+        let normal = Normal::new(0.0, 1.0).expect("valid");
+        let mut b = BatchStats::default();
+        for &c in sizes {
+            let s: f64 = (0..c as usize).map(|_| normal.sample(rng)).sum();
+            b.batches += 1;
+            b.sum += s;
+            b.count += c;
+            b.sum_sq += s * s;
+            b.cross += s * c;
+            b.count_sq += c * c;
+        }
+        b
+    }
+
+    #[test]
+    fn one_dominant_batch_neither_shrinks_the_spread_nor_counts_as_many_batches() {
+        // Everything before the ledger existed lands in one first batch: 900 values, then nine
+        // intervals of 20. The variance of the mean is 1 / 1080.
+        let sizes: Vec<f64> = std::iter::once(900.0)
+            .chain(std::iter::repeat_n(20.0, 9))
+            .collect();
+        let mut rng = Pcg64Mcg::seed_from_u64(20261130);
+        let runs = 2000;
+        let mut mean_var = 0.0;
+        let mut dof = 0.0;
+        for _ in 0..runs {
+            let (se, d) = batch_means_error(&stats(&sizes, &mut rng)).expect("estimated");
+            mean_var += se * se / f64::from(runs);
+            dof = d;
+        }
+        let truth = 1.0 / 1080.0;
+        // Unbiased within Monte-Carlo noise (the old k/(k-1)/C^2 gave about a third of it).
+        assert!(
+            (mean_var / truth - 1.0).abs() < 0.1,
+            "mean estimate {mean_var} vs {truth}"
+        );
+        // Kish: C^2 / sum c^2 = 1080^2 / (810000 + 3600) = 1.43 effective batches.
+        assert!(dof < 1.0, "{dof}");
+    }
+
+    #[test]
+    fn equal_batches_keep_the_textbook_estimate() {
+        let mut rng = Pcg64Mcg::seed_from_u64(7);
+        let b = stats(&[50.0; 12], &mut rng);
+        let (se, dof) = batch_means_error(&b).expect("estimated");
+        let k = 12.0;
+        let delta = b.sum / b.count;
+        let spread = b.sum_sq - 2.0 * delta * b.cross + delta * delta * b.count_sq;
+        let textbook = (spread * k / (k - 1.0) / (b.count * b.count)).sqrt();
+        assert!((se - textbook).abs() < 1e-12 * textbook.max(1.0));
+        assert!((dof - 11.0).abs() < 1e-9);
     }
 }
