@@ -7,7 +7,7 @@
 //!   "P(value > T) <= 5 %" when `T` is a bound. When it is not, the nearest bound above `T`
 //!   can show a violation and the nearest bound below can show compliance.
 //! * Means use the asymptotic confidence sequence. Their spread comes from the sum of squares
-//!   or from at least five batch means in the history; with less, a mean is never shown
+//!   or from at least ten (effective) batch means kept in the evidence; with less, a mean is never shown
 //!   either way. An assumed spread would make the "proof" only as good as the assumption,
 //!   and heavy-tailed latencies (whose variance may not even exist) break any assumed one.
 //! * Limits relative to the baseline, and the reward against the baseline, use the mSPRT.
