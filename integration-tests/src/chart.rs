@@ -163,22 +163,11 @@ impl Workloads {
         )
         .await?;
 
-        let token = service_account_token(client, ns, "iter8-controller").await?;
-        let controller_kubeconfig = control_plane.token_kubeconfig("iter8-controller", &token)?;
-        let kubeconfig_path = dir.join("controller.kubeconfig");
-        std::fs::write(&kubeconfig_path, &controller_kubeconfig)?;
-        let (controller_args, mut vars) =
-            container_command(client, ns, "iter8-controller", pod_name).await?;
-        let controller_port = free_port()?;
-        vars.insert(
-            "ITER8_CONTROLLER_LISTEN".into(),
-            format!("127.0.0.1:{controller_port}"),
-        );
-        vars.insert("KUBECONFIG".into(), kubeconfig_path.display().to_string());
-        vars.insert("RUST_LOG".into(), "info,kube=warn".into());
-        let mut cmd = Command::new(workspace_binary("iter8-controller")?);
-        cmd.env_clear().envs(&vars).args(&controller_args);
-        let controller = Process::spawn("controller", cmd, dir)?;
+        let (kubeconfig_path, controller_kubeconfig) =
+            controller_kubeconfig(control_plane, client, ns, dir).await?;
+        let (controller, controller_port, controller_args) =
+            spawn_chart_controller(client, ns, ("controller", pod_name), &kubeconfig_path, dir)
+                .await?;
         wait_http_ok(
             &format!("http://127.0.0.1:{controller_port}/readyz"),
             Duration::from_secs(30),
@@ -301,4 +290,42 @@ pub async fn wait_lease_holder(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A kubeconfig holding a token of the chart's `iter8-controller` ServiceAccount in `ns` and
+/// nothing else, written to `dir`: its path and its text.
+pub async fn controller_kubeconfig(
+    control_plane: &ControlPlane,
+    client: &Client,
+    ns: &str,
+    dir: &Path,
+) -> Result<(PathBuf, String)> {
+    let token = service_account_token(client, ns, "iter8-controller").await?;
+    let text = control_plane.token_kubeconfig("iter8-controller", &token)?;
+    let path = dir.join("controller.kubeconfig");
+    std::fs::write(&path, &text)?;
+    Ok((path, text))
+}
+
+/// The controller binary as the installed chart's Deployment in `ns` runs it, as pod
+/// `pod_name`, on `kubeconfig`, serving its probes on a free loopback port: the process, that
+/// port and the container's arguments as the chart gives them.
+pub async fn spawn_chart_controller(
+    client: &Client,
+    ns: &str,
+    (name, pod_name): (&str, &str),
+    kubeconfig: &Path,
+    dir: &Path,
+) -> Result<(Process, u16, Vec<String>)> {
+    let (args, mut vars) = container_command(client, ns, "iter8-controller", pod_name).await?;
+    let port = free_port()?;
+    vars.insert(
+        "ITER8_CONTROLLER_LISTEN".into(),
+        format!("127.0.0.1:{port}"),
+    );
+    vars.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
+    let mut cmd = Command::new(workspace_binary("iter8-controller")?);
+    cmd.env_clear().envs(&vars).args(&args);
+    Ok((Process::spawn(name, cmd, dir)?, port, args))
 }

@@ -7,18 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Metric, Phase};
 use iter8_integration_tests::chart::{
-    Workloads, chart_dir, container_command, helm, helm_ok, install_chart, repo_root,
+    self, Workloads, chart_dir, controller_kubeconfig, helm, helm_ok, install_chart, repo_root,
     sample_canary, wait_http_ok, wait_lease_holder,
 };
 use iter8_integration_tests::gateway::{
-    BackendSpec, Backends, Gateway, Load, create_route, route_weights, service_account_token,
+    BackendSpec, Backends, Gateway, Load, create_route, route_weights,
 };
 use iter8_integration_tests::process::{Process, workspace_binary};
 use iter8_integration_tests::prometheus::{Prometheus, free_port};
@@ -906,14 +905,8 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
 /// A kubeconfig file holding a token of the chart's controller ServiceAccount, and nothing
 /// else.
 async fn service_account_kubeconfig(env: &TestEnv, dir: &Path) -> Result<PathBuf> {
-    let token =
-        service_account_token(&env.client, env.namespace.name(), "iter8-controller").await?;
-    let path = dir.join("controller.kubeconfig");
-    std::fs::write(
-        &path,
-        env.control_plane
-            .token_kubeconfig("iter8-controller", &token)?,
-    )?;
+    let (path, _) =
+        controller_kubeconfig(env.control_plane, &env.client, env.namespace.name(), dir).await?;
     Ok(path)
 }
 
@@ -926,7 +919,8 @@ async fn spawn_chart_controller(
     kubeconfig: &Path,
     dir: &Path,
 ) -> Result<(Process, u16)> {
-    let (args, mut vars) = container_command(admin, ns, "iter8-controller", pod_name).await?;
+    let (process, port, args) =
+        chart::spawn_chart_controller(admin, ns, (name, pod_name), kubeconfig, dir).await?;
     assert_eq!(
         args,
         vec![
@@ -934,16 +928,7 @@ async fn spawn_chart_controller(
             format!("--namespace={ns}")
         ]
     );
-    let port = free_port()?;
-    vars.insert(
-        "ITER8_CONTROLLER_LISTEN".into(),
-        format!("127.0.0.1:{port}"),
-    );
-    vars.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
-    vars.insert("RUST_LOG".into(), "info,kube=warn".into());
-    let mut cmd = Command::new(workspace_binary("iter8-controller")?);
-    cmd.env_clear().envs(&vars).args(&args);
-    Ok((Process::spawn(name, cmd, dir)?, port))
+    Ok((process, port))
 }
 
 /// Waits until the process serving probes on loopback `port` is Ready.
