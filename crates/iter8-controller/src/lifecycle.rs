@@ -520,6 +520,9 @@ pub fn held(
             );
             status.phase = Phase::Paused;
             status.paused_at_generation = at.generation;
+            // A pending split that could not be applied is dropped: a paused experiment resumes
+            // only on a spec change, with a fresh iteration, never by finishing this one.
+            status.pending = None;
             too_many_failures(&mut status, &message, at);
             notes.push(Note::warning("FailurePolicy", "Pause", message));
             Held::Done(Transition {
@@ -559,8 +562,20 @@ pub fn rolled_back(
 }
 
 /// The failure policy's rollback could not reach the router: traffic is not safe yet, so the
-/// experiment does not end; the rollback is tried again.
-pub fn rollback_blocked(mut status: ExperimentStatus, e: &RouterError) -> Transition {
+/// experiment does not end; the rollback is tried again. The rollback replaces any pending
+/// iteration, so the retry (which finishes what is pending) puts all traffic on the baseline
+/// and ends `Failed`, rather than applying a candidate's split and carrying on.
+pub fn rollback_blocked(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    e: &RouterError,
+) -> Transition {
+    status.pending = Some(PendingIteration {
+        iteration: status.completed_iterations,
+        weights: crate::plan::SpecExt::initial_weights_on_baseline(spec),
+        next_phase: Phase::Failed,
+        ledger: None,
+    });
     status.message = Some(format!(
         "{} failures in a row ({}); rolling back, but {e}",
         status.consecutive_failures,
@@ -976,10 +991,30 @@ mod tests {
         assert_eq!(weights, [100, 0]);
         assert_eq!(notes.len(), 1);
         // The router refused: not ended, retried.
-        let blocked = rollback_blocked(status.clone(), &RouterError::Mismatch("edited".into()));
+        let mut with_pending = status.clone();
+        with_pending.pending = Some(PendingIteration {
+            iteration: 3,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let blocked = rollback_blocked(
+            &spec(),
+            with_pending,
+            &RouterError::Mismatch("edited".into()),
+        );
         assert_eq!(blocked.status.phase, Phase::Running);
         assert_eq!(recorded_weights(&blocked.status), [70, 30]);
         assert_eq!(blocked.requeue, Requeue::Retry);
+        // The retry finishes the rollback, not the candidate's pending split.
+        let step = crate::plan::plan(&spec(), &blocked.status, Some(4), std::time::UNIX_EPOCH);
+        let crate::plan::Step::FinishPending(retry) = step else {
+            panic!("the retry finishes the rollback: {step:?}");
+        };
+        assert_eq!(
+            (retry.weights, retry.next_phase),
+            (vec![100, 0], Phase::Failed)
+        );
         // The router took it: Failed, on the baseline.
         let t = rolled_back(&spec(), status, Some(&weights), &stamp(2001));
         assert_eq!(t.status.phase, Phase::Failed);
@@ -1016,6 +1051,24 @@ mod tests {
         assert_eq!(recorded_weights(&t.status), [70, 30]);
         assert_eq!(reasons(&t), ["RouterMismatch", "FailurePolicy"]);
         assert_eq!(t.requeue, Requeue::AwaitChange);
+        // A pending iteration whose split could not be applied is dropped: the paused
+        // experiment waits for the spec to change rather than finish it.
+        let mut with_pending = running(2, [70, 30]);
+        with_pending.pending = Some(PendingIteration {
+            iteration: 3,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let Held::Done(p) = held(&spec, with_pending, &failure, &stamp(2000)) else {
+            panic!("pause needs no router write");
+        };
+        assert_eq!(p.status.pending, None);
+        let step = crate::plan::plan(&spec, &p.status, Some(4), std::time::UNIX_EPOCH);
+        assert!(
+            matches!(step, crate::plan::Step::Idle),
+            "a paused experiment waits: {step:?}"
+        );
         // A newer spec resumes it.
         let resumed = attempted(t.status);
         assert_eq!(

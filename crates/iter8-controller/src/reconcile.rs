@@ -335,7 +335,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }
-        let t = lifecycle::applied(&self.exp.spec, status, pending, &self.stamp());
+        // A blocked failure-policy rollback waits as a pending `Failed` split: it ends as a
+        // rollback, not as an iteration.
+        let t = if pending.next_phase == Phase::Failed {
+            lifecycle::rolled_back(
+                &self.exp.spec,
+                status,
+                Some(&pending.weights),
+                &self.stamp(),
+            )
+        } else {
+            lifecycle::applied(&self.exp.spec, status, pending, &self.stamp())
+        };
         self.commit(t).await
     }
 
@@ -408,7 +419,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                         lifecycle::rolled_back(&spec, status, None, &self.stamp())
                     }
                     // Traffic is not safe yet: keep trying rather than end.
-                    Err(e) => lifecycle::rollback_blocked(status, &e),
+                    Err(e) => lifecycle::rollback_blocked(&spec, status, &e),
                 };
                 t.notes.splice(0..0, notes);
                 t
