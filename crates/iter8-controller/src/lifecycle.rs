@@ -612,10 +612,11 @@ pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Tra
 }
 
 /// What deleting the experiment must put on the router before its finalizer goes: all traffic
-/// on the baseline, unless the experiment ended (its end state is deliberate) or never set
-/// the router.
+/// on the baseline, unless the experiment ended (its end state is deliberate). An empty
+/// `status.weights` does not mean the router was never set: Start writes the route before
+/// the status, so a lost status write leaves the start split on the route with none recorded.
 pub fn cleanup(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<Vec<u32>> {
-    if status.phase.is_terminal() || status.weights.is_empty() {
+    if status.phase.is_terminal() {
         return None;
     }
     Some(crate::plan::SpecExt::initial_weights_on_baseline(spec))
@@ -1102,12 +1103,14 @@ mod tests {
     }
 
     #[test]
-    fn deletion_restores_the_baseline_only_while_running() {
+    fn deletion_restores_the_baseline_unless_the_experiment_ended() {
         assert_eq!(cleanup(&spec(), &running(2, [70, 30])), Some(vec![100, 0]));
+        // Start writes the route before the status: with no split recorded, the route may
+        // still carry the start split, so it is restored too.
         assert_eq!(
             cleanup(&spec(), &ExperimentStatus::default()),
-            None,
-            "never set the router"
+            Some(vec![100, 0]),
+            "a start whose status write was lost"
         );
         let (_, done) = iterate(
             &spec(),

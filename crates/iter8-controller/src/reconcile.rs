@@ -227,10 +227,19 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     /// route carries it, the cleanup fails: kube-runtime removes the finalizer on any `Ok`,
     /// and without it nothing would own the route's split any more.
     async fn cleanup(self) -> Result<Action, Error> {
-        let Some(baseline) = lifecycle::cleanup(&self.exp.spec, &self.status()) else {
+        let status = self.status();
+        let Some(baseline) = lifecycle::cleanup(&self.exp.spec, &status) else {
             return Ok(Action::await_change());
         };
         match self.set_router(&baseline).await {
+            // A route that does not match the experiment, with no split ever recorded, was
+            // never the experiment's to set (Start would have failed the same way): holding
+            // the finalizer for it would only make the Experiment undeletable.
+            Err(RouterError::NoRoute { .. } | RouterError::Mismatch(_))
+                if status.weights.is_empty() =>
+            {
+                Ok(Action::await_change())
+            }
             Ok(()) | Err(RouterError::NotFound { .. }) => {
                 self.publish(&Note {
                     warning: false,
