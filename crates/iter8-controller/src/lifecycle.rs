@@ -588,13 +588,31 @@ pub fn rollback_blocked(
     }
 }
 
-/// The largest status, as JSON, the controller writes. etcd refuses objects over 1.5 MiB
-/// (its default `--max-request-bytes`), and the spec, metadata and managed fields need room.
-pub const STATUS_BUDGET: usize = 1024 * 1024;
+/// The largest status, as JSON, the controller writes: the budget the CRD crate holds the
+/// largest admitted experiment to (and `docs/experiments.md` promises), well under etcd's
+/// 1.5 MiB so the spec, metadata and managed fields have room.
+pub const STATUS_BUDGET: usize = iter8_crd::STATUS_SIZE_BUDGET;
+
+/// Checks `status` against [`STATUS_BUDGET`] before it is written: within it, it is written
+/// as it is; over it, [`too_large`] pauses the experiment on `previous` instead.
+pub fn within_budget(
+    status: ExperimentStatus,
+    previous: ExperimentStatus,
+    at: &Stamp,
+) -> (ExperimentStatus, Vec<Note>) {
+    let size = serde_json::to_vec(&status).map_or(0, |json| json.len());
+    if size <= STATUS_BUDGET {
+        return (status, Vec::new());
+    }
+    let t = too_large(previous, size, at);
+    (t.status, t.notes)
+}
 
 /// A status of `size` bytes was about to be written, over [`STATUS_BUDGET`]: instead of a
 /// write the API server refuses (retried for ever, with an analytics call each time), the
-/// experiment keeps `previous` and pauses until the spec changes, saying why.
+/// experiment keeps `previous` and pauses until the spec changes, saying why. A pending
+/// iteration in `previous` is dropped, as the pause policy does: a paused experiment resumes
+/// only on a spec change, never by finishing it.
 pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Transition {
     let message = format!(
         "the status would be {size} bytes, over the controller's budget of {STATUS_BUDGET} \
@@ -602,6 +620,7 @@ pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Tra
     );
     previous.phase = Phase::Paused;
     previous.paused_at_generation = at.generation;
+    previous.pending = None;
     set(&mut previous, at, READY, false, "StatusTooLarge", &message);
     previous.message = Some(message.clone());
     Transition {
@@ -1157,6 +1176,32 @@ mod tests {
             t.notes[0].message.contains("stable=100,next=0"),
             "{}",
             t.notes[0].message
+        );
+    }
+
+    #[test]
+    fn the_size_check_uses_the_crd_budget_and_drops_a_pending_iteration() {
+        assert_eq!(STATUS_BUDGET, iter8_crd::STATUS_SIZE_BUDGET);
+        let mut previous = running(3, [70, 30]);
+        previous.pending = Some(PendingIteration {
+            iteration: 4,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let small = running(4, [60, 40]);
+        let (kept, notes) = within_budget(small.clone(), previous.clone(), &stamp(2000));
+        assert_eq!((kept, notes.len()), (small, 0));
+        // Over the CRD's 640 KiB but under the 1 MiB the controller used to allow.
+        let mut big = running(4, [60, 40]);
+        big.message = Some("x".repeat(700 * 1024));
+        let (paused, notes) = within_budget(big, previous, &stamp(2000));
+        assert_eq!(paused.phase, Phase::Paused);
+        assert_eq!(paused.pending, None);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(
+            crate::plan::plan(&spec(), &paused, Some(4), std::time::UNIX_EPOCH),
+            crate::plan::Step::Idle
         );
     }
 

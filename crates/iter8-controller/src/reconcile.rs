@@ -583,15 +583,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     /// this status records (an analytics call, a router change) is not redone. If its spec or
     /// status changed (a person edited it, or another controller recorded progress), the
     /// conflict is returned and the next reconcile plans again from what is there now.
-    async fn write(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
-        let size = serde_json::to_vec(&status).map_or(0, |json| json.len());
-        let oversized = (size > lifecycle::STATUS_BUDGET).then(|| {
-            let t = lifecycle::too_large(self.status(), size, &self.stamp());
-            status = t.status;
-            t.notes
-        });
+    async fn write(&mut self, status: ExperimentStatus) -> Result<(), Error> {
+        let (status, notes) = lifecycle::within_budget(status, self.status(), &self.stamp());
         self.replace_status(status).await?;
-        for note in oversized.iter().flatten() {
+        for note in &notes {
             self.publish(note).await;
         }
         Ok(())
