@@ -3,13 +3,14 @@
 //! It keeps four promises:
 //! - **Only trusted endpoints.** A client calls only the base URLs it was given
 //!   ([`Endpoints`]); the bearer token therefore reaches no other address, and an Experiment
-//!   cannot make the controller send requests anywhere else.
+//!   cannot make the controller send requests anywhere else. No environment proxy is used.
 //! - **Bounded calls.** Every attempt has a timeout; unavailability is retried with backoff;
 //!   refusals (4xx) are not; redirects are not followed.
 //! - **TLS as configured.** Only the given CA bundle is trusted when one is given, and a client
 //!   certificate is presented when the service requires one (mTLS).
 //! - **Answers are checked.** An answer is returned only if it is an assessment of the request
-//!   asked ([`check_answer`]); anything else is [`AnalyticsError::Garbage`].
+//!   asked ([`check_answer`]); anything else, or a body over [`MAX_ANSWER_BYTES`], is
+//!   [`AnalyticsError::Garbage`].
 
 #![forbid(unsafe_code)]
 
@@ -137,6 +138,10 @@ impl ClientConfig {
     }
 }
 
+/// The largest answer body read: an assessment of the largest experiment the API admits is far
+/// smaller, so a longer body is refused as [`AnalyticsError::Garbage`] rather than buffered.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// Calls `POST {url}/v1/assessments` on the configured endpoints.
 #[derive(Clone)]
 pub struct AnalyticsClient {
@@ -165,7 +170,10 @@ impl AnalyticsClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             // A redirect would take the request (and its token) to an address nobody allowed.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // An environment proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) is another address
+            // nobody allowed: over plain HTTP it would see the bearer token.
+            .no_proxy();
         if let Some(pem) = &config.tls.ca_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| AnalyticsError::Tls(format!("CA bundle: {e}")))?;
@@ -244,10 +252,7 @@ impl AnalyticsClient {
             .await
             .map_err(|e| AnalyticsError::Unavailable(describe(&e)))?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| AnalyticsError::Unavailable(describe(&e)))?;
+        let body = read_capped(response, MAX_ANSWER_BYTES).await?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .map_err(|e| AnalyticsError::Garbage(e.to_string()));
@@ -276,6 +281,30 @@ impl AnalyticsClient {
         }
         Err(AnalyticsError::Unavailable(format!("HTTP {status}")))
     }
+}
+
+/// The response body, refused as garbage once it exceeds `limit` bytes (whatever its
+/// Content-Length says), so a broken or hostile service cannot make the caller buffer it all.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, AnalyticsError> {
+    let too_long = || AnalyticsError::Garbage(format!("the answer is over {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| AnalyticsError::Unavailable(describe(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The error with its causes: a TLS failure (unknown CA, refused client certificate) is only

@@ -13,7 +13,9 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use iter8_analytics::auth::BearerToken;
 use iter8_analytics::{App, Config, Server};
-use iter8_analytics_client::{AnalyticsClient, AnalyticsError, ClientConfig, Endpoints};
+use iter8_analytics_client::{
+    AnalyticsClient, AnalyticsError, ClientConfig, Endpoints, MAX_ANSWER_BYTES,
+};
 use iter8_api::{AssessmentRequest, AssessmentResponse};
 
 const TOKEN: &str = "s3cret-analytics-token";
@@ -193,5 +195,77 @@ async fn answers_that_do_not_fit_the_request_are_garbage() {
     assert_eq!(
         (accepted.decision, accepted.split),
         (good.decision, good.split)
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_limit_is_garbage() {
+    let request = example_request();
+    // Valid JSON (a long string), longer than the limit: it is never parsed.
+    let huge = serde_json::Value::String("x".repeat(MAX_ANSWER_BYTES + 1));
+    let (base, _) = fake_analytics(huge).await;
+    let answer = client(&[&base], None).assess(&base, &request).await;
+    match answer {
+        Err(AnalyticsError::Garbage(why)) => assert!(why.contains("over"), "{why}"),
+        other => panic!("expected garbage, got {other:?}"),
+    }
+}
+
+/// Set (to a proxy's address) only in the child process [`an_environment_proxy_is_not_used`]
+/// starts, with HTTP_PROXY and ALL_PROXY pointing at that proxy.
+const PROXY_CHILD: &str = "ITER8_TEST_PROXY_CHILD";
+
+#[tokio::test]
+async fn an_environment_proxy_is_not_used() {
+    // reqwest reads the proxy variables from the environment, which a test cannot set in its
+    // own (multi-threaded) process: a child test process gets them instead.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(0_usize));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = proxy.accept().await {
+            *count.lock().unwrap() += 1;
+        }
+    });
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_proxy_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env(PROXY_CHILD, "1")
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(*seen.lock().unwrap(), 0, "the proxy was contacted");
+}
+
+#[tokio::test]
+#[ignore = "run by an_environment_proxy_is_not_used, with proxy variables set"]
+async fn the_proxy_child() {
+    if std::env::var_os(PROXY_CHILD).is_none() {
+        return;
+    }
+    let request = example_request();
+    let (base, seen) = fake_analytics(serde_json::to_value(good_answer(&request)).unwrap()).await;
+    let answer = client(&[&base], Some(TOKEN)).assess(&base, &request).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the service itself was called"
     );
 }

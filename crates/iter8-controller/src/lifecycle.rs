@@ -520,6 +520,9 @@ pub fn held(
             );
             status.phase = Phase::Paused;
             status.paused_at_generation = at.generation;
+            // A pending split that could not be applied is dropped: a paused experiment resumes
+            // only on a spec change, with a fresh iteration, never by finishing this one.
+            status.pending = None;
             too_many_failures(&mut status, &message, at);
             notes.push(Note::warning("FailurePolicy", "Pause", message));
             Held::Done(Transition {
@@ -559,8 +562,20 @@ pub fn rolled_back(
 }
 
 /// The failure policy's rollback could not reach the router: traffic is not safe yet, so the
-/// experiment does not end; the rollback is tried again.
-pub fn rollback_blocked(mut status: ExperimentStatus, e: &RouterError) -> Transition {
+/// experiment does not end; the rollback is tried again. The rollback replaces any pending
+/// iteration, so the retry (which finishes what is pending) puts all traffic on the baseline
+/// and ends `Failed`, rather than applying a candidate's split and carrying on.
+pub fn rollback_blocked(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    e: &RouterError,
+) -> Transition {
+    status.pending = Some(PendingIteration {
+        iteration: status.completed_iterations,
+        weights: crate::plan::SpecExt::initial_weights_on_baseline(spec),
+        next_phase: Phase::Failed,
+        ledger: None,
+    });
     status.message = Some(format!(
         "{} failures in a row ({}); rolling back, but {e}",
         status.consecutive_failures,
@@ -573,13 +588,31 @@ pub fn rollback_blocked(mut status: ExperimentStatus, e: &RouterError) -> Transi
     }
 }
 
-/// The largest status, as JSON, the controller writes. etcd refuses objects over 1.5 MiB
-/// (its default `--max-request-bytes`), and the spec, metadata and managed fields need room.
-pub const STATUS_BUDGET: usize = 1024 * 1024;
+/// The largest status, as JSON, the controller writes: the budget the CRD crate holds the
+/// largest admitted experiment to (and `docs/experiments.md` promises), well under etcd's
+/// 1.5 MiB so the spec, metadata and managed fields have room.
+pub const STATUS_BUDGET: usize = iter8_crd::STATUS_SIZE_BUDGET;
+
+/// Checks `status` against [`STATUS_BUDGET`] before it is written: within it, it is written
+/// as it is; over it, [`too_large`] pauses the experiment on `previous` instead.
+pub fn within_budget(
+    status: ExperimentStatus,
+    previous: ExperimentStatus,
+    at: &Stamp,
+) -> (ExperimentStatus, Vec<Note>) {
+    let size = serde_json::to_vec(&status).map_or(0, |json| json.len());
+    if size <= STATUS_BUDGET {
+        return (status, Vec::new());
+    }
+    let t = too_large(previous, size, at);
+    (t.status, t.notes)
+}
 
 /// A status of `size` bytes was about to be written, over [`STATUS_BUDGET`]: instead of a
 /// write the API server refuses (retried for ever, with an analytics call each time), the
-/// experiment keeps `previous` and pauses until the spec changes, saying why.
+/// experiment keeps `previous` and pauses until the spec changes, saying why. A pending
+/// iteration in `previous` is dropped, as the pause policy does: a paused experiment resumes
+/// only on a spec change, never by finishing it.
 pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Transition {
     let message = format!(
         "the status would be {size} bytes, over the controller's budget of {STATUS_BUDGET} \
@@ -587,6 +620,7 @@ pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Tra
     );
     previous.phase = Phase::Paused;
     previous.paused_at_generation = at.generation;
+    previous.pending = None;
     set(&mut previous, at, READY, false, "StatusTooLarge", &message);
     previous.message = Some(message.clone());
     Transition {
@@ -597,10 +631,11 @@ pub fn too_large(mut previous: ExperimentStatus, size: usize, at: &Stamp) -> Tra
 }
 
 /// What deleting the experiment must put on the router before its finalizer goes: all traffic
-/// on the baseline, unless the experiment ended (its end state is deliberate) or never set
-/// the router.
+/// on the baseline, unless the experiment ended (its end state is deliberate). An empty
+/// `status.weights` does not mean the router was never set: Start writes the route before
+/// the status, so a lost status write leaves the start split on the route with none recorded.
 pub fn cleanup(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<Vec<u32>> {
-    if status.phase.is_terminal() || status.weights.is_empty() {
+    if status.phase.is_terminal() {
         return None;
     }
     Some(crate::plan::SpecExt::initial_weights_on_baseline(spec))
@@ -976,10 +1011,30 @@ mod tests {
         assert_eq!(weights, [100, 0]);
         assert_eq!(notes.len(), 1);
         // The router refused: not ended, retried.
-        let blocked = rollback_blocked(status.clone(), &RouterError::Mismatch("edited".into()));
+        let mut with_pending = status.clone();
+        with_pending.pending = Some(PendingIteration {
+            iteration: 3,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let blocked = rollback_blocked(
+            &spec(),
+            with_pending,
+            &RouterError::Mismatch("edited".into()),
+        );
         assert_eq!(blocked.status.phase, Phase::Running);
         assert_eq!(recorded_weights(&blocked.status), [70, 30]);
         assert_eq!(blocked.requeue, Requeue::Retry);
+        // The retry finishes the rollback, not the candidate's pending split.
+        let step = crate::plan::plan(&spec(), &blocked.status, Some(4), std::time::UNIX_EPOCH);
+        let crate::plan::Step::FinishPending(retry) = step else {
+            panic!("the retry finishes the rollback: {step:?}");
+        };
+        assert_eq!(
+            (retry.weights, retry.next_phase),
+            (vec![100, 0], Phase::Failed)
+        );
         // The router took it: Failed, on the baseline.
         let t = rolled_back(&spec(), status, Some(&weights), &stamp(2001));
         assert_eq!(t.status.phase, Phase::Failed);
@@ -1016,6 +1071,24 @@ mod tests {
         assert_eq!(recorded_weights(&t.status), [70, 30]);
         assert_eq!(reasons(&t), ["RouterMismatch", "FailurePolicy"]);
         assert_eq!(t.requeue, Requeue::AwaitChange);
+        // A pending iteration whose split could not be applied is dropped: the paused
+        // experiment waits for the spec to change rather than finish it.
+        let mut with_pending = running(2, [70, 30]);
+        with_pending.pending = Some(PendingIteration {
+            iteration: 3,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let Held::Done(p) = held(&spec, with_pending, &failure, &stamp(2000)) else {
+            panic!("pause needs no router write");
+        };
+        assert_eq!(p.status.pending, None);
+        let step = crate::plan::plan(&spec, &p.status, Some(4), std::time::UNIX_EPOCH);
+        assert!(
+            matches!(step, crate::plan::Step::Idle),
+            "a paused experiment waits: {step:?}"
+        );
         // A newer spec resumes it.
         let resumed = attempted(t.status);
         assert_eq!(
@@ -1049,12 +1122,14 @@ mod tests {
     }
 
     #[test]
-    fn deletion_restores_the_baseline_only_while_running() {
+    fn deletion_restores_the_baseline_unless_the_experiment_ended() {
         assert_eq!(cleanup(&spec(), &running(2, [70, 30])), Some(vec![100, 0]));
+        // Start writes the route before the status: with no split recorded, the route may
+        // still carry the start split, so it is restored too.
         assert_eq!(
             cleanup(&spec(), &ExperimentStatus::default()),
-            None,
-            "never set the router"
+            Some(vec![100, 0]),
+            "a start whose status write was lost"
         );
         let (_, done) = iterate(
             &spec(),
@@ -1101,6 +1176,32 @@ mod tests {
             t.notes[0].message.contains("stable=100,next=0"),
             "{}",
             t.notes[0].message
+        );
+    }
+
+    #[test]
+    fn the_size_check_uses_the_crd_budget_and_drops_a_pending_iteration() {
+        assert_eq!(STATUS_BUDGET, iter8_crd::STATUS_SIZE_BUDGET);
+        let mut previous = running(3, [70, 30]);
+        previous.pending = Some(PendingIteration {
+            iteration: 4,
+            weights: vec![40, 60],
+            next_phase: Phase::Running,
+            ledger: None,
+        });
+        let small = running(4, [60, 40]);
+        let (kept, notes) = within_budget(small.clone(), previous.clone(), &stamp(2000));
+        assert_eq!((kept, notes.len()), (small, 0));
+        // Over the CRD's 640 KiB but under the 1 MiB the controller used to allow.
+        let mut big = running(4, [60, 40]);
+        big.message = Some("x".repeat(700 * 1024));
+        let (paused, notes) = within_budget(big, previous, &stamp(2000));
+        assert_eq!(paused.phase, Phase::Paused);
+        assert_eq!(paused.pending, None);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(
+            crate::plan::plan(&spec(), &paused, Some(4), std::time::UNIX_EPOCH),
+            crate::plan::Step::Idle
         );
     }
 

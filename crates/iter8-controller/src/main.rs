@@ -62,8 +62,9 @@ struct Args {
     #[arg(long, env = "ITER8_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
     /// Namespaces whose Metrics (and their Secrets) any Experiment may use, comma-separated;
-    /// by default the controller's own namespace (`POD_NAMESPACE`), where the chart installs
-    /// its metric library. Other Metrics must be in the Experiment's namespace.
+    /// by default the controller's own namespace if `POD_NAMESPACE` names it (the chart sets
+    /// it; its metric library is there), else none: never the lease's fallback `default`.
+    /// Other Metrics must be in the Experiment's namespace.
     #[arg(long, env = "ITER8_SHARED_METRIC_NAMESPACES", value_delimiter = ',')]
     shared_metric_namespaces: Vec<String>,
     /// Watch Experiments in this namespace only (all namespaces by default).
@@ -102,6 +103,19 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ITER8_LOG_JSON")]
     log_json: bool,
+}
+
+/// The namespaces whose Metrics any Experiment may use: those given, else the controller's own
+/// namespace when the environment names it. The lease namespace is not used: it falls back to
+/// `default`, and sharing every Metric and Secret there with all Experiments must be a choice.
+fn shared_metric_namespaces(given: &[String], pod_namespace: Option<String>) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    pod_namespace
+        .filter(|ns| !ns.trim().is_empty())
+        .into_iter()
+        .collect()
 }
 
 /// Duration flags use the CRDs' grammar; clap names the flag in the error.
@@ -188,11 +202,10 @@ async fn main() -> anyhow::Result<()> {
         settings: Settings {
             analytics_url: args.analytics_url.clone(),
             retry_after: args.retry_after,
-            shared_metric_namespaces: if args.shared_metric_namespaces.is_empty() {
-                vec![args.lease_namespace.clone()]
-            } else {
-                args.shared_metric_namespaces.clone()
-            },
+            shared_metric_namespaces: shared_metric_namespaces(
+                &args.shared_metric_namespaces,
+                std::env::var("POD_NAMESPACE").ok(),
+            ),
         },
         telemetry: telemetry.clone(),
         recorder,
@@ -251,5 +264,25 @@ fn init_logging(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_shared_metric_namespace_is_assumed_without_pod_namespace() {
+        assert!(shared_metric_namespaces(&[], None).is_empty());
+        assert!(shared_metric_namespaces(&[], Some(String::new())).is_empty());
+        assert_eq!(
+            shared_metric_namespaces(&[], Some("iter8-system".into())),
+            ["iter8-system"]
+        );
+        let given = ["metrics".to_owned()];
+        assert_eq!(
+            shared_metric_namespaces(&given, Some("iter8-system".into())),
+            ["metrics"]
+        );
     }
 }

@@ -227,10 +227,19 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     /// route carries it, the cleanup fails: kube-runtime removes the finalizer on any `Ok`,
     /// and without it nothing would own the route's split any more.
     async fn cleanup(self) -> Result<Action, Error> {
-        let Some(baseline) = lifecycle::cleanup(&self.exp.spec, &self.status()) else {
+        let status = self.status();
+        let Some(baseline) = lifecycle::cleanup(&self.exp.spec, &status) else {
             return Ok(Action::await_change());
         };
         match self.set_router(&baseline).await {
+            // A route that does not match the experiment, with no split ever recorded, was
+            // never the experiment's to set (Start would have failed the same way): holding
+            // the finalizer for it would only make the Experiment undeletable.
+            Err(RouterError::NoRoute { .. } | RouterError::Mismatch(_))
+                if status.weights.is_empty() =>
+            {
+                Ok(Action::await_change())
+            }
             Ok(()) | Err(RouterError::NotFound { .. }) => {
                 self.publish(&Note {
                     warning: false,
@@ -335,7 +344,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }
-        let t = lifecycle::applied(&self.exp.spec, status, pending, &self.stamp());
+        // A blocked failure-policy rollback waits as a pending `Failed` split: it ends as a
+        // rollback, not as an iteration.
+        let t = if pending.next_phase == Phase::Failed {
+            lifecycle::rolled_back(
+                &self.exp.spec,
+                status,
+                Some(&pending.weights),
+                &self.stamp(),
+            )
+        } else {
+            lifecycle::applied(&self.exp.spec, status, pending, &self.stamp())
+        };
         self.commit(t).await
     }
 
@@ -408,7 +428,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                         lifecycle::rolled_back(&spec, status, None, &self.stamp())
                     }
                     // Traffic is not safe yet: keep trying rather than end.
-                    Err(e) => lifecycle::rollback_blocked(status, &e),
+                    Err(e) => lifecycle::rollback_blocked(&spec, status, &e),
                 };
                 t.notes.splice(0..0, notes);
                 t
@@ -563,15 +583,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     /// this status records (an analytics call, a router change) is not redone. If its spec or
     /// status changed (a person edited it, or another controller recorded progress), the
     /// conflict is returned and the next reconcile plans again from what is there now.
-    async fn write(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
-        let size = serde_json::to_vec(&status).map_or(0, |json| json.len());
-        let oversized = (size > lifecycle::STATUS_BUDGET).then(|| {
-            let t = lifecycle::too_large(self.status(), size, &self.stamp());
-            status = t.status;
-            t.notes
-        });
+    async fn write(&mut self, status: ExperimentStatus) -> Result<(), Error> {
+        let (status, notes) = lifecycle::within_budget(status, self.status(), &self.stamp());
         self.replace_status(status).await?;
-        for note in oversized.iter().flatten() {
+        for note in &notes {
             self.publish(note).await;
         }
         Ok(())

@@ -400,16 +400,21 @@ fn matches_backend(kind: RouterKind, namespace: &str, entry: &Value, backend: &B
     }
 }
 
-/// An Istio destination host as (name, namespace), the way Istio resolves it from a route in
-/// `namespace`: `reviews`, `reviews.ns`, `reviews.ns.svc` and `reviews.ns.svc.cluster.local`
-/// (any cluster domain) are one Service. Other hosts (external names) are kept whole.
-fn service_host<'h>(host: &'h str, namespace: &'h str) -> (&'h str, &'h str) {
+/// An Istio destination host as (name, namespace) from a route in `namespace`. Istio itself
+/// expands only a dot-less short name (`reviews`, to `reviews.<namespace>.svc.<domain>`);
+/// `reviews.ns` and `reviews.ns.svc` are, to Istio, other hosts that reach the Service only
+/// through DNS search paths. They are matched here all the same, as the same Service, because
+/// a route that names a version's Service that way means that version: treating it as a
+/// foreign entry would zero it. DNS names are case-insensitive and may end in one dot (fully
+/// qualified), so the host is lowercased and one trailing dot removed first. Other hosts
+/// (external names) are kept whole.
+fn service_host(host: &str, namespace: &str) -> (String, String) {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     let parts: Vec<&str> = host.split('.').collect();
     match parts.as_slice() {
-        [name] => (name, namespace),
-        [name, ns] => (name, ns),
-        [name, ns, "svc", ..] => (name, ns),
-        _ => (host, ""),
+        [name] => ((*name).to_owned(), namespace.to_ascii_lowercase()),
+        [name, ns] | [name, ns, "svc", ..] => ((*name).to_owned(), (*ns).to_owned()),
+        _ => (host.clone(), String::new()),
     }
 }
 
@@ -566,6 +571,8 @@ mod tests {
             "reviews.bookinfo.svc",
             "reviews.bookinfo.svc.cluster.local",
             "reviews.bookinfo.svc.corp.example",
+            "reviews.bookinfo.svc.cluster.local.",
+            "Reviews.BookInfo.svc.Cluster.Local",
         ] {
             let spec = json!({"http": [{"route": [
                 {"destination": {"host": host, "subset": "v1"}, "weight": 100}
