@@ -17,10 +17,11 @@ use anyhow::Result;
 use axum::http::{Method, Request, Response, StatusCode};
 use futures::future::BoxFuture;
 use iter8_api::Action;
+use iter8_controller::telemetry::Telemetry;
 use iter8_crd::{Experiment, Phase};
 use iter8_integration_tests::TestEnv;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::client::Body;
 use serde_json::{Value, json};
 
@@ -31,6 +32,8 @@ use common::*;
 enum Race {
     Status,
     Route,
+    /// Every route write loses: someone rewrites the route as fast as iter8 does.
+    RouteAlways,
 }
 
 /// What the racing layer did and saw.
@@ -90,7 +93,7 @@ impl RacePlan {
         }
         if method == Method::PATCH && path.ends_with(&format!("/httproutes/{}", self.route)) {
             let n = self.route_writes.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.race == Race::Route && n % 2 == 1 {
+            if (self.race == Race::Route && n % 2 == 1) || self.race == Race::RouteAlways {
                 self.route_conflicts.fetch_add(1, Ordering::SeqCst);
                 return Ok(route_conflict(&self.route));
             }
@@ -279,4 +282,142 @@ async fn route_write_conflicts_are_retried_without_repeating_an_iteration() -> R
         writes.div_ceil(2)
     );
     Ok(())
+}
+
+/// A controller whose every route write answers 409, on an HTTPRoute `reviews` that already
+/// carries both versions' entries (`start` weights), so an experiment can start without a
+/// route write.
+async fn controller_losing_every_route_write(
+    test: &str,
+    start: [u32; 2],
+) -> Result<(
+    TestEnv,
+    Arc<RacePlan>,
+    Telemetry,
+    tokio::task::JoinHandle<()>,
+)> {
+    let env = TestEnv::new(test).await?;
+    let ns = env.namespace.name().to_owned();
+    install_crds(&env.client).await?;
+    create_metrics(&env.client, &ns).await?;
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &ns, &http_route_resource());
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "reviews"},
+        "spec": {"rules": [{"backendRefs": [
+            {"name": "reviews-v1", "port": 9080, "weight": start[0]},
+            {"name": "reviews-v2", "port": 9080, "weight": start[1]}
+        ]}]}
+    }))?;
+    routes.create(&PostParams::default(), &route).await?;
+    let metrics = ScriptedMetrics::default();
+    metrics.set("v1", 5000.0, 5.0, 0.0);
+    metrics.set("v2", 5000.0, 4.0, 0.0);
+    let plan = Arc::new(RacePlan {
+        race: Race::RouteAlways,
+        namespace: ns.clone(),
+        experiment: "racing".into(),
+        route: "reviews".into(),
+        status_writes: AtomicU32::new(0),
+        route_writes: AtomicU32::new(0),
+        status_conflicts: AtomicU32::new(0),
+        route_conflicts: AtomicU32::new(0),
+        applied: Mutex::new(Vec::new()),
+    });
+    let racing = Client::new(
+        Racing {
+            real: env.client.clone(),
+            plan: plan.clone(),
+        },
+        ns.clone(),
+    );
+    let (controller, telemetry) = start_controller_with(
+        &racing,
+        &ns,
+        &format!("http://{}", start_analytics().await?),
+        metrics,
+        Duration::from_secs(5),
+        None,
+    )
+    .await?;
+    Ok((env, plan, telemetry, controller))
+}
+
+/// Waits until `name` is held with `TrafficApplied` reason `RouteConflict`.
+async fn held_by_route_conflict(api: &Api<Experiment>, name: &str) -> Result<Experiment> {
+    wait_for(
+        &format!("{name} held for a route conflict"),
+        Duration::from_secs(60),
+        async || {
+            let exp = api.get(name).await?;
+            let failures = exp.status.as_ref().map_or(0, |s| s.consecutive_failures);
+            let reason = condition_reason(&exp, "TrafficApplied");
+            Ok((failures >= 1 && reason.as_deref() == Some("RouteConflict")).then_some(exp))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_route_conflict_that_outlasts_the_retries_holds_the_iteration_and_is_counted()
+-> Result<()> {
+    let (env, plan, telemetry, controller) =
+        controller_losing_every_route_write("conflict-route-always", [100, 0]).await?;
+    let ns = env.namespace.name().to_owned();
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &canary("racing", "reviews", 10)?)
+        .await?;
+    let held = held_by_route_conflict(&api, "racing").await?;
+    let status = held.status.expect("status");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("409 Conflict after all retries")),
+        "{:?}",
+        status.message
+    );
+    wait_for_warning(&env.client, &ns, "racing", "RouteConflict").await?;
+    assert!(telemetry.route_conflicts.get() >= 1);
+    assert!(
+        plan.applied.lock().expect("not poisoned").is_empty(),
+        "no route write got through"
+    );
+    controller.abort();
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn drift_is_reported_only_once_the_route_is_put_back() -> Result<()> {
+    let (env, _plan, _telemetry, controller) =
+        controller_losing_every_route_write("conflict-drift", [100, 0]).await?;
+    let ns = env.namespace.name().to_owned();
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    let mut exp = canary("racing", "reviews", 10)?;
+    // No iteration falls due during the test: each reconcile only checks for drift.
+    exp.spec.duration.interval = "1h".into();
+    api.create(&PostParams::default(), &exp).await?;
+    wait_for_phase(&api, "racing", Phase::Running).await?;
+    // A hand edit the controller sees (a watch event) but cannot undo.
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &ns, &http_route_resource());
+    routes
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"rules": [{"backendRefs": [
+                {"name": "reviews-v1", "port": 9080, "weight": 50},
+                {"name": "reviews-v2", "port": 9080, "weight": 50}
+            ]}]}})),
+        )
+        .await?;
+    held_by_route_conflict(&api, "racing").await?;
+    let warned = wait_for_warning(&env.client, &ns, "racing", "RouteConflict").await?;
+    assert!(
+        !warned.iter().any(|w| w == "TrafficDrift"),
+        "drift was reported as corrected while the route still carries the hand edit: {warned:?}"
+    );
+    controller.abort();
+    env.cleanup().await
 }

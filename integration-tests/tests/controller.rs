@@ -14,7 +14,7 @@ use iter8_controller::analytics::AnalyticsClient;
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
 use iter8_controller::{Context, Settings};
-use iter8_crd::{Experiment, Phase};
+use iter8_crd::{Experiment, Metric, Phase};
 use iter8_integration_tests::TestEnv;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -474,7 +474,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
                     .expect("list")
                     .push(json!({"name": "c", "backend": {"name": "c"}}));
             }),
-            "spec.versions: Invalid value: a canary or ab experiment has exactly two versions",
+            "spec.versions: Invalid value: a canary experiment needs exactly two versions (a baseline and a candidate)",
         ),
         (
             "duplicate-names",
@@ -484,7 +484,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
         (
             "two-routers",
             edited(&|s| s["router"]["virtualService"] = json!({"name": "r"})),
-            "set exactly one of router.httpRoute and router.virtualService",
+            "set exactly one of httpRoute or virtualService",
         ),
         (
             "no-router",
@@ -499,7 +499,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
                 s["kind"] = json!("ab");
                 s["criteria"] = json!({});
             }),
-            "ab and abn experiments pick their winner by a reward",
+            "an A/B experiment picks its winner by a reward; name at least one",
         ),
         (
             "min-above-max",
@@ -522,7 +522,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
                 s["criteria"] =
                     json!({"rewards": [{"metric": "m", "preferredDirection": "higher"}]})
             }),
-            "canary and performanceTest experiments pass by meeting their criteria",
+            "a canary experiment passes by meeting its criteria",
         ),
         (
             "weight-too-high",
@@ -532,7 +532,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
         (
             "perf-two-versions",
             edited(&|s| s["kind"] = json!("performanceTest")),
-            "spec.versions: Invalid value: a performanceTest has exactly one version",
+            "spec.versions: Invalid value: a performance test experiment needs exactly one version",
         ),
         (
             "abn-one-version",
@@ -540,7 +540,7 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
                 s["kind"] = json!("abn");
                 s["versions"].as_array_mut().expect("list").pop();
             }),
-            "spec.versions: Invalid value: an abn experiment has a baseline and at least one candidate",
+            "spec.versions: Invalid value: an A/B/n experiment needs at least two versions",
         ),
         (
             "no-versions",
@@ -571,6 +571,28 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             "override-split-wrong-size",
             edited(&|s| s["manualOverride"] = json!({"action": "terminate", "split": [100]})),
             "manualOverride.split needs one weight per version",
+        ),
+        (
+            "two-version-algorithm-with-three-versions",
+            edited(&|s| {
+                s["kind"] = json!("abn");
+                s["versions"]
+                    .as_array_mut()
+                    .expect("list")
+                    .push(json!({"name": "c", "backend": {"name": "c"}}));
+                s["strategy"] = json!({"algorithm": "check_and_increment"});
+            }),
+            "spec.versions: Invalid value: check_and_increment needs exactly two versions",
+        ),
+        (
+            "split-for-an-algorithm-that-computes-its-own",
+            edited(&|s| s["strategy"] = json!({"algorithm": "safe", "split": [50, 50]})),
+            "spec.strategy.split: Invalid value: safe computes its own split and takes none",
+        ),
+        (
+            "fixed-split-without-split",
+            edited(&|s| s["strategy"] = json!({"algorithm": "fixed_split"})),
+            "spec.strategy.split: Invalid value: fixed_split needs the split",
         ),
         (
             "unknown-algorithm",
@@ -620,6 +642,36 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             other => bail!("{name}: unexpected error {other}"),
         };
         assert!(message.contains(expected), "{name}: {message}");
+    }
+    // A Metric names exactly one provider.
+    let metrics: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        env.namespace.name(),
+        &ApiResource::erase::<Metric>(&()),
+    );
+    let prometheus = json!({"query": "sum(up)"});
+    let http = json!({"url": "http://m.example/q", "jsonPath": "$.v"});
+    for (name, spec) in [
+        (
+            "two-providers",
+            json!({"type": "counter", "prometheus": prometheus, "http": http}),
+        ),
+        ("no-provider", json!({"type": "counter"})),
+    ] {
+        let metric: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+            "metadata": {"name": name}, "spec": spec}))?;
+        match metrics.create(&PostParams::default(), &metric).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{name}: {}", e.message);
+                assert!(
+                    e.message.contains("set exactly one of prometheus or http"),
+                    "{name}: {}",
+                    e.message
+                );
+            }
+            other => bail!("{name}: expected a refusal, got {other:?}"),
+        }
     }
     env.cleanup().await
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::request::{Observation, Target};
+use crate::observation::{Observation, Target};
 
 /// The most recent intervals the evidence keeps per version (for per-interval judges, the
 /// sample-ratio check).

@@ -5,12 +5,18 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod error;
 pub mod evidence;
+pub mod limits;
+pub mod observation;
 pub mod request;
+pub mod requirements;
 pub mod response;
 pub mod validate;
 
+pub use error::{ErrorResponse, InvalidRequest};
 pub use evidence::*;
 pub use request::*;
+pub use requirements::{Requirements, Shape, SplitUse, VersionCount};
 pub use response::*;
-pub use validate::{ErrorResponse, InvalidRequest, MetricKind};
+pub use validate::MetricKind;

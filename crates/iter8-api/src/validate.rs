@@ -2,58 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::request::{
-    Algorithm, AssessmentRequest, ExperimentKind, HistogramObservation, MeanObservation,
-    Observation, Targeted,
+    AssessmentRequest, HistogramObservation, MeanObservation, Observation, Targeted,
 };
+use crate::requirements::Shape;
 
-/// The most versions one experiment may compare.
-pub const MAX_VERSIONS: usize = 16;
-/// The most metrics one version may report.
-pub const MAX_METRICS: usize = 64;
-/// The most buckets one histogram may have.
-pub const MAX_BUCKETS: usize = 256;
-/// The most criteria (objectives, relative objectives and rewards together).
-pub const MAX_CRITERIA: usize = 32;
-/// The most earlier snapshots one version may carry.
-pub const MAX_HISTORY: usize = 1_000;
-/// The fewest and the most Monte-Carlo draws a request may ask for.
-pub const DRAWS_RANGE: std::ops::RangeInclusive<u32> = 100..=200_000;
-/// The largest count (2^53): beyond it an f64 no longer holds every integer, and the
-/// posteriors' sums of squares overflow.
-pub const MAX_COUNT: f64 = 9_007_199_254_740_992.0;
-/// The longest name (of a version or a metric).
-pub const MAX_NAME_LEN: usize = 253;
-
-/// A request the service refuses, with the field at fault and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
-#[error("{field}: {reason}")]
-pub struct InvalidRequest {
-    /// The path of the offending field, e.g. `versions[1].metrics.errors.counter`.
-    pub field: String,
-    /// Why the value is refused.
-    pub reason: String,
-}
-
-impl InvalidRequest {
-    /// A refusal of `field` for `reason`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// The body of every 4xx answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ErrorResponse {
-    /// What was wrong with the request.
-    pub error: InvalidRequest,
-}
+pub use crate::error::{ErrorResponse, InvalidRequest};
+pub use crate::limits::*;
 
 type Check = Result<(), InvalidRequest>;
 
@@ -155,22 +110,7 @@ impl AssessmentRequest {
                 format!("{n} versions given; at most {MAX_VERSIONS} are supported"),
             ));
         }
-        let (wanted, ok) = match self.kind {
-            ExperimentKind::PerformanceTest => ("exactly one version", n == 1),
-            ExperimentKind::Canary | ExperimentKind::AB => {
-                ("exactly two versions (a baseline and a candidate)", n == 2)
-            }
-            ExperimentKind::ABn => ("at least two versions (a baseline and candidates)", n >= 2),
-        };
-        if !ok {
-            return Err(InvalidRequest::new(
-                "versions",
-                format!(
-                    "a {} experiment needs {wanted}; got {n}",
-                    kind_name(self.kind)
-                ),
-            ));
-        }
+        self.check_requirements()?;
         let mut names = BTreeSet::new();
         for (i, v) in self.versions.iter().enumerate() {
             let at = format!("versions[{i}]");
@@ -216,6 +156,25 @@ impl AssessmentRequest {
             ));
         }
         Ok(())
+    }
+
+    /// What the kind and the algorithm need (versions, split, rewards, objectives), as
+    /// declared in [`crate::requirements`].
+    fn check_requirements(&self) -> Check {
+        let c = &self.criteria;
+        let shape = Shape {
+            versions: self.versions.len(),
+            split: self.strategy.split.is_some(),
+            rewards: !c.rewards.is_empty(),
+            objectives: !c.objectives.is_empty() || !c.relative_objectives.is_empty(),
+        };
+        self.kind
+            .requirements()
+            .check(self.kind.subject(), "versions", &shape)?;
+        let algorithm = self.strategy.algorithm;
+        algorithm
+            .requirements()
+            .check(algorithm.name(), "strategy.algorithm", &shape)
     }
 
     /// The evidence must come from an earlier iteration of this experiment: the same version
@@ -408,30 +367,6 @@ impl AssessmentRequest {
         for (i, r) in c.rewards.iter().enumerate() {
             self.check_target(&format!("criteria.rewards[{i}]"), r)?;
         }
-        if matches!(
-            self.kind,
-            ExperimentKind::Canary | ExperimentKind::PerformanceTest
-        ) && c.objectives.is_empty()
-            && c.relative_objectives.is_empty()
-        {
-            return Err(InvalidRequest::new(
-                "criteria.objectives",
-                format!(
-                    "a {} passes by meeting its criteria; name at least one objective or \
-                     relative objective, or nothing could ever be judged",
-                    kind_name(self.kind)
-                ),
-            ));
-        }
-        if matches!(self.kind, ExperimentKind::AB | ExperimentKind::ABn) && c.rewards.is_empty() {
-            return Err(InvalidRequest::new(
-                "criteria.rewards",
-                format!(
-                    "an {} experiment picks its winner by a reward; name at least one",
-                    kind_name(self.kind)
-                ),
-            ));
-        }
         Ok(())
     }
 
@@ -524,53 +459,24 @@ impl AssessmentRequest {
                 format!("must be between 1 and 1000, got {}", s.max_failed_checks),
             ));
         }
-        match (s.algorithm, &s.split) {
-            (Algorithm::FixedSplit, None) => {
+        if let Some(split) = &s.split {
+            if split.len() != self.versions.len() {
                 return Err(InvalidRequest::new(
                     "strategy.split",
-                    "fixed_split needs the split: one weight per version, summing to 100",
+                    format!(
+                        "{} weights given for {} versions",
+                        split.len(),
+                        self.versions.len()
+                    ),
                 ));
             }
-            (Algorithm::FixedSplit, Some(split)) => {
-                if split.len() != self.versions.len() {
-                    return Err(InvalidRequest::new(
-                        "strategy.split",
-                        format!(
-                            "{} weights given for {} versions",
-                            split.len(),
-                            self.versions.len()
-                        ),
-                    ));
-                }
-                let total: u32 = split.iter().map(|&w| w.min(101)).sum();
-                if total != 100 {
-                    return Err(InvalidRequest::new(
-                        "strategy.split",
-                        format!("weights must sum to 100, got {total}"),
-                    ));
-                }
-            }
-            (_, Some(_)) => {
+            let total: u32 = split.iter().map(|&w| w.min(101)).sum();
+            if total != 100 {
                 return Err(InvalidRequest::new(
                     "strategy.split",
-                    format!("only fixed_split takes a split, not {}", s.algorithm.name()),
+                    format!("weights must sum to 100, got {total}"),
                 ));
             }
-            (_, None) => {}
-        }
-        if matches!(
-            s.algorithm,
-            Algorithm::CheckAndIncrement | Algorithm::EpsilonTGreedy | Algorithm::FixedThresholds
-        ) && self.versions.len() != 2
-        {
-            return Err(InvalidRequest::new(
-                "strategy.algorithm",
-                format!(
-                    "{} moves traffic between a baseline and one candidate; this experiment has {} versions",
-                    s.algorithm.name(),
-                    self.versions.len()
-                ),
-            ));
         }
         Ok(())
     }
@@ -607,15 +513,6 @@ impl MetricKind {
             Observation::Mean(_) => Self::Mean,
             Observation::Histogram(_) => Self::Histogram,
         }
-    }
-}
-
-fn kind_name(kind: ExperimentKind) -> &'static str {
-    match kind {
-        ExperimentKind::PerformanceTest => "performance test",
-        ExperimentKind::Canary => "canary",
-        ExperimentKind::AB => "A/B",
-        ExperimentKind::ABn => "A/B/n",
     }
 }
 

@@ -31,7 +31,7 @@ use kube::{Resource, ResourceExt};
 
 pub use reconcile::{Context, Error, FINALIZER, Settings};
 
-use crate::router::{RouteTarget, RouterKind};
+use crate::router::{KINDS, RouteTarget, RouterKind};
 
 /// Runs the controller until `shutdown` resolves. Experiments in `namespace` are watched
 /// (all namespaces when `None`), and so are the router kinds installed in the cluster, so
@@ -48,7 +48,7 @@ pub async fn run<M: MetricsBackend + 'static>(
     };
     let mut controller = Controller::new(experiments, watcher::Config::default().any_semantic());
     let store = controller.store();
-    for kind in [RouterKind::HttpRoute, RouterKind::VirtualService] {
+    for kind in KINDS {
         let resource = kind.api_resource();
         let gvk =
             kube::api::GroupVersionKind::gvk(&resource.group, &resource.version, &resource.kind);
@@ -178,7 +178,7 @@ impl Drop for AbortOnDrop {
 /// The experiments whose router is `route`.
 fn experiments_using(
     store: &Store<Experiment>,
-    kind: RouterKind,
+    kind: &dyn RouterKind,
     route: &DynamicObject,
 ) -> Vec<ObjectRef<Experiment>> {
     let (name, ns) = (route.name_any(), route.namespace());
@@ -190,8 +190,8 @@ fn experiments_using(
             exp.spec
                 .router
                 .as_ref()
-                .and_then(RouteTarget::of)
-                .is_some_and(|t| t.kind == kind && t.name == name)
+                .map(RouteTarget::of)
+                .is_some_and(|t| t.kind.kind() == kind.kind() && t.name == name)
         })
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()

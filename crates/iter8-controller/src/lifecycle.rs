@@ -101,6 +101,7 @@ impl Failure {
         let reason = match e {
             RouterError::NotFound { .. } => "RouterNotFound",
             RouterError::NoRoute { .. } | RouterError::Mismatch(_) => "RouterMismatch",
+            RouterError::Conflict(_) => "RouteConflict",
             RouterError::Kube(_) => "RouterUnavailable",
         };
         Self {

@@ -154,7 +154,7 @@ struct Reconciler<'a, M> {
 
 impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     fn new(ctx: &'a Context<M>, api: &'a Api<Experiment>, exp: &Experiment, ns: &'a str) -> Self {
-        let target = exp.spec.router.as_ref().and_then(RouteTarget::of);
+        let target = exp.spec.router.as_ref().map(RouteTarget::of);
         Self {
             ctx,
             api,
@@ -383,13 +383,15 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         else {
             return Ok(());
         };
-        for note in &t.notes {
-            self.publish(note).await;
-        }
+        // The Events say the route was put back: published once it was, and recorded.
         if let Err(e) = self.set_router(&lifecycle::recorded_weights(&status)).await {
             return self.router_failed(status, e).await.map(|_| ());
         }
-        self.write(t.status).await
+        self.write(t.status).await?;
+        for note in &t.notes {
+            self.publish(note).await;
+        }
+        Ok(())
     }
 
     /// The router could not be set: traffic stays where it was; report and retry.
@@ -401,7 +403,14 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         match e {
             // A lost race, not a broken router: the reconcile is retried.
             RouterError::Kube(ke) if conflict::is_conflict(&ke) => Err(Error::Kube(ke)),
-            other => self.hold(status, Failure::router(&other)).await,
+            // The route changed under every retry: a failed attempt like any other, so it is
+            // reported and counted towards the failure policy instead of looping unseen.
+            other => {
+                if matches!(other, RouterError::Conflict(_)) {
+                    self.ctx.telemetry.route_conflicts.inc();
+                }
+                self.hold(status, Failure::router(&other)).await
+            }
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Telemetry {
     pub iteration_lateness: HistogramVec,
     /// Status writes that lost a race with another writer (409 Conflict).
     pub status_conflicts: IntCounter,
+    /// Route writes that still met 409 Conflict after every retry (the iteration is held).
+    pub route_conflicts: IntCounter,
     leader: IntGauge,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
@@ -78,6 +80,10 @@ impl Telemetry {
             "iter8_controller_status_conflicts_total",
             "Status writes refused with 409 Conflict",
         )?;
+        let route_conflicts = IntCounter::new(
+            "iter8_controller_route_conflicts_total",
+            "Route writes refused with 409 Conflict after every retry",
+        )?;
         let leader = IntGauge::new(
             "iter8_controller_leader",
             "1 while this replica holds the Lease and reconciles, else 0",
@@ -91,6 +97,7 @@ impl Telemetry {
         registry.register(Box::new(iteration_seconds.clone()))?;
         registry.register(Box::new(iteration_lateness.clone()))?;
         registry.register(Box::new(status_conflicts.clone()))?;
+        registry.register(Box::new(route_conflicts.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
@@ -100,6 +107,7 @@ impl Telemetry {
             iteration_seconds,
             iteration_lateness,
             status_conflicts,
+            route_conflicts,
             leader,
             experiments,
             phases: Arc::default(),

@@ -5,6 +5,7 @@
 pub mod experiment;
 pub mod ledger;
 pub mod metric;
+pub mod rules;
 
 pub use experiment::*;
 pub use iter8_api::duration::{self, parse_duration};

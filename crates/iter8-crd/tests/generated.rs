@@ -34,7 +34,7 @@ fn checked_in_crds_match_the_rust_types() {
 fn experiment_schema_carries_the_cel_rules_and_printer_columns() {
     let yaml = iter8_crd::crds_yaml().expect("CRDs serialize");
     assert!(yaml.contains("x-kubernetes-validations"));
-    assert!(yaml.contains("a performanceTest has exactly one version"));
+    assert!(yaml.contains("a performance test experiment needs exactly one version"));
     assert!(yaml.contains("version names must be unique"));
     assert!(yaml.contains("jsonPath: .status.weightsSummary"));
     assert!(yaml.contains("subresources:\n      status: {}"));

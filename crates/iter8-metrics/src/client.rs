@@ -113,7 +113,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
-    use iter8_crd::{Auth, MetricSpec, MetricType};
+    use iter8_crd::{Auth, MetricSpec, MetricType, PrometheusProvider, Provider};
 
     use super::*;
 
@@ -122,8 +122,12 @@ mod tests {
             description: None,
             kind: MetricType::Counter,
             units: None,
-            prometheus: None,
-            http: None,
+            provider: Provider::Prometheus(PrometheusProvider {
+                address: None,
+                query: Some("sum(up)".into()),
+                sum_query: None,
+                count_query: None,
+            }),
             auth: auth.map(|kind| Auth {
                 kind,
                 secret_name: "s".into(),

@@ -32,11 +32,9 @@ impl HttpBackend {
     /// Observes one metric of one version.
     pub async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
         let name = query.name;
-        let provider = query
-            .spec
-            .http
-            .as_ref()
-            .ok_or_else(|| invalid(name, "the metric has no http provider"))?;
+        let iter8_crd::Provider::Http(provider) = &query.spec.provider else {
+            return Err(invalid(name, "the metric has no http provider"));
+        };
         let path = |field: &str, p: Option<&str>| -> Result<JsonPath, MetricsError> {
             let p =
                 p.ok_or_else(|| invalid(name, format!("http.{field} is required for this type")))?;

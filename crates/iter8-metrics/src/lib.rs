@@ -22,7 +22,7 @@ pub use http::HttpBackend;
 pub use prometheus::PrometheusBackend;
 
 use iter8_api::Observation;
-use iter8_crd::MetricSpec;
+use iter8_crd::{MetricSpec, Provider};
 
 /// One metric of one version over the experiment's window.
 #[derive(Debug, Clone)]
@@ -148,13 +148,9 @@ impl Backends {
 
 impl MetricsBackend for Backends {
     async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
-        match (&query.spec.prometheus, &query.spec.http) {
-            (Some(_), None) => self.prometheus.observe(query).await,
-            (None, Some(_)) => self.http.observe(query).await,
-            _ => Err(quality::invalid(
-                query.name,
-                "set exactly one provider: prometheus or http",
-            )),
+        match &query.spec.provider {
+            Provider::Prometheus(_) => self.prometheus.observe(query).await,
+            Provider::Http(_) => self.http.observe(query).await,
         }
     }
 }

@@ -35,11 +35,9 @@ impl PrometheusBackend {
     /// Observes one metric of one version.
     pub async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
         let name = query.name;
-        let provider = query
-            .spec
-            .prometheus
-            .as_ref()
-            .ok_or_else(|| invalid(name, "the metric has no prometheus provider"))?;
+        let iter8_crd::Provider::Prometheus(provider) = &query.spec.provider else {
+            return Err(invalid(name, "the metric has no prometheus provider"));
+        };
         match query.spec.kind {
             MetricType::Counter => {
                 let q = required(name, "query", provider.query.as_deref())?;

@@ -35,11 +35,9 @@ fn library() -> Vec<(String, Metric)> {
 }
 
 fn templates(m: &Metric) -> Vec<&str> {
-    let p = m
-        .spec
-        .prometheus
-        .as_ref()
-        .expect("built-ins use Prometheus");
+    let iter8_crd::Provider::Prometheus(p) = &m.spec.provider else {
+        panic!("built-ins use Prometheus");
+    };
     [&p.query, &p.sum_query, &p.count_query]
         .into_iter()
         .flatten()

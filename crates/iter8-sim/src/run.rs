@@ -60,13 +60,7 @@ impl Policy {
 
     /// Whether the algorithm can run a scenario with this many versions.
     pub fn supports(&self, versions: usize) -> bool {
-        versions == 2
-            || !matches!(
-                self.algorithm,
-                Algorithm::CheckAndIncrement
-                    | Algorithm::EpsilonTGreedy
-                    | Algorithm::FixedThresholds
-            )
+        self.algorithm.requirements().versions.admits(versions)
     }
 }
 

@@ -1,11 +1,21 @@
-//! Reading and setting traffic weights in a Gateway API `HTTPRoute` rule or an Istio
-//! `VirtualService` route. The weight arithmetic on the objects is pure; only `KubeRouter`
-//! talks to the API server, with optimistic writes (resourceVersion preconditions).
+//! Reading and setting traffic weights in a router object: a Gateway API `HTTPRoute` rule
+//! (`http_route.rs`) or an Istio `VirtualService` route (`virtual_service.rs`), each a
+//! [`RouterKind`]. The weight arithmetic on the objects is pure; only `KubeRouter` talks to
+//! the API server, with optimistic writes (resourceVersion preconditions).
+//!
+//! A new router kind is one module here implementing [`RouterKind`], one variant of
+//! `iter8_crd::Router`, and its arm in [`kind_of`] and entry in [`KINDS`].
+
+mod http_route;
+mod virtual_service;
 
 use futures::future::BoxFuture;
 use iter8_crd::{Backend, Router, VersionSpec};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
+
+pub use http_route::HttpRoute;
+pub use virtual_service::VirtualService;
 
 use crate::conflict::{Backoff, is_conflict};
 
@@ -38,83 +48,79 @@ pub enum RouterError {
     /// A backend of the route matches no version, or a version has no backend.
     #[error("{0}")]
     Mismatch(String),
+    /// The route kept changing under every attempt to write it (409 Conflict after all
+    /// retries): someone else writes it as fast as iter8 does.
+    #[error("the route changed under every write (409 Conflict after all retries): {0}")]
+    Conflict(kube::Error),
     /// The API server failed.
     #[error("API server: {0}")]
     Kube(#[from] kube::Error),
 }
 
-/// The kinds of router iter8 drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouterKind {
-    /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
-    HttpRoute,
-    /// `networking.istio.io/v1` `VirtualService`.
-    VirtualService,
-}
-
-impl RouterKind {
-    /// The kind's name.
-    pub fn kind(self) -> &'static str {
-        match self {
-            RouterKind::HttpRoute => "HTTPRoute",
-            RouterKind::VirtualService => "VirtualService",
-        }
-    }
+/// One kind of router object: where its weighted entries are and how they name a backend.
+pub trait RouterKind: Send + Sync + std::fmt::Debug {
+    /// The kind's name (`HTTPRoute`).
+    fn kind(&self) -> &'static str;
 
     /// The API resource, for dynamic clients and watches.
-    pub fn api_resource(self) -> ApiResource {
-        let gvk = match self {
-            RouterKind::HttpRoute => {
-                GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
-            }
-            RouterKind::VirtualService => {
-                GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService")
-            }
-        };
-        ApiResource::from_gvk(&gvk)
-    }
+    fn api_resource(&self) -> ApiResource;
 
-    fn list(self) -> &'static str {
-        match self {
-            RouterKind::HttpRoute => "rules",
-            RouterKind::VirtualService => "http",
-        }
-    }
+    /// The field under `spec` holding the list of routes (`rules`, `http`).
+    fn list(&self) -> &'static str;
 
-    fn entries(self) -> &'static str {
-        match self {
-            RouterKind::HttpRoute => "backendRefs",
-            RouterKind::VirtualService => "route",
-        }
+    /// The field of one route holding its weighted entries (`backendRefs`, `route`).
+    fn entries(&self) -> &'static str;
+
+    /// Whether an entry of a route in `namespace` sends traffic to `backend`.
+    fn matches(&self, namespace: &str, entry: &Value, backend: &Backend) -> bool;
+
+    /// An entry's weight as the router reads it (an absent weight has a kind's default).
+    fn weight(&self, entry: &Value) -> u32;
+
+    /// A new entry sending `weight` to `backend`.
+    fn new_entry(&self, backend: &Backend, weight: u32) -> Value;
+}
+
+/// Every router kind the controller drives (and watches, when installed).
+pub const KINDS: [&'static dyn RouterKind; 2] = [&HttpRoute, &VirtualService];
+
+/// The kind of an experiment's router.
+pub fn kind_of(router: &Router) -> &'static dyn RouterKind {
+    match router {
+        Router::HttpRoute(_) => &HttpRoute,
+        Router::VirtualService(_) => &VirtualService,
     }
 }
 
 /// The route an experiment drives: kind, object name and index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RouteTarget {
     /// The router kind.
-    pub kind: RouterKind,
+    pub kind: &'static dyn RouterKind,
     /// The object's name, in the experiment's namespace.
     pub name: String,
     /// The rule or route index.
     pub index: u32,
 }
 
+impl PartialEq for RouteTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind.kind() == other.kind.kind()
+            && self.name == other.name
+            && self.index == other.index
+    }
+}
+
+impl Eq for RouteTarget {}
+
 impl RouteTarget {
     /// The route named by an experiment's router.
-    pub fn of(router: &Router) -> Option<Self> {
-        match (&router.http_route, &router.virtual_service) {
-            (Some(r), _) => Some(Self {
-                kind: RouterKind::HttpRoute,
-                name: r.name.clone(),
-                index: r.index,
-            }),
-            (None, Some(r)) => Some(Self {
-                kind: RouterKind::VirtualService,
-                name: r.name.clone(),
-                index: r.index,
-            }),
-            (None, None) => None,
+    pub fn of(router: &Router) -> Self {
+        let route = router.route();
+        Self {
+            kind: kind_of(router),
+            name: route.name.clone(),
+            index: route.index,
         }
     }
 }
@@ -144,17 +150,17 @@ pub fn read_weights(
     let weight_of = |backend: &Backend| {
         entries
             .iter()
-            .find(|e| matches_backend(target.kind, namespace, e, backend))
-            .map_or(0, |e| entry_weight(target.kind, e))
+            .find(|e| target.kind.matches(namespace, e, backend))
+            .map_or(0, |e| target.kind.weight(e))
     };
     let others = entries
         .iter()
         .filter(|e| {
             !backends
                 .iter()
-                .any(|b| matches_backend(target.kind, namespace, e, b))
+                .any(|b| target.kind.matches(namespace, e, b))
         })
-        .map(|e| entry_weight(target.kind, e))
+        .map(|e| target.kind.weight(e))
         .sum();
     Ok(RouteSplit {
         versions: backends.into_iter().map(weight_of).collect(),
@@ -200,7 +206,7 @@ pub fn with_weights(
     for entry in entries.iter_mut() {
         if !backends
             .iter()
-            .any(|b| matches_backend(target.kind, namespace, entry, b))
+            .any(|b| target.kind.matches(namespace, entry, b))
         {
             entry["weight"] = json!(0);
         }
@@ -208,10 +214,10 @@ pub fn with_weights(
     for (backend, &weight) in backends.into_iter().zip(weights) {
         match entries
             .iter_mut()
-            .find(|e| matches_backend(target.kind, namespace, e, backend))
+            .find(|e| target.kind.matches(namespace, e, backend))
         {
             Some(entry) => entry["weight"] = json!(weight),
-            None => entries.push(new_entry(target.kind, backend, weight)),
+            None => entries.push(target.kind.new_entry(backend, weight)),
         }
     }
     Ok(list)
@@ -306,7 +312,7 @@ impl KubeRouter {
                 Err(RouterError::Kube(e)) if is_conflict(&e) => {
                     tracing::debug!(route = %target.name, %e, "route write conflicted");
                     if !backoff.wait().await {
-                        return Err(RouterError::Kube(e));
+                        return Err(RouterError::Conflict(e));
                     }
                 }
                 outcome => return outcome,
@@ -382,77 +388,6 @@ fn backend_of(v: &VersionSpec) -> Result<&Backend, RouterError> {
         .ok_or_else(|| RouterError::Mismatch(format!("version {} has no backend", v.name)))
 }
 
-/// Whether a route entry (in a route of `namespace`) sends traffic to `backend`.
-fn matches_backend(kind: RouterKind, namespace: &str, entry: &Value, backend: &Backend) -> bool {
-    match kind {
-        RouterKind::HttpRoute => {
-            entry["name"] == json!(backend.name)
-                && backend
-                    .port
-                    .is_none_or(|p| entry.get("port").is_none_or(|ep| *ep == json!(p)))
-        }
-        RouterKind::VirtualService => {
-            let d = &entry["destination"];
-            d["host"].as_str().is_some_and(|host| {
-                service_host(host, namespace) == service_host(&backend.name, namespace)
-            }) && d.get("subset").and_then(Value::as_str) == backend.subset.as_deref()
-        }
-    }
-}
-
-/// An Istio destination host as (name, namespace) from a route in `namespace`. Istio itself
-/// expands only a dot-less short name (`reviews`, to `reviews.<namespace>.svc.<domain>`);
-/// `reviews.ns` and `reviews.ns.svc` are, to Istio, other hosts that reach the Service only
-/// through DNS search paths. They are matched here all the same, as the same Service, because
-/// a route that names a version's Service that way means that version: treating it as a
-/// foreign entry would zero it. DNS names are case-insensitive and may end in one dot (fully
-/// qualified), so the host is lowercased and one trailing dot removed first. Other hosts
-/// (external names) are kept whole.
-fn service_host(host: &str, namespace: &str) -> (String, String) {
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    let parts: Vec<&str> = host.split('.').collect();
-    match parts.as_slice() {
-        [name] => ((*name).to_owned(), namespace.to_ascii_lowercase()),
-        [name, ns] | [name, ns, "svc", ..] => ((*name).to_owned(), (*ns).to_owned()),
-        _ => (host.clone(), String::new()),
-    }
-}
-
-/// A weight as the router reads it: an absent HTTPRoute weight means 1, an absent
-/// VirtualService weight means the only destination gets everything.
-fn entry_weight(kind: RouterKind, entry: &Value) -> u32 {
-    let explicit = entry
-        .get("weight")
-        .and_then(Value::as_u64)
-        .and_then(|w| u32::try_from(w).ok());
-    match kind {
-        RouterKind::HttpRoute => explicit.unwrap_or(1),
-        RouterKind::VirtualService => explicit.unwrap_or(100),
-    }
-}
-
-fn new_entry(kind: RouterKind, backend: &Backend, weight: u32) -> Value {
-    match kind {
-        RouterKind::HttpRoute => {
-            let mut e = json!({"name": backend.name, "weight": weight});
-            if let Some(port) = backend.port {
-                e["port"] = json!(port);
-            }
-            e
-        }
-        RouterKind::VirtualService => {
-            let mut d = json!({"host": backend.name});
-            if let Some(subset) = &backend.subset {
-                d["subset"] = json!(subset);
-            }
-            if let Some(port) = backend.port {
-                d["port"] = json!({"number": port});
-            }
-            json!({"destination": d, "weight": weight})
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,7 +404,7 @@ mod tests {
 
     fn http_route() -> RouteTarget {
         RouteTarget {
-            kind: RouterKind::HttpRoute,
+            kind: &HttpRoute,
             name: "reviews".into(),
             index: 0,
         }
@@ -511,7 +446,7 @@ mod tests {
     #[test]
     fn virtual_service_destinations_match_host_and_subset() {
         let target = RouteTarget {
-            kind: RouterKind::VirtualService,
+            kind: &VirtualService,
             name: "reviews".into(),
             index: 1,
         };
@@ -549,7 +484,7 @@ mod tests {
 
     fn virtual_service() -> RouteTarget {
         RouteTarget {
-            kind: RouterKind::VirtualService,
+            kind: &VirtualService,
             name: "reviews".into(),
             index: 0,
         }
@@ -631,6 +566,28 @@ mod tests {
         let read =
             read_weights(&http_route(), NS, &json!({"rules": rules}), &versions()).expect("reads");
         assert_eq!((read.versions, read.others), (vec![60, 40], 0));
+    }
+
+    #[test]
+    fn a_same_named_service_of_another_namespace_is_not_the_version() {
+        let spec = json!({"rules": [{"backendRefs": [
+            {"name": "reviews-v1", "port": 9080, "weight": 70},
+            {"name": "reviews-v2", "namespace": "staging", "port": 9080, "weight": 30}
+        ]}]});
+        let read = read_weights(&http_route(), NS, &spec, &versions()).expect("reads");
+        assert_eq!((read.versions, read.others), (vec![70, 0], 30));
+        let rules =
+            with_weights(&http_route(), NS, &spec, &versions(), &[60, 40]).expect("applies");
+        assert_eq!(
+            rules[0]["backendRefs"][1]["weight"],
+            json!(0),
+            "the foreign ref is zeroed"
+        );
+        assert_eq!(
+            rules[0]["backendRefs"][2],
+            json!({"name": "reviews-v2", "port": 9080, "weight": 40}),
+            "the version's own Service is added"
+        );
     }
 
     #[test]
