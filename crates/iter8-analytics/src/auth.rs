@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Rejection};
 use crate::metrics::Metrics;
 use crate::tls::ClientCertificate;
 
@@ -39,28 +39,6 @@ pub enum TokenError {
     /// The token has characters an HTTP header cannot carry.
     #[error("the bearer token in {0} contains whitespace or control characters")]
     Unprintable(PathBuf),
-}
-
-/// Why a request was refused; also the label of the rejections metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// No `Authorization: Bearer` header.
-    Missing,
-    /// A bearer token that is not the configured one.
-    Invalid,
-    /// mTLS is on and the connection presented no client certificate.
-    NoClientCertificate,
-}
-
-impl Rejection {
-    /// The metric label: `missing` or `invalid`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Invalid => "invalid",
-            Self::NoClientCertificate => "no_client_certificate",
-        }
-    }
 }
 
 impl std::fmt::Debug for BearerToken {

@@ -7,7 +7,27 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iter8_api::{ErrorResponse, InvalidRequest};
 
-use crate::auth::Rejection;
+/// Why a request was refused; also the label of the rejections metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A bearer token that is not the configured one.
+    Invalid,
+    /// mTLS is on and the connection presented no client certificate.
+    NoClientCertificate,
+}
+
+impl Rejection {
+    /// The metric label: `missing` or `invalid`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::NoClientCertificate => "no_client_certificate",
+        }
+    }
+}
 
 /// How long a shed client is told to wait: assessments take milliseconds, so a second is
 /// plenty for the queue to move.

@@ -88,7 +88,7 @@ impl Metrics {
     }
 
     /// Counts a request refused for its bearer token.
-    pub fn count_auth_rejection(&self, rejection: crate::auth::Rejection) {
+    pub fn count_auth_rejection(&self, rejection: crate::error::Rejection) {
         self.auth_rejections
             .with_label_values(&[rejection.label()])
             .inc();
