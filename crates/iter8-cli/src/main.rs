@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use iter8_analytics_client::CredentialFiles;
 use iter8_api::AssessmentRequest;
@@ -151,39 +151,21 @@ struct AnalyticsArgs {
         env = "ITER8_ANALYTICS_URL"
     )]
     url: Option<String>,
-    /// A file holding the bearer token the service requires.
-    #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE", requires = "url")]
-    analytics_token_file: Option<PathBuf>,
-    /// A PEM CA bundle to trust for an `https://` service (instead of the system roots).
-    #[arg(long, env = "ITER8_ANALYTICS_CA_FILE", requires = "url")]
-    analytics_ca_file: Option<PathBuf>,
-    /// A PEM client certificate to present to a service that requires one (mTLS).
-    #[arg(
-        long,
-        env = "ITER8_ANALYTICS_CLIENT_CERT_FILE",
-        requires = "analytics_client_key_file"
-    )]
-    analytics_client_cert_file: Option<PathBuf>,
-    /// The PEM private key of the client certificate.
-    #[arg(
-        long,
-        env = "ITER8_ANALYTICS_CLIENT_KEY_FILE",
-        requires = "analytics_client_cert_file"
-    )]
-    analytics_client_key_file: Option<PathBuf>,
+    /// The token and TLS material a secured service requires.
+    #[command(flatten)]
+    credentials: CredentialFiles,
 }
 
 impl AnalyticsArgs {
     fn analytics(&self) -> Result<Analytics> {
-        let credentials = CredentialFiles {
-            token: self.analytics_token_file.clone(),
-            ca: self.analytics_ca_file.clone(),
-            client_cert: self.analytics_client_cert_file.clone(),
-            client_key: self.analytics_client_key_file.clone(),
-        };
+        if self.url.is_none() && self.credentials.any() {
+            bail!(
+                "analytics credentials were given without --analytics-url: they are for a remote service"
+            );
+        }
         Ok(Analytics::with_credentials(
             self.url.as_deref(),
-            &credentials,
+            &self.credentials,
         )?)
     }
 }

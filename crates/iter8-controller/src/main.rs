@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,26 +31,9 @@ struct Args {
     /// token only to these and `--analytics-url`.
     #[arg(long, env = "ITER8_ANALYTICS_ALLOWED_URLS", value_delimiter = ',')]
     analytics_allowed_urls: Vec<String>,
-    /// A file holding the bearer token the analytics service requires, if any.
-    #[arg(long, env = "ITER8_ANALYTICS_TOKEN_FILE")]
-    analytics_token_file: Option<PathBuf>,
-    /// A PEM CA bundle to trust for an `https://` analytics URL (instead of the system roots).
-    #[arg(long, env = "ITER8_ANALYTICS_CA_FILE")]
-    analytics_ca_file: Option<PathBuf>,
-    /// A PEM client certificate to present to an analytics service that requires one (mTLS).
-    #[arg(
-        long,
-        env = "ITER8_ANALYTICS_CLIENT_CERT_FILE",
-        requires = "analytics_client_key_file"
-    )]
-    analytics_client_cert_file: Option<PathBuf>,
-    /// The PEM private key of the client certificate.
-    #[arg(
-        long,
-        env = "ITER8_ANALYTICS_CLIENT_KEY_FILE",
-        requires = "analytics_client_cert_file"
-    )]
-    analytics_client_key_file: Option<PathBuf>,
+    /// The token and TLS material the analytics service requires, if any.
+    #[command(flatten)]
+    analytics_credentials: CredentialFiles,
     /// How long one analytics call may take.
     #[arg(long, env = "ITER8_ANALYTICS_TIMEOUT", default_value = "10s", value_parser = interval)]
     analytics_timeout: Duration,
@@ -163,13 +145,7 @@ async fn main() -> anyhow::Result<()> {
         .map_or_else(Leadership::unconditional, LeaderElection::leadership);
     let client = fenced_client(config, leadership).context("building the Kubernetes client")?;
 
-    let (token, tls) = CredentialFiles {
-        token: args.analytics_token_file.clone(),
-        ca: args.analytics_ca_file.clone(),
-        client_cert: args.analytics_client_cert_file.clone(),
-        client_key: args.analytics_client_key_file.clone(),
-    }
-    .read()?;
+    let (token, tls) = args.analytics_credentials.read()?;
     let endpoints = Endpoints::only(
         std::iter::once(args.analytics_url.as_str())
             .chain(args.analytics_allowed_urls.iter().map(String::as_str)),
