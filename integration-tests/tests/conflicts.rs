@@ -164,18 +164,10 @@ fn backend_weights(spec: &Value) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Runs a canary that promotes its candidate on clear data, with the controller's writes of
-/// kind `race` losing every first race; checks the three proofs and returns the plan.
-async fn canary_through_conflicts(test: &str, race: Race) -> Result<Arc<RacePlan>> {
-    let env = TestEnv::new(test).await?;
+/// A kube client for `env`'s namespace whose writes of kind `race` lose, as its plan says, for
+/// experiment `racing` on HTTPRoute `reviews`.
+fn racing_client(env: &TestEnv, race: Race) -> (Arc<RacePlan>, Client) {
     let ns = env.namespace.name().to_owned();
-    install_crds(&env.client).await?;
-    create_metrics(&env.client, &ns).await?;
-    create_http_route(&env.client, &ns, "reviews").await?;
-    let metrics = ScriptedMetrics::default();
-    metrics.set("v1", 5000.0, 5.0, 0.0);
-    metrics.set("v2", 5000.0, 4.0, 0.0);
-    let assessed = AssessmentLog::start(start_analytics().await?).await?;
     let plan = Arc::new(RacePlan {
         race,
         namespace: ns.clone(),
@@ -192,8 +184,24 @@ async fn canary_through_conflicts(test: &str, race: Race) -> Result<Arc<RacePlan
             real: env.client.clone(),
             plan: plan.clone(),
         },
-        ns.clone(),
+        ns,
     );
+    (plan, racing)
+}
+
+/// Runs a canary that promotes its candidate on clear data, with the controller's writes of
+/// kind `race` losing every first race; checks the three proofs and returns the plan.
+async fn canary_through_conflicts(test: &str, race: Race) -> Result<Arc<RacePlan>> {
+    let env = TestEnv::new(test).await?;
+    let ns = env.namespace.name().to_owned();
+    install_crds(&env.client).await?;
+    create_metrics(&env.client, &ns).await?;
+    create_http_route(&env.client, &ns, "reviews").await?;
+    let metrics = ScriptedMetrics::default();
+    metrics.set("v1", 5000.0, 5.0, 0.0);
+    metrics.set("v2", 5000.0, 4.0, 0.0);
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    let (plan, racing) = racing_client(&env, race);
     let (controller, telemetry) = start_controller_with(
         &racing,
         &ns,
@@ -314,24 +322,7 @@ async fn controller_losing_every_route_write(
     let metrics = ScriptedMetrics::default();
     metrics.set("v1", 5000.0, 5.0, 0.0);
     metrics.set("v2", 5000.0, 4.0, 0.0);
-    let plan = Arc::new(RacePlan {
-        race: Race::RouteAlways,
-        namespace: ns.clone(),
-        experiment: "racing".into(),
-        route: "reviews".into(),
-        status_writes: AtomicU32::new(0),
-        route_writes: AtomicU32::new(0),
-        status_conflicts: AtomicU32::new(0),
-        route_conflicts: AtomicU32::new(0),
-        applied: Mutex::new(Vec::new()),
-    });
-    let racing = Client::new(
-        Racing {
-            real: env.client.clone(),
-            plan: plan.clone(),
-        },
-        ns.clone(),
-    );
+    let (plan, racing) = racing_client(&env, Race::RouteAlways);
     let (controller, telemetry) = start_controller_with(
         &racing,
         &ns,
