@@ -184,6 +184,9 @@ pub struct LeaderElection {
     timing: Timing,
     leadership: Leadership,
     observed: Arc<Mutex<Option<Observed>>>,
+    /// Set once a read of the Lease succeeded: from then on this replica knows who leads and
+    /// could take over, so it may report ready.
+    lease_read: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl LeaderElection {
@@ -220,7 +223,15 @@ impl LeaderElection {
             timing,
             leadership: Leadership::elected(),
             observed: Arc::default(),
+            lease_read: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Resolves once a read of the Lease has succeeded (at once if one already has).
+    pub async fn lease_read(&self) {
+        let mut read = self.lease_read.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail while we wait.
+        let _ = read.wait_for(|&read| read).await;
     }
 
     /// The handle that says whether this election's Lease is held now (for the route fence).
@@ -331,7 +342,9 @@ impl LeaderElection {
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let seconds = record_seconds(self.timing.lease_duration);
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+        let read = self.api.get_opt(&self.name).await?;
+        self.lease_read.send_replace(true);
+        let Some(mut lease) = read else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
@@ -453,6 +466,52 @@ mod tests {
             ..seen.clone()
         };
         assert!(released.free_at(seen.at));
+    }
+
+    /// A kube client whose API server answers every request with `status` (and, for 404, a
+    /// NotFound Status body).
+    fn client_answering(status: u16) -> kube::Client {
+        let service =
+            tower::service_fn(move |_req: http::Request<kube::client::Body>| async move {
+                let body = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "reason": if status == 404 { "NotFound" } else { "InternalError" },
+                    "code": status
+                });
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.to_string().into_bytes()))
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            });
+        kube::Client::new(service, "default")
+    }
+
+    async fn read_within(election: &LeaderElection, wait: Duration) -> bool {
+        let acquiring = tokio::spawn({
+            let election = election.clone();
+            async move { election.acquire().await }
+        });
+        let read = tokio::time::timeout(wait, election.lease_read())
+            .await
+            .is_ok();
+        acquiring.abort();
+        read
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_counts_as_read_only_once_a_read_succeeded() {
+        let timing = Timing::for_lease(Duration::from_secs(15));
+        let unreachable =
+            LeaderElection::with_timing(client_answering(500), "ns", "lease", "me", timing);
+        assert!(
+            !read_within(&unreachable, Duration::from_secs(60)).await,
+            "an API server that fails every read leaves the replica unready"
+        );
+        // No Lease yet (404) is a successful read: the replica knows nobody leads.
+        let readable =
+            LeaderElection::with_timing(client_answering(404), "ns", "lease", "me", timing);
+        assert!(read_within(&readable, Duration::from_secs(60)).await);
     }
 
     #[tokio::test(start_paused = true)]

@@ -95,10 +95,12 @@ pub enum Stopped {
 /// reconciles only while it holds it, and gives it up when it stops; without one, it runs
 /// until `shutdown`.
 ///
-/// Readiness (`/readyz`) is true from the start, for a standby too: a Deployment rollout
-/// (RollingUpdate, maxUnavailable 0) waits for the new pod to be Ready before it stops the old
-/// one, which holds the Lease; were readiness tied to the Lease, neither would ever happen.
-/// Whether this replica leads is the `iter8_controller_leader` gauge.
+/// Readiness (`/readyz`) does not wait for leadership, so a standby is ready too: a Deployment
+/// rollout (RollingUpdate, maxUnavailable 0) waits for the new pod to be Ready before it stops
+/// the old one, which holds the Lease; were readiness tied to the Lease, neither would ever
+/// happen. With an election it waits for the first successful read of the Lease (a replica that
+/// cannot reach the API server could not take over); without one it is ready at once. Whether
+/// this replica leads is the `iter8_controller_leader` gauge.
 pub async fn run_elected<M: MetricsBackend + 'static>(
     ctx: Arc<Context<M>>,
     namespace: Option<&str>,
@@ -106,7 +108,19 @@ pub async fn run_elected<M: MetricsBackend + 'static>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Stopped {
     let telemetry = ctx.telemetry.clone();
-    telemetry.set_ready(true);
+    let _readiness_task = match &election {
+        None => {
+            telemetry.set_ready(true);
+            None
+        }
+        Some(election) => {
+            let (election, telemetry) = (election.clone(), telemetry.clone());
+            Some(AbortOnDrop(tokio::spawn(async move {
+                election.lease_read().await;
+                telemetry.set_ready(true);
+            })))
+        }
+    };
     // The shutdown trigger the controller takes must be Sync, which the election's futures
     // are not: they run in a task of their own and say why to stop through a watch channel.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(None::<Stopped>);
