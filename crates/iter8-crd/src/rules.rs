@@ -13,19 +13,40 @@ pub(crate) fn add_requirement_rules(schema: &mut schemars::Schema) {
     }
 }
 
-/// Adds to the schema of an "exactly one of" enum (or a struct with one flattened) the CEL rule
-/// that says so by name: the `oneOf` of its variants alone would be refused with "must validate
-/// one and only one schema". The variants are read from the schema, so a new variant needs no
-/// rule written by hand.
+/// Rewrites the schema of an "exactly one of" enum (or of a struct with one flattened) into
+/// an object with one optional property per variant and a CEL rule that says, by name, that
+/// exactly one must be set. Left as a `oneOf` of `required` keys, the API server would answer
+/// a spec with none with "must validate one and only one schema (oneOf)" and skip the CEL
+/// rules; this way both mistakes get the one clear message. The variants are read from the
+/// schema, so a new variant needs no rule written by hand.
 pub(crate) fn exactly_one_of(schema: &mut schemars::Schema) {
-    let keys: Vec<String> = schema
-        .get("oneOf")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|variant| variant.get("required")?.as_array()?.first()?.as_str())
-        .map(str::to_owned)
-        .collect();
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(serde_json::Value::Array(variants)) = object.remove("oneOf") else {
+        return;
+    };
+    let mut keys = Vec::new();
+    let mut properties = match object.remove("properties") {
+        Some(serde_json::Value::Object(p)) => p,
+        _ => serde_json::Map::new(),
+    };
+    for variant in variants {
+        let Some(serde_json::Value::Object(variant_properties)) = variant.get("properties").cloned()
+        else {
+            continue;
+        };
+        for (key, mut property) in variant_properties {
+            // The variant's description belongs to its property, as kube would hoist it.
+            if let (Some(d), Some(p)) = (variant.get("description"), property.as_object_mut()) {
+                p.insert("description".into(), d.clone());
+            }
+            keys.push(key.clone());
+            properties.insert(key, property);
+        }
+    }
+    object.insert("properties".into(), serde_json::Value::Object(properties));
+    object.insert("type".into(), "object".into());
     if keys.len() < 2 {
         return;
     }
@@ -178,6 +199,7 @@ mod tests {
     #[test]
     fn exactly_one_of_names_every_variant_of_the_router_and_the_provider() {
         let yaml = crate::crds_yaml().expect("CRDs serialize");
+        assert!(!yaml.contains("oneOf"), "no oneOf hides the CEL message");
         assert!(yaml.contains("[has(self.httpRoute), has(self.virtualService)].exists_one(x, x)"));
         assert!(yaml.contains("set exactly one of httpRoute or virtualService"));
         assert!(yaml.contains("[has(self.prometheus), has(self.http)].exists_one(x, x)"));
