@@ -32,7 +32,8 @@ pub(crate) fn exactly_one_of(schema: &mut schemars::Schema) {
         _ => serde_json::Map::new(),
     };
     for variant in variants {
-        let Some(serde_json::Value::Object(variant_properties)) = variant.get("properties").cloned()
+        let Some(serde_json::Value::Object(variant_properties)) =
+            variant.get("properties").cloned()
         else {
             continue;
         };
