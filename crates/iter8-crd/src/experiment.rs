@@ -273,7 +273,7 @@ pub struct Backend {
 /// The router object whose weights the experiment owns: exactly one kind, written as its one
 /// key (`router: {httpRoute: {name: reviews}}`). A new router kind is one more variant here and
 /// one module in the controller's `router/`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[schemars(transform = crate::rules::exactly_one_of)]
 #[serde(rename_all = "camelCase")]
 pub enum Router {
@@ -283,11 +283,84 @@ pub enum Router {
     VirtualService(RouteRef),
 }
 
+/// Always the one-key map users write (`httpRoute: {name: reviews}`): serde's derived enum
+/// form is a YAML tag (`!httpRoute`) to YAML serialisers and deserialisers, which would print
+/// tags in `iter8 get -o yaml` and refuse the map in users' files.
+impl Serialize for Router {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, route) = match self {
+            Router::HttpRoute(r) => ("httpRoute", r),
+            Router::VirtualService(r) => ("virtualService", r),
+        };
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(key, route)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Router {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The keys as written; exactly one must be set.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Keys {
+            http_route: Option<RouteRef>,
+            virtual_service: Option<RouteRef>,
+        }
+        match Keys::deserialize(deserializer)? {
+            Keys {
+                http_route: Some(r),
+                virtual_service: None,
+            } => Ok(Router::HttpRoute(r)),
+            Keys {
+                http_route: None,
+                virtual_service: Some(r),
+            } => Ok(Router::VirtualService(r)),
+            _ => Err(serde::de::Error::custom(
+                "set exactly one of httpRoute or virtualService",
+            )),
+        }
+    }
+}
+
 impl Router {
     /// The route the router names, whatever its kind.
     pub fn route(&self) -> &RouteRef {
         match self {
             Router::HttpRoute(r) | Router::VirtualService(r) => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod router_tests {
+    use super::*;
+
+    #[test]
+    fn a_router_is_written_as_the_one_key_map_users_write_in_json_and_yaml() {
+        let router = Router::VirtualService(RouteRef {
+            name: "reviews".into(),
+            index: 1,
+        });
+        let json = serde_json::to_value(&router).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"virtualService": {"name": "reviews", "index": 1}})
+        );
+        let yaml = serde_yaml::to_string(&router).expect("yaml");
+        assert_eq!(yaml, "virtualService:\n  name: reviews\n  index: 1\n");
+        assert_eq!(
+            serde_yaml::from_str::<Router>(&yaml).expect("reads"),
+            router
+        );
+        assert_eq!(
+            serde_json::from_value::<Router>(json).expect("reads"),
+            router
+        );
+        for wrong in ["{}", "{httpRoute: {name: a}, virtualService: {name: b}}"] {
+            let e = serde_yaml::from_str::<Router>(wrong).expect_err(wrong);
+            assert!(e.to_string().contains("set exactly one of"), "{e}");
         }
     }
 }
