@@ -367,6 +367,8 @@ async fn a_route_edited_by_hand_is_reported_and_restored() -> Result<()> {
         },
     )
     .await?;
+    // Published once the route is put back and the status recorded: just after the route.
+    wait_for_warning(&h.env.client, h.ns(), "drift", "TrafficDrift").await?;
     let drift = events_for(&h.env.client, h.ns(), "drift")
         .await?
         .into_iter()
