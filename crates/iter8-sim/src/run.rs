@@ -219,6 +219,7 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         failure_policy: FailurePolicy::default(),
         manual_override: None,
         load: None,
+        notifications: None,
     }
 }
 
