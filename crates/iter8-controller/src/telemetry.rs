@@ -32,6 +32,10 @@ pub struct Telemetry {
     pub iteration_lateness: HistogramVec,
     /// Status writes that lost a race with another writer (409 Conflict).
     pub status_conflicts: IntCounter,
+    /// Notifications by kind and outcome: `sent`, `failed` (after its retries, or refused
+    /// before any attempt) or `dropped` (the queue was full). One per receiver; the labels
+    /// never carry a URL or a name, so their number stays bounded.
+    pub notifications: IntCounterVec,
     leader: IntGauge,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
@@ -78,6 +82,13 @@ impl Telemetry {
             "iter8_controller_status_conflicts_total",
             "Status writes refused with 409 Conflict",
         )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "iter8_controller_notifications_total",
+                "Notifications by kind and outcome (sent, failed, dropped)",
+            ),
+            &["kind", "outcome"],
+        )?;
         let leader = IntGauge::new(
             "iter8_controller_leader",
             "1 while this replica holds the Lease and reconciles, else 0",
@@ -91,6 +102,7 @@ impl Telemetry {
         registry.register(Box::new(iteration_seconds.clone()))?;
         registry.register(Box::new(iteration_lateness.clone()))?;
         registry.register(Box::new(status_conflicts.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
@@ -100,6 +112,7 @@ impl Telemetry {
             iteration_seconds,
             iteration_lateness,
             status_conflicts,
+            notifications,
             leader,
             experiments,
             phases: Arc::default(),
