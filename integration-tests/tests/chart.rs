@@ -661,6 +661,40 @@ fn metric_auth_grants_get_on_the_named_secrets_only() -> Result<()> {
 }
 
 #[test]
+fn notifications_grant_get_on_their_named_secrets_only_and_configure_the_controller() -> Result<()>
+{
+    let docs = render(&[
+        "notifications.secretNames={hook-key,prom-creds}",
+        "metricAuth.secretNames={prom-creds}",
+        "notifications.allowedUrls={https://hooks.slack.com/services,http://receiver.ops:8080}",
+        "notifications.receivers[0].name=platform",
+        "notifications.receivers[0].url=https://hooks.example/iter8",
+    ])?;
+    let role = one(&docs, "ClusterRole", "iter8-controller-iter8-system");
+    let mut expected = controller_rules();
+    expected.insert(rule("", "secrets", &["get"], &["prom-creds", "hook-key"]));
+    assert_eq!(rules(role), expected, "one Secret rule, by name only");
+    let defaults = one(&docs, "ConfigMap", "iter8-defaults");
+    assert_eq!(
+        defaults["data"]["ITER8_NOTIFICATION_ALLOWED_URLS"],
+        "https://hooks.slack.com/services,http://receiver.ops:8080"
+    );
+    let receivers: Value = serde_json::from_str(
+        defaults["data"]["ITER8_NOTIFICATIONS"]
+            .as_str()
+            .context("ITER8_NOTIFICATIONS")?,
+    )?;
+    assert_eq!(
+        receivers,
+        json!([{"name": "platform", "url": "https://hooks.example/iter8"}])
+    );
+    // The controller takes them as they are rendered.
+    let parsed: Vec<iter8_crd::NotificationReceiver> = serde_json::from_value(receivers)?;
+    assert_eq!(parsed[0].name, "platform");
+    Ok(())
+}
+
+#[test]
 fn the_metric_library_can_be_turned_off_or_narrowed() -> Result<()> {
     let docs = render(&["metricLibrary.enabled=false"])?;
     assert!(of_kind(&docs, "Metric").is_empty());
