@@ -201,7 +201,9 @@ fn chart_passes_helm_lint_strict_with_defaults_and_every_option_on() -> Result<(
          metricAuth.secretNames={prom-creds},controller.watchNamespace=apps,controller.replicas=2,\
          controller.analyticsTokenSecret=analytics-token,analytics.tls.secretName=analytics-tls,\
          analytics.tls.requireClientCertificate=true,\
-         controller.analyticsTLS.clientSecret=controller-tls",
+         controller.analyticsTLS.clientSecret=controller-tls,\
+         notifications.secretNames={hook-key},notifications.allowedUrls={https://hooks.example},\
+         notifications.receivers[0].name=ops,notifications.receivers[0].url=https://hooks.example/ops",
     ])?;
     Ok(())
 }
