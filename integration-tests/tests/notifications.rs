@@ -68,7 +68,11 @@ async fn start_receiver(delay: Duration) -> Result<(SocketAddr, Arc<Mutex<Vec<Re
 async fn promoting_fixture(
     test: &str,
     config: NotifierConfig,
-) -> Result<(TestEnv, tokio::task::JoinHandle<()>, iter8_controller::telemetry::Telemetry)> {
+) -> Result<(
+    TestEnv,
+    tokio::task::JoinHandle<()>,
+    iter8_controller::telemetry::Telemetry,
+)> {
     let env = TestEnv::new(test).await?;
     install_crds(&env.client).await?;
     let ns = env.namespace.name().to_string();
@@ -116,8 +120,8 @@ fn condition(exp: &Experiment, type_: &str) -> Option<(String, String, String)> 
 }
 
 #[tokio::test]
-async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_events()
--> Result<()> {
+async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_events() -> Result<()>
+{
     let (receiver, got) = start_receiver(Duration::ZERO).await?;
     let (env, controller, telemetry) = promoting_fixture(
         "notify-canary",
@@ -149,15 +153,22 @@ async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_e
 
     let done = wait_for_phase(&api, "notified", Phase::Completed).await?;
     let status = done.status.clone().context("status")?;
-    assert_eq!(status.decision.as_ref().map(|d| d.action), Some(Action::Promote));
-    let received = wait_for("the end notification", Duration::from_secs(15), async || {
-        let got = got.lock().expect("not poisoned").clone();
-        let ended = got.iter().any(|r| {
-            serde_json::from_slice::<Value>(&r.body)
-                .is_ok_and(|e| e["type"] == "tools.iter8.experiment.end")
-        });
-        Ok(ended.then_some(got))
-    })
+    assert_eq!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(Action::Promote)
+    );
+    let received = wait_for(
+        "the end notification",
+        Duration::from_secs(15),
+        async || {
+            let got = got.lock().expect("not poisoned").clone();
+            let ended = got.iter().any(|r| {
+                serde_json::from_slice::<Value>(&r.body)
+                    .is_ok_and(|e| e["type"] == "tools.iter8.experiment.end")
+            });
+            Ok(ended.then_some(got))
+        },
+    )
     .await?;
 
     let verifier = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
@@ -183,8 +194,14 @@ async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_e
         .collect();
     let iterations = status.completed_iterations as usize;
     let mut expected = vec!["tools.iter8.experiment.start"];
-    expected.extend(std::iter::repeat_n("tools.iter8.experiment.iteration", iterations));
-    expected.extend(["tools.iter8.experiment.promote", "tools.iter8.experiment.end"]);
+    expected.extend(std::iter::repeat_n(
+        "tools.iter8.experiment.iteration",
+        iterations,
+    ));
+    expected.extend([
+        "tools.iter8.experiment.promote",
+        "tools.iter8.experiment.end",
+    ]);
     assert_eq!(types, expected, "in the order of the experiment's life");
     let ids: std::collections::BTreeSet<&str> =
         events.iter().filter_map(|e| e["id"].as_str()).collect();
@@ -219,10 +236,14 @@ async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_e
     assert_eq!(events[0]["data"]["phase"], "Running");
 
     // What the user sees: the condition, and the counters.
-    let delivered = wait_for("NotificationsDelivered=True", Duration::from_secs(15), async || {
-        let exp = api.get("notified").await?;
-        Ok(condition(&exp, "NotificationsDelivered").filter(|c| c.0 == "True"))
-    })
+    let delivered = wait_for(
+        "NotificationsDelivered=True",
+        Duration::from_secs(15),
+        async || {
+            let exp = api.get("notified").await?;
+            Ok(condition(&exp, "NotificationsDelivered").filter(|c| c.0 == "True"))
+        },
+    )
     .await?;
     assert_eq!(delivered.1, "Delivered");
     assert_eq!(count(&telemetry, "start", "sent"), 1);
@@ -233,20 +254,34 @@ async fn a_canary_announces_start_iterations_promotion_and_end_as_signed_cloud_e
     env.cleanup().await
 }
 
-/// What a run decided and how long it took, from its status.
-fn outcome(exp: &Experiment) -> Result<(Option<(Action, Option<String>)>, u32, Vec<Vec<u32>>, f64)> {
-    let status = exp.status.as_ref().context("status")?;
-    let decision = status
-        .decision
-        .as_ref()
-        .map(|d| (d.action, d.version.clone()));
-    let splits = status.history.iter().map(|r| r.weights.clone()).collect();
-    let (start, end) = (
-        status.start_time.as_ref().context("start time")?.0,
-        status.last_iteration_time.as_ref().context("last iteration")?.0,
-    );
-    let seconds = end.duration_since(start).as_secs_f64();
-    Ok((decision, status.completed_iterations, splits, seconds))
+/// What a run decided, through which splits, and how long it took.
+#[derive(Debug)]
+struct Outcome {
+    decision: Option<(Action, Option<String>)>,
+    iterations: u32,
+    splits: Vec<Vec<u32>>,
+    seconds: f64,
+}
+
+impl Outcome {
+    fn of(exp: &Experiment) -> Result<Self> {
+        let status = exp.status.as_ref().context("status")?;
+        let start = status.start_time.as_ref().context("start time")?.0;
+        let end = status
+            .last_iteration_time
+            .as_ref()
+            .context("last iteration")?
+            .0;
+        Ok(Self {
+            decision: status
+                .decision
+                .as_ref()
+                .map(|d| (d.action, d.version.clone())),
+            iterations: status.completed_iterations,
+            splits: status.history.iter().map(|r| r.weights.clone()).collect(),
+            seconds: end.duration_since(start).as_secs_f64(),
+        })
+    }
 }
 
 #[tokio::test]
@@ -266,7 +301,10 @@ async fn receivers_that_refuse_or_answer_too_slowly_change_only_the_condition_an
     let (env, controller, telemetry) = promoting_fixture(
         "notify-down",
         NotifierConfig {
-            allowed: vec![format!("http://{dead}/hooks"), format!("http://{slow}/hooks")],
+            allowed: vec![
+                format!("http://{dead}/hooks"),
+                format!("http://{slow}/hooks"),
+            ],
             backoff: Duration::from_millis(100),
             ..NotifierConfig::default()
         },
@@ -286,13 +324,18 @@ async fn receivers_that_refuse_or_answer_too_slowly_change_only_the_condition_an
 
     let reference = wait_for_phase(&reference_api, "quiet", Phase::Completed).await?;
     let notified = wait_for_phase(&api, "loud", Phase::Completed).await?;
-    let (decision, iterations, splits, seconds) = outcome(&notified)?;
-    let (reference_decision, reference_iterations, reference_splits, reference_seconds) =
-        outcome(&reference)?;
-    assert_eq!(decision, Some((Action::Promote, Some("next".into()))));
-    assert_eq!(decision, reference_decision, "the same decision");
-    assert_eq!(iterations, reference_iterations, "after as many iterations");
-    assert_eq!(splits, reference_splits, "through the same splits");
+    let (notified, reference) = (Outcome::of(&notified)?, Outcome::of(&reference)?);
+    assert_eq!(
+        notified.decision,
+        Some((Action::Promote, Some("next".into())))
+    );
+    assert_eq!(notified.decision, reference.decision, "the same decision");
+    assert_eq!(
+        notified.iterations, reference.iterations,
+        "after as many iterations"
+    );
+    assert_eq!(notified.splits, reference.splits, "through the same splits");
+    let (seconds, reference_seconds) = (notified.seconds, reference.seconds);
     // Iterations run every second in both; a receiver's 1.1 s per notification (two
     // attempts of 500 ms and a 100 ms wait) would have stretched every interval.
     assert!(
@@ -300,10 +343,14 @@ async fn receivers_that_refuse_or_answer_too_slowly_change_only_the_condition_an
         "as fast: {seconds:.1} s against {reference_seconds:.1} s without notifications"
     );
 
-    let failed = wait_for("NotificationsDelivered=False", Duration::from_secs(20), async || {
-        let exp = api.get("loud").await?;
-        Ok(condition(&exp, "NotificationsDelivered").filter(|c| c.0 == "False"))
-    })
+    let failed = wait_for(
+        "NotificationsDelivered=False",
+        Duration::from_secs(20),
+        async || {
+            let exp = api.get("loud").await?;
+            Ok(condition(&exp, "NotificationsDelivered").filter(|c| c.0 == "False"))
+        },
+    )
     .await?;
     assert_eq!(failed.1, "Unreachable", "{failed:?}");
     assert!(
@@ -312,9 +359,11 @@ async fn receivers_that_refuse_or_answer_too_slowly_change_only_the_condition_an
     );
     assert!(!failed.2.contains("http://"), "never the URL: {failed:?}");
     // Both receivers failed the start notification, after two attempts each.
-    wait_for("both start failures counted", Duration::from_secs(20), async || {
-        Ok((count(&telemetry, "start", "failed") == 2).then_some(()))
-    })
+    wait_for(
+        "both start failures counted",
+        Duration::from_secs(20),
+        async || Ok((count(&telemetry, "start", "failed") == 2).then_some(())),
+    )
     .await?;
     assert_eq!(count(&telemetry, "start", "sent"), 0);
     assert!(

@@ -176,11 +176,17 @@ impl Notifier {
             };
             if let Err(e) = self.shards[shard(&key)].try_send(job) {
                 let job = match e {
-                    mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
+                    mpsc::error::TrySendError::Full(job)
+                    | mpsc::error::TrySendError::Closed(job) => job,
                 };
                 tracing::warn!(experiment = %key, kind = kind.as_str(), "notification queue full; dropped");
                 self.shared.count(kind, "dropped", job.receivers.len());
-                let receiver = job.receivers.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+                let receiver = job
+                    .receivers
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 self.shared.record(
                     &job,
                     Delivery::Failed {
@@ -285,8 +291,12 @@ impl Shared {
             }
             None => None,
         };
-        let timeout = iter8_crd::duration::parse(&receiver.timeout)
-            .map_err(|e| ("InvalidTimeout", format!("timeout {:?}: {e}", receiver.timeout)))?;
+        let timeout = iter8_crd::duration::parse(&receiver.timeout).map_err(|e| {
+            (
+                "InvalidTimeout",
+                format!("timeout {:?}: {e}", receiver.timeout),
+            )
+        })?;
         let (content_type, body) = job.notification.body(receiver.format);
         let signature = signature.map(|key| notify::signature(&key, &body));
         let delays = notify::retry_delays(self.backoff, self.max_backoff, receiver.retries);
@@ -315,7 +325,10 @@ impl Shared {
                     }
                 }
                 Err(e) if e.is_timeout() => {
-                    failure = ("Unreachable", format!("no answer within {}", receiver.timeout));
+                    failure = (
+                        "Unreachable",
+                        format!("no answer within {}", receiver.timeout),
+                    );
                 }
                 Err(e) => failure = ("Unreachable", describe(&e.without_url())),
             }
@@ -466,7 +479,10 @@ mod tests {
         }]));
         let (note, at) = iteration();
         notifier.notify(&exp, &note, &at);
-        accepted.recv().await.expect("the worker is sending the first");
+        accepted
+            .recv()
+            .await
+            .expect("the worker is sending the first");
         notifier.notify(&exp, &note, &at); // waits in the queue
         notifier.notify(&exp, &note, &at); // no room
         let dropped = |outcome| {
@@ -519,8 +535,7 @@ mod tests {
                 .get(),
             1
         );
-        let connected =
-            tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(connected.is_err(), "no connection was made");
     }
 
@@ -563,9 +578,14 @@ mod tests {
         }]));
         notifier.notify(&once, &note, &at);
         match delivery_of(&notifier, "shop/reviews").await {
-            Delivery::Failed { reason, message, .. } => {
+            Delivery::Failed {
+                reason, message, ..
+            } => {
                 assert_eq!(reason, "Rejected");
-                assert_eq!(message, "answered HTTP 503 Service Unavailable (2 attempts)");
+                assert_eq!(
+                    message,
+                    "answered HTTP 503 Service Unavailable (2 attempts)"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use iter8_api::{Decision, VersionWeight};
 use iter8_crd::{
-    Experiment, ExperimentStatus, NotificationFormat, NotificationKind, NotificationReceiver,
-    Phase,
+    Experiment, ExperimentStatus, NotificationFormat, NotificationKind, NotificationReceiver, Phase,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
