@@ -73,15 +73,11 @@ async fn promoting_fixture(
     tokio::task::JoinHandle<()>,
     iter8_controller::telemetry::Telemetry,
 )> {
-    let env = TestEnv::new(test).await?;
-    install_crds(&env.client).await?;
+    let (env, metrics, assessed) = replicas_fixture(test).await?;
     let ns = env.namespace.name().to_string();
-    create_metrics(&env.client, &ns).await?;
-    create_http_route(&env.client, &ns, "reviews").await?;
-    let metrics = ScriptedMetrics::default();
     metrics.set("v1", 5000.0, 5.0, 0.0);
     metrics.set("v2", 5000.0, 4.0, 0.0);
-    let analytics = format!("http://{}", start_analytics().await?);
+    let analytics = format!("http://{}", assessed.addr);
     let client = iter8_controller::analytics::AnalyticsClient::new(test_client_config(
         &[analytics.as_str()],
         Duration::from_secs(5),

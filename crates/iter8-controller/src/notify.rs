@@ -349,15 +349,19 @@ mod tests {
         assert!(names(&none, NotificationKind::Start).is_empty());
     }
 
-    #[test]
-    fn a_cloud_event_carries_the_required_attributes_and_the_experiment_in_data() {
-        let exp = experiment(None);
-        let n = Notification::of(
+    /// The promotion of `experiment(None)`.
+    fn promoted() -> Notification {
+        Notification::of(
             NotificationKind::Promote,
-            &exp,
+            &experiment(None),
             &note("Promoted", "meets every objective"),
             &stamp(),
-        );
+        )
+    }
+
+    #[test]
+    fn a_cloud_event_carries_the_required_attributes_and_the_experiment_in_data() {
+        let n = promoted();
         let (content_type, body) = n.body(NotificationFormat::CloudEvents);
         assert_eq!(content_type, "application/cloudevents+json");
         let event: Value = serde_json::from_slice(&body).expect("JSON");
@@ -388,13 +392,7 @@ mod tests {
 
     #[test]
     fn a_slack_message_is_one_text_field_saying_what_and_why() {
-        let exp = experiment(None);
-        let n = Notification::of(
-            NotificationKind::Promote,
-            &exp,
-            &note("Promoted", "meets every objective"),
-            &stamp(),
-        );
+        let n = promoted();
         let (content_type, body) = n.body(NotificationFormat::Slack);
         assert_eq!(content_type, "application/json");
         let message: Value = serde_json::from_slice(&body).expect("JSON");
