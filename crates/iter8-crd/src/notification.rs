@@ -31,8 +31,9 @@ pub struct NotificationReceiver {
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: String,
-    /// Attempts after a failed one (a refused connection, a timeout, an answer that is not
-    /// 2xx), each after twice the previous wait, from one second (default 3).
+    /// Attempts after a failed one (a refused connection, a timeout, a 5xx, 408 or 429
+    /// answer), each after twice the previous wait, from the controller's first wait
+    /// (`--notification-backoff`, 1 s) up to 30 s (default 3).
     #[serde(default = "default_retries")]
     #[schemars(range(max = 10))]
     pub retries: u32,
