@@ -1118,7 +1118,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         &ns,
         analytics_port,
         prometheus.url(),
-        "metricAuth.secretNames={prometheus-credentials}",
+        "metricAuth.secretNames={prometheus-credentials},notifications.secretNames={iter8-hook}",
     )?;
     assert!(install.contains("STATUS: deployed"), "{install}");
     assert!(
@@ -1246,7 +1246,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     // ... and nothing more: the same token, refused.
     let sa = client_from(&sa_kubeconfig).await?;
     let secrets_admin: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    for name in ["prometheus-credentials", "unrelated"] {
+    for name in ["prometheus-credentials", "iter8-hook", "unrelated"] {
         secrets_admin
             .create(
                 &PostParams::default(),
@@ -1262,6 +1262,10 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         .get("prometheus-credentials")
         .await
         .context("the Secret named in metricAuth.secretNames is readable")?;
+    secrets
+        .get("iter8-hook")
+        .await
+        .context("the Secret named in notifications.secretNames is readable")?;
     forbidden("get an unrelated Secret", secrets.get("unrelated").await);
     forbidden("list Secrets", secrets.list(&ListParams::default()).await);
     forbidden(
