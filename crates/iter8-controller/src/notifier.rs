@@ -291,12 +291,8 @@ impl Shared {
             }
             None => None,
         };
-        let timeout = iter8_crd::duration::parse(&receiver.timeout).map_err(|e| {
-            (
-                "InvalidTimeout",
-                format!("timeout {:?}: {e}", receiver.timeout),
-            )
-        })?;
+        let timeout =
+            notify::attempt_timeout(&receiver.timeout).map_err(|m| ("InvalidTimeout", m))?;
         let (content_type, body) = job.notification.body(receiver.format);
         let signature = signature.map(|key| notify::signature(&key, &body));
         let delays = notify::retry_delays(self.backoff, self.max_backoff, receiver.retries);
@@ -475,7 +471,7 @@ mod tests {
         )
         .expect("notifier");
         let exp = experiment(json!([{
-            "name": "slow", "url": url, "events": ["iteration"], "timeout": "1h", "retries": 0
+            "name": "slow", "url": url, "events": ["iteration"], "timeout": "1m", "retries": 0
         }]));
         let (note, at) = iteration();
         notifier.notify(&exp, &note, &at);
@@ -535,6 +531,42 @@ mod tests {
                 .get(),
             1
         );
+        let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(connected.is_err(), "no connection was made");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_that_would_hold_a_worker_for_long_is_refused_before_any_attempt() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let telemetry = Telemetry::new().expect("metrics");
+        let notifier = Notifier::new(
+            offline_client(),
+            telemetry.clone(),
+            NotifierConfig {
+                allowed: vec![url.clone()],
+                ..NotifierConfig::default()
+            },
+        )
+        .expect("notifier");
+        let exp = experiment(json!([{
+            "name": "patient", "url": url, "events": ["iteration"], "timeout": "1h"
+        }]));
+        let (note, at) = iteration();
+        notifier.notify(&exp, &note, &at);
+        match delivery_of(&notifier, "shop/reviews").await {
+            Delivery::Failed {
+                receiver,
+                reason,
+                message,
+            } => {
+                assert_eq!((receiver.as_str(), reason), ("patient", "InvalidTimeout"));
+                assert!(message.starts_with("timeout \"1h\": "), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
         let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(connected.is_err(), "no connection was made");
     }

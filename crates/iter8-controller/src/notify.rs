@@ -199,6 +199,23 @@ pub fn retry_delays(first: Duration, cap: Duration, retries: u32) -> Vec<Duratio
         .collect()
 }
 
+/// The longest one attempt may take. A worker sends an experiment's notifications one after
+/// another and serves other experiments too: an author's `timeout` must not hold it for hours.
+pub const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The time one attempt may take, from a receiver's `timeout`: more than zero, at most
+/// [`MAX_ATTEMPT_TIMEOUT`]; otherwise why not, naming the field.
+pub fn attempt_timeout(timeout: &str) -> Result<Duration, String> {
+    let parsed = iter8_crd::duration::parse(timeout).map_err(|e| format!("timeout: {e}"))?;
+    if parsed.is_zero() || parsed > MAX_ATTEMPT_TIMEOUT {
+        return Err(format!(
+            "timeout {timeout:?}: must be more than 0s and at most {}s",
+            MAX_ATTEMPT_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(parsed)
+}
+
 /// How the last notification of an experiment went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -208,7 +225,8 @@ pub enum Delivery {
     Failed {
         /// The receiver's name.
         receiver: String,
-        /// CamelCase: `NotAllowed`, `SecretUnavailable`, `Unreachable`, `Rejected`.
+        /// CamelCase: `NotAllowed`, `InvalidTimeout`, `SecretUnavailable`, `Unreachable`,
+        /// `Rejected`, `Dropped`.
         reason: &'static str,
         /// What went wrong (never the URL: it may carry a token).
         message: String,
@@ -422,6 +440,17 @@ mod tests {
         assert!(retry_delays(s(1), s(30), 0).is_empty());
         // No overflow, however many retries.
         assert_eq!(retry_delays(s(1), s(30), 40)[39], s(30));
+    }
+
+    #[test]
+    fn an_attempt_timeout_is_more_than_zero_and_at_most_a_minute() {
+        assert_eq!(attempt_timeout("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(attempt_timeout("1m"), Ok(MAX_ATTEMPT_TIMEOUT));
+        for bad in ["0s", "61s", "1h", "2m"] {
+            let e = attempt_timeout(bad).expect_err(bad);
+            assert!(e.starts_with(&format!("timeout {bad:?}: ")), "{e}");
+        }
+        assert!(attempt_timeout("soon").is_err());
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub struct NotificationReceiver {
     /// sent as `X-Iter8-Signature: sha256=<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<SecretKeyRef>,
-    /// How long one attempt may take, e.g. `5s` (default).
+    /// How long one attempt may take, e.g. `5s` (default); more than zero, at most `1m`
+    /// (a longer one is refused, `InvalidTimeout`, and nothing is sent).
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: String,
