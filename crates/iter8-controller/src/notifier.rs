@@ -571,6 +571,86 @@ mod tests {
         assert!(connected.is_err(), "no connection was made");
     }
 
+    /// A receiver at `/hook` that answers every POST with `status` (and `location`, if any),
+    /// counting them.
+    async fn answering(
+        status: axum::http::StatusCode,
+        location: Option<String>,
+    ) -> (String, Arc<std::sync::atomic::AtomicU32>) {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let location = location.clone();
+                async move {
+                    let mut headers = axum::http::HeaderMap::new();
+                    if let Some(l) = location.and_then(|l| l.parse().ok()) {
+                        headers.insert(axum::http::header::LOCATION, l);
+                    }
+                    (status, headers)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_a_client_error_is_not_retried() {
+        use axum::http::StatusCode;
+        // Where a redirect would take the body: allowed, yet never contacted.
+        let (target, target_calls) = answering(StatusCode::NO_CONTENT, None).await;
+        let (redirecting, redirect_calls) =
+            answering(StatusCode::TEMPORARY_REDIRECT, Some(target.clone())).await;
+        let (refusing, refuse_calls) = answering(StatusCode::BAD_REQUEST, None).await;
+        let notifier = Notifier::new(
+            offline_client(),
+            Telemetry::new().expect("metrics"),
+            NotifierConfig {
+                allowed: vec![target, redirecting.clone(), refusing.clone()],
+                backoff: Duration::from_millis(10),
+                ..NotifierConfig::default()
+            },
+        )
+        .expect("notifier");
+        let (note, at) = iteration();
+        for (url, calls, answer) in [
+            (&redirecting, &redirect_calls, "307 Temporary Redirect"),
+            (&refusing, &refuse_calls, "400 Bad Request"),
+        ] {
+            notifier.forget("shop/reviews");
+            let exp = experiment(json!([{
+                "name": "once", "url": url, "events": ["iteration"], "retries": 3
+            }]));
+            notifier.notify(&exp, &note, &at);
+            match delivery_of(&notifier, "shop/reviews").await {
+                Delivery::Failed {
+                    reason, message, ..
+                } => {
+                    assert_eq!(reason, "Rejected");
+                    assert_eq!(message, format!("answered HTTP {answer} (not retried)"));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{answer}"
+            );
+        }
+        assert_eq!(
+            target_calls.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
+    }
+
     #[tokio::test]
     async fn a_failing_receiver_is_retried_then_reported_and_a_success_clears_it() {
         // Answers 503 twice, then 204.
