@@ -443,6 +443,18 @@ mod tests {
         panic!("no delivery recorded for {key}");
     }
 
+    /// The receiver, reason and message of the failure recorded for `key`.
+    async fn failure_of(notifier: &Notifier, key: &str) -> (String, &'static str, String) {
+        match delivery_of(notifier, key).await {
+            Delivery::Failed {
+                receiver,
+                reason,
+                message,
+            } => (receiver, reason, message),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_without_waiting() {
         // A receiver that accepts connections and never answers holds the experiment's worker.
@@ -518,12 +530,8 @@ mod tests {
         }]));
         let (note, at) = iteration();
         notifier.notify(&exp, &note, &at);
-        match delivery_of(&notifier, "shop/reviews").await {
-            Delivery::Failed {
-                receiver, reason, ..
-            } => assert_eq!((receiver.as_str(), reason), ("elsewhere", "NotAllowed")),
-            other => panic!("{other:?}"),
-        }
+        let (receiver, reason, _) = failure_of(&notifier, "shop/reviews").await;
+        assert_eq!((receiver.as_str(), reason), ("elsewhere", "NotAllowed"));
         assert_eq!(
             telemetry
                 .notifications
@@ -556,17 +564,9 @@ mod tests {
         }]));
         let (note, at) = iteration();
         notifier.notify(&exp, &note, &at);
-        match delivery_of(&notifier, "shop/reviews").await {
-            Delivery::Failed {
-                receiver,
-                reason,
-                message,
-            } => {
-                assert_eq!((receiver.as_str(), reason), ("patient", "InvalidTimeout"));
-                assert!(message.starts_with("timeout \"1h\": "), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let (receiver, reason, message) = failure_of(&notifier, "shop/reviews").await;
+        assert_eq!((receiver.as_str(), reason), ("patient", "InvalidTimeout"));
+        assert!(message.starts_with("timeout \"1h\": "), "{message}");
         let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(connected.is_err(), "no connection was made");
     }
@@ -629,15 +629,9 @@ mod tests {
                 "name": "once", "url": url, "events": ["iteration"], "retries": 3
             }]));
             notifier.notify(&exp, &note, &at);
-            match delivery_of(&notifier, "shop/reviews").await {
-                Delivery::Failed {
-                    reason, message, ..
-                } => {
-                    assert_eq!(reason, "Rejected");
-                    assert_eq!(message, format!("answered HTTP {answer} (not retried)"));
-                }
-                other => panic!("{other:?}"),
-            }
+            let (_, reason, message) = failure_of(&notifier, "shop/reviews").await;
+            assert_eq!(reason, "Rejected");
+            assert_eq!(message, format!("answered HTTP {answer} (not retried)"));
             assert_eq!(
                 calls.load(std::sync::atomic::Ordering::SeqCst),
                 1,
@@ -689,18 +683,12 @@ mod tests {
             "name": "flaky", "url": url, "events": ["iteration"], "retries": 1
         }]));
         notifier.notify(&once, &note, &at);
-        match delivery_of(&notifier, "shop/reviews").await {
-            Delivery::Failed {
-                reason, message, ..
-            } => {
-                assert_eq!(reason, "Rejected");
-                assert_eq!(
-                    message,
-                    "answered HTTP 503 Service Unavailable (2 attempts)"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let (_, reason, message) = failure_of(&notifier, "shop/reviews").await;
+        assert_eq!(reason, "Rejected");
+        assert_eq!(
+            message,
+            "answered HTTP 503 Service Unavailable (2 attempts)"
+        );
         notifier.notify(&once, &note, &at);
         for _ in 0..500 {
             if notifier.delivery("shop/reviews") == Some(Delivery::Delivered) {
