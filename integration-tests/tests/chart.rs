@@ -201,7 +201,9 @@ fn chart_passes_helm_lint_strict_with_defaults_and_every_option_on() -> Result<(
          metricAuth.secretNames={prom-creds},controller.watchNamespace=apps,controller.replicas=2,\
          controller.analyticsTokenSecret=analytics-token,analytics.tls.secretName=analytics-tls,\
          analytics.tls.requireClientCertificate=true,\
-         controller.analyticsTLS.clientSecret=controller-tls",
+         controller.analyticsTLS.clientSecret=controller-tls,\
+         notifications.secretNames={hook-key},notifications.allowedUrls={https://hooks.example},\
+         notifications.receivers[0].name=ops,notifications.receivers[0].url=https://hooks.example/ops",
     ])?;
     Ok(())
 }
@@ -661,6 +663,40 @@ fn metric_auth_grants_get_on_the_named_secrets_only() -> Result<()> {
 }
 
 #[test]
+fn notifications_grant_get_on_their_named_secrets_only_and_configure_the_controller() -> Result<()>
+{
+    let docs = render(&[
+        "notifications.secretNames={hook-key,prom-creds}",
+        "metricAuth.secretNames={prom-creds}",
+        "notifications.allowedUrls={https://hooks.slack.com/services,http://receiver.ops:8080}",
+        "notifications.receivers[0].name=platform",
+        "notifications.receivers[0].url=https://hooks.example/iter8",
+    ])?;
+    let role = one(&docs, "ClusterRole", "iter8-controller-iter8-system");
+    let mut expected = controller_rules();
+    expected.insert(rule("", "secrets", &["get"], &["prom-creds", "hook-key"]));
+    assert_eq!(rules(role), expected, "one Secret rule, by name only");
+    let defaults = one(&docs, "ConfigMap", "iter8-defaults");
+    assert_eq!(
+        defaults["data"]["ITER8_NOTIFICATION_ALLOWED_URLS"],
+        "https://hooks.slack.com/services,http://receiver.ops:8080"
+    );
+    let receivers: Value = serde_json::from_str(
+        defaults["data"]["ITER8_NOTIFICATIONS"]
+            .as_str()
+            .context("ITER8_NOTIFICATIONS")?,
+    )?;
+    assert_eq!(
+        receivers,
+        json!([{"name": "platform", "url": "https://hooks.example/iter8"}])
+    );
+    // The controller takes them as they are rendered.
+    let parsed: Vec<iter8_crd::NotificationReceiver> = serde_json::from_value(receivers)?;
+    assert_eq!(parsed[0].name, "platform");
+    Ok(())
+}
+
+#[test]
 fn the_metric_library_can_be_turned_off_or_narrowed() -> Result<()> {
     let docs = render(&["metricLibrary.enabled=false"])?;
     assert!(of_kind(&docs, "Metric").is_empty());
@@ -1082,7 +1118,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         &ns,
         analytics_port,
         prometheus.url(),
-        "metricAuth.secretNames={prometheus-credentials}",
+        "metricAuth.secretNames={prometheus-credentials},notifications.secretNames={iter8-hook}",
     )?;
     assert!(install.contains("STATUS: deployed"), "{install}");
     assert!(
@@ -1210,7 +1246,7 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
     // ... and nothing more: the same token, refused.
     let sa = client_from(&sa_kubeconfig).await?;
     let secrets_admin: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    for name in ["prometheus-credentials", "unrelated"] {
+    for name in ["prometheus-credentials", "iter8-hook", "unrelated"] {
         secrets_admin
             .create(
                 &PostParams::default(),
@@ -1226,6 +1262,10 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         .get("prometheus-credentials")
         .await
         .context("the Secret named in metricAuth.secretNames is readable")?;
+    secrets
+        .get("iter8-hook")
+        .await
+        .context("the Secret named in notifications.secretNames is readable")?;
     forbidden("get an unrelated Secret", secrets.get("unrelated").await);
     forbidden("list Secrets", secrets.list(&ListParams::default()).await);
     forbidden(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use iter8_api::Action;
 use iter8_controller::analytics::AnalyticsClient;
+use iter8_controller::notifier::{Notifier, NotifierConfig};
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
 use iter8_controller::{Context, Settings};
@@ -686,6 +687,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
     let replica = |identity: &'static str| {
         let (client, ns, metrics) = (env.client.clone(), ns.clone(), metrics.clone());
         async move {
+            let telemetry = Telemetry::new()?;
             let ctx = Arc::new(Context {
                 client: client.clone(),
                 router: Arc::new(KubeRouter::new(client.clone())),
@@ -699,7 +701,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     retry_after: Duration::from_millis(500),
                     shared_metric_namespaces: Vec::new(),
                 },
-                telemetry: Telemetry::new()?,
+                telemetry: telemetry.clone(),
                 recorder: Recorder::new(
                     client.clone(),
                     Reporter {
@@ -708,6 +710,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     },
                 ),
                 superseded: Default::default(),
+                notifier: Notifier::new(client.clone(), telemetry, NotifierConfig::default())?,
             });
             let election = iter8_controller::leader::LeaderElection::new(
                 client,

@@ -50,8 +50,8 @@ impl Endpoints {
             .map(|url| {
                 Base::parse(url).ok_or_else(|| {
                     AnalyticsError::Credentials(format!(
-                        "analytics URL {url:?}: not an http(s) base URL without credentials, \
-                         query or fragment"
+                        "{url:?}: not an http(s) base URL without credentials, query or \
+                         fragment"
                     ))
                 })
             })
@@ -62,6 +62,23 @@ impl Endpoints {
     /// Whether `url` is one of the endpoints.
     pub fn allows(&self, url: &str) -> bool {
         Base::parse(url).is_some_and(|base| self.allowed.contains(&base))
+    }
+
+    /// Whether `url` is one of the endpoints or below one: the same scheme, host and port,
+    /// and a path that is the endpoint's or continues it after a `/` (so `http://h/hooks`
+    /// allows `http://h/hooks/team-a`, not `http://h/hooksmith`).
+    pub fn allows_under(&self, url: &str) -> bool {
+        Base::parse(url).is_some_and(|url| {
+            self.allowed.iter().any(|base| {
+                base.scheme == url.scheme
+                    && base.host == url.host
+                    && base.port == url.port
+                    && url
+                        .path
+                        .strip_prefix(&base.path)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
     }
 }
 
@@ -98,6 +115,26 @@ mod tests {
             "not a url",
         ] {
             assert!(!e.allows(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_below_an_endpoint_are_allowed_under_it_and_nothing_else() {
+        let e = only(&["https://hooks.example/services", "http://receiver:9000"]);
+        assert!(e.allows_under("https://hooks.example/services"));
+        assert!(e.allows_under("https://hooks.example/services/T1/B2/x"));
+        assert!(e.allows_under("http://receiver:9000/anything"));
+        for url in [
+            "https://hooks.example/servicesX",
+            "https://hooks.example/other",
+            "http://hooks.example/services/a",
+            "https://hooks.example:8443/services/a",
+            "https://hooks.example.evil.example/services/a",
+            "https://u@hooks.example/services/a",
+            "https://hooks.example/services/a?redirect=http://169.254.169.254",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
+            assert!(!e.allows_under(url), "{url}");
         }
     }
 

@@ -308,8 +308,8 @@ async fn read_capped(
 }
 
 /// The error with its causes: a TLS failure (unknown CA, refused client certificate) is only
-/// visible in the chain.
-fn describe(e: &reqwest::Error) -> String {
+/// visible in the chain. (Shared with the controller's notifier.)
+pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }

@@ -9,6 +9,8 @@ pub mod conflict;
 pub mod fence;
 pub mod leader;
 pub mod lifecycle;
+pub mod notifier;
+pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod router;
@@ -70,6 +72,11 @@ pub async fn run<M: MetricsBackend + 'static>(
             watcher::Config::default().any_semantic(),
             move |route| experiments_using(&store, kind, &route),
         );
+    }
+    // Delivery outcomes ask for a reconcile: the reconciler is the one status writer, and
+    // records them in `NotificationsDelivered`.
+    if let Some(requests) = ctx.notifier.take_reconcile_requests() {
+        controller = controller.reconcile_on(requests);
     }
     controller
         .graceful_shutdown_on(shutdown)

@@ -10,6 +10,7 @@ use clap::Parser;
 use iter8_controller::analytics::{AnalyticsClient, ClientConfig, CredentialFiles, Endpoints};
 use iter8_controller::fence::fenced_client;
 use iter8_controller::leader::{LeaderElection, Leadership, Timing};
+use iter8_controller::notifier::{Notifier, NotifierConfig};
 use iter8_controller::router::KubeRouter;
 use iter8_controller::telemetry::Telemetry;
 use iter8_controller::{Context, Settings, Stopped};
@@ -82,6 +83,22 @@ struct Args {
     /// This replica's identity in the election and in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// The notification receivers of Experiments that name none (`spec.notifications`
+    /// absent): a JSON list in the same shape. Their URLs are allowed.
+    #[arg(long, env = "ITER8_NOTIFICATIONS", value_parser = receivers)]
+    notifications: Option<Receivers>,
+    /// URLs Experiments' notification receivers may be at or under (comma-separated base
+    /// URLs, e.g. `https://hooks.slack.com/services`). The controller sends notifications to
+    /// no other address.
+    #[arg(long, env = "ITER8_NOTIFICATION_ALLOWED_URLS", value_delimiter = ',')]
+    notification_allowed_urls: Vec<String>,
+    /// How many notifications may wait for delivery; more are dropped and counted.
+    #[arg(long, env = "ITER8_NOTIFICATION_QUEUE", default_value_t = 1024)]
+    notification_queue: usize,
+    /// The wait before a notification's first retry; each further one waits twice as long
+    /// (at most 30 s).
+    #[arg(long, env = "ITER8_NOTIFICATION_BACKOFF", default_value = "1s", value_parser = interval)]
+    notification_backoff: Duration,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ITER8_LOG_JSON")]
     log_json: bool,
@@ -98,6 +115,15 @@ fn shared_metric_namespaces(given: &[String], pod_namespace: Option<String>) -> 
         .filter(|ns| !ns.trim().is_empty())
         .into_iter()
         .collect()
+}
+
+/// The default notification receivers, parsed from JSON.
+#[derive(Debug, Clone)]
+struct Receivers(Vec<iter8_crd::NotificationReceiver>);
+
+/// Parses `--notifications`; clap names the flag in the error.
+fn receivers(text: &str) -> Result<Receivers, serde_json::Error> {
+    serde_json::from_str(text).map(Receivers)
 }
 
 /// Duration flags use the CRDs' grammar; clap names the flag in the error.
@@ -163,6 +189,18 @@ async fn main() -> anyhow::Result<()> {
         ..iter8_metrics::Settings::default()
     })?;
     let telemetry = Telemetry::new()?;
+    let notifier = Notifier::new(
+        client.clone(),
+        telemetry.clone(),
+        NotifierConfig {
+            defaults: args.notifications.clone().map(|r| r.0).unwrap_or_default(),
+            allowed: args.notification_allowed_urls.clone(),
+            queue: args.notification_queue,
+            backoff: args.notification_backoff,
+            ..NotifierConfig::default()
+        },
+    )
+    .context("--notifications / --notification-allowed-urls")?;
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -186,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         telemetry: telemetry.clone(),
         recorder,
         superseded: Default::default(),
+        notifier,
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -27,6 +27,8 @@ use kube::{Resource, ResourceExt};
 use crate::assessor::Assessor;
 use crate::conflict;
 use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::notifier::Notifier;
+use crate::notify;
 use crate::plan::{self, Step, parse_interval, system_time};
 use crate::router::{RouteTarget, RouterError, Routes};
 use crate::superseded::Superseded;
@@ -56,6 +58,8 @@ pub struct Context<M> {
     pub recorder: Recorder,
     /// The versions of Experiments our own writes replaced, to skip stale cached copies.
     pub superseded: Superseded,
+    /// Sends notifications of the lifecycle's Events, off the reconcile path.
+    pub notifier: Notifier,
 }
 
 /// Controller-wide settings.
@@ -116,6 +120,9 @@ pub async fn reconcile<M: MetricsBackend>(
     let phase = (exp.meta().deletion_timestamp.is_none())
         .then(|| exp.status.as_ref().map(|s| s.phase).unwrap_or_default());
     ctx.telemetry.observe_phase(&key, phase);
+    if phase.is_none() {
+        ctx.notifier.forget(&key);
+    }
     // A copy without our finalizer gets it added, by a patch that replaces this version.
     let adds_finalizer = phase.is_some() && !exp.finalizers().iter().any(|f| f == FINALIZER);
     let version = exp.resource_version();
@@ -183,6 +190,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             self.exp.meta().generation,
             SystemTime::now(),
         );
+        if matches!(step, Step::Idle | Step::Wait(_)) {
+            // Nothing else is written in these steps: record how notifications went here.
+            self.record_delivery().await?;
+        }
         match step {
             Step::Idle => {
                 if status.phase == Phase::Paused {
@@ -593,6 +604,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     /// status changed (a person edited it, or another controller recorded progress), the
     /// conflict is returned and the next reconcile plans again from what is there now.
     async fn write(&mut self, status: ExperimentStatus) -> Result<(), Error> {
+        let status = self.with_delivery(&status).unwrap_or(status);
         let (status, notes) = lifecycle::within_budget(status, self.status(), &self.stamp());
         self.replace_status(status).await?;
         for note in &notes {
@@ -648,6 +660,21 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
     }
 
+    /// `status` with the `NotificationsDelivered` condition brought up to date, or `None`
+    /// when it is (or no notification was sent yet).
+    fn with_delivery(&self, status: &ExperimentStatus) -> Option<ExperimentStatus> {
+        let delivery = self.ctx.notifier.delivery(&crate::key(&self.exp))?;
+        notify::with_delivery(status, &delivery, &self.stamp())
+    }
+
+    /// Writes the `NotificationsDelivered` condition if it is out of date.
+    async fn record_delivery(&mut self) -> Result<(), Error> {
+        match self.with_delivery(&self.status()) {
+            Some(status) => self.write(status).await,
+            None => Ok(()),
+        }
+    }
+
     fn interval(&self) -> Duration {
         parse_interval(&self.exp.spec.duration.interval).unwrap_or(Duration::from_secs(30))
     }
@@ -672,6 +699,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         {
             tracing::warn!(experiment = %self.exp.name_any(), %e, "could not publish event");
         }
+        // Queued only: delivery happens off the reconcile path.
+        self.ctx.notifier.notify(&self.exp, note, &self.stamp());
     }
 }
 

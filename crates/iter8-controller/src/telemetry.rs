@@ -34,6 +34,10 @@ pub struct Telemetry {
     pub status_conflicts: IntCounter,
     /// Route writes that still met 409 Conflict after every retry (the iteration is held).
     pub route_conflicts: IntCounter,
+    /// Notifications by kind and outcome: `sent`, `failed` (after its retries, or refused
+    /// before any attempt) or `dropped` (the queue was full). One per receiver; the labels
+    /// never carry a URL or a name, so their number stays bounded.
+    pub notifications: IntCounterVec,
     leader: IntGauge,
     experiments: IntGaugeVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
@@ -84,6 +88,13 @@ impl Telemetry {
             "iter8_controller_route_conflicts_total",
             "Route writes refused with 409 Conflict after every retry",
         )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "iter8_controller_notifications_total",
+                "Notifications by kind and outcome (sent, failed, dropped)",
+            ),
+            &["kind", "outcome"],
+        )?;
         let leader = IntGauge::new(
             "iter8_controller_leader",
             "1 while this replica holds the Lease and reconciles, else 0",
@@ -98,6 +109,7 @@ impl Telemetry {
         registry.register(Box::new(iteration_lateness.clone()))?;
         registry.register(Box::new(status_conflicts.clone()))?;
         registry.register(Box::new(route_conflicts.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(experiments.clone()))?;
         Ok(Self {
@@ -108,6 +120,7 @@ impl Telemetry {
             iteration_lateness,
             status_conflicts,
             route_conflicts,
+            notifications,
             leader,
             experiments,
             phases: Arc::default(),

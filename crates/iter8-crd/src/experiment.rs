@@ -153,6 +153,16 @@ pub struct ExperimentSpec {
     /// `url`; the controller ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadSpec>,
+    /// Where to announce the experiment's progress (start, promotion, rollback, failure, a
+    /// gate waiting, the end): the controller's default receivers when absent, none when
+    /// empty. Delivery never delays or changes a decision.
+    #[x_kube(
+        validation = Rule::new("self.all(r, self.exists_one(s, s.name == r.name))")
+            .message("notification receiver names must be unique")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub notifications: Option<Vec<crate::NotificationReceiver>>,
 }
 
 /// One version of the service under test.

@@ -5,12 +5,14 @@
 pub mod experiment;
 pub mod ledger;
 pub mod metric;
+pub mod notification;
 pub mod rules;
 
 pub use experiment::*;
 pub use iter8_api::duration::{self, parse_duration};
 pub use ledger::Ledger;
 pub use metric::*;
+pub use notification::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -213,6 +213,7 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         failure_policy: FailurePolicy::default(),
         manual_override: None,
         load: None,
+        notifications: None,
     }
 }
 

@@ -14,6 +14,7 @@ use iter8_api::{AssessmentRequest, AssessmentResponse};
 use iter8_controller::analytics::AnalyticsError;
 use iter8_controller::analytics::{AnalyticsClient, ClientConfig, Endpoints};
 use iter8_controller::assessor::Assessor;
+use iter8_controller::notifier::{Notifier, NotifierConfig};
 use iter8_controller::router::{KubeRouter, RouteSplit, RouteTarget, RouterError, Routes};
 use iter8_controller::telemetry::Telemetry;
 use iter8_controller::{Context, Settings};
@@ -470,6 +471,25 @@ pub fn controller_context<M: MetricsBackend>(
     analytics: AnalyticsClient,
     gate: Option<Arc<StageGate>>,
 ) -> Result<Arc<Context<M>>> {
+    controller_context_notifying(
+        client,
+        analytics_url,
+        metrics,
+        analytics,
+        gate,
+        NotifierConfig::default(),
+    )
+}
+
+/// [`controller_context`] with the notifier's settings (default receivers, allow-list).
+pub fn controller_context_notifying<M: MetricsBackend>(
+    client: &Client,
+    analytics_url: &str,
+    metrics: M,
+    analytics: AnalyticsClient,
+    gate: Option<Arc<StageGate>>,
+    notifications: NotifierConfig,
+) -> Result<Arc<Context<M>>> {
     let telemetry = Telemetry::new()?;
     let router = KubeRouter::new(client.clone());
     let (router, analytics): (Arc<dyn Routes>, Arc<dyn Assessor>) = match gate {
@@ -504,6 +524,7 @@ pub fn controller_context<M: MetricsBackend>(
             },
         ),
         superseded: Default::default(),
+        notifier: Notifier::new(client.clone(), telemetry, notifications)?,
     }))
 }
 
