@@ -10,6 +10,7 @@ pub mod fence;
 pub mod leader;
 pub mod lifecycle;
 pub mod plan;
+pub mod readiness;
 pub mod reconcile;
 pub mod router;
 pub mod superseded;

@@ -15,7 +15,8 @@ use futures::StreamExt;
 use iter8_api::{Action as Decided, Observation};
 use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -28,6 +29,7 @@ use crate::assessor::Assessor;
 use crate::conflict;
 use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
 use crate::plan::{self, Step, parse_interval, system_time};
+use crate::readiness::{self, Check, Lookup, NotReady, Seen};
 use crate::router::{RouteTarget, RouterError, Routes};
 use crate::superseded::Superseded;
 use crate::telemetry::Telemetry;
@@ -195,6 +197,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 Ok(self.requeue(Requeue::WhenDue))
             }
             Step::Start { weights } => {
+                let status = match self.readiness(None, &weights).await {
+                    Ok(account) => lifecycle::versions_ready(status, &account, &self.stamp()),
+                    Err(not_ready) => {
+                        let t = lifecycle::awaiting_versions(
+                            status,
+                            "the start",
+                            &not_ready,
+                            &self.stamp(),
+                        );
+                        return self.commit(t).await;
+                    }
+                };
                 if let Err(e) = self.set_router(&weights).await {
                     return self.router_failed(status, e).await;
                 }
@@ -300,8 +314,20 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             }
         };
         let action = response.decision.action;
+        let undecided = status.clone();
         let decided =
             lifecycle::decided(&spec, status, iteration, &ledger, response, &self.stamp());
+        // Traffic moves only to versions that can serve it; otherwise nothing is recorded and
+        // the iteration is redone (same pre-answer ledger) once they can.
+        let next = decided.pending.as_ref().map(|p| p.weights.clone());
+        let decided = match self.readiness(Some(&current), next.as_deref().unwrap_or(&current)).await {
+            Ok(account) => lifecycle::versions_ready(decided, &account, &self.stamp()),
+            Err(not_ready) => {
+                let before = format!("iteration {iteration}");
+                let t = lifecycle::awaiting_versions(undecided, &before, &not_ready, &self.stamp());
+                return self.commit(t).await;
+            }
+        };
         // The decision is durable before the router changes.
         self.write(decided).await?;
         let outcome = match self.status().pending {
@@ -318,6 +344,31 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .with_label_values(&[action_label(action)])
             .inc();
         outcome
+    }
+
+    /// Reads what [`readiness::checks`] names for moving from `from` (`None` before the start)
+    /// to `to`, and gives [`readiness::verdict`] on it. A read that fails is a verdict of
+    /// not ready, never a pass.
+    async fn readiness(&self, from: Option<&[u32]>, to: &[u32]) -> Result<String, NotReady> {
+        let checks = readiness::checks(&self.exp.spec, self.ns, from, to);
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let deployments: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let seen = futures::future::join_all(checks.into_iter().map(|check: Check| {
+            let (services, deployments) = (&services, &deployments);
+            async move {
+                let service = match &check.service {
+                    Some(name) => Some(lookup(services.get_opt(name).await).map(|_| ())),
+                    None => None,
+                };
+                let deployment = match &check.deployment {
+                    Some(name) => Some(lookup(deployments.get_opt(name).await)),
+                    None => None,
+                };
+                (check, Seen { service, deployment })
+            }
+        }))
+        .await;
+        readiness::verdict(&seen)
     }
 
     /// Records how late this attempt began. A paused experiment was not due (a person or the
@@ -663,6 +714,15 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         {
             tracing::warn!(experiment = %self.exp.name_any(), %e, "could not publish event");
         }
+    }
+}
+
+/// A read as [`readiness`] sees it.
+fn lookup<T>(read: Result<Option<T>, kube::Error>) -> Lookup<T> {
+    match read {
+        Ok(Some(object)) => Lookup::Found(object),
+        Ok(None) => Lookup::NotFound,
+        Err(e) => Lookup::Failed(e.to_string()),
     }
 }
 
