@@ -24,10 +24,10 @@ use iter8_integration_tests::prometheus::{Prometheus, free_port};
 use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -148,6 +148,8 @@ fn controller_rules() -> BTreeSet<Rule> {
             &[],
         ),
         rule("events.k8s.io", "events", &["create", "patch"], &[]),
+        rule("", "services", &["get"], &[]),
+        rule("apps", "deployments", &["get"], &[]),
     ])
 }
 
@@ -1232,6 +1234,43 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         "get a Secret in another namespace",
         Api::<Secret>::namespaced(sa.clone(), "kube-system")
             .get("prometheus-credentials")
+            .await,
+    );
+    // Readiness reads one Service and one Deployment by name; nothing more.
+    Api::<Service>::namespaced(sa.clone(), &ns)
+        .get("sample-v2")
+        .await
+        .context("a version's Service is readable")?;
+    Api::<Deployment>::namespaced(sa.clone(), &ns)
+        .get("iter8-analytics")
+        .await
+        .context("a Deployment is readable")?;
+    forbidden(
+        "list Services",
+        Api::<Service>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "list Deployments",
+        Api::<Deployment>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "scale a Deployment",
+        Api::<Deployment>::namespaced(sa.clone(), &ns)
+            .patch(
+                "iter8-analytics",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await,
+    );
+    forbidden(
+        "delete a Service",
+        Api::<Service>::namespaced(sa.clone(), &ns)
+            .delete("sample-v2", &DeleteParams::default())
             .await,
     );
     forbidden(
