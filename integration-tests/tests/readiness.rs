@@ -45,11 +45,17 @@ async fn report_deployment(client: &Client, ns: &str, name: &str, available: boo
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let generation = api.get(name).await?.metadata.generation;
     let (count, condition) = if available {
-        (1, json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                   "message": "Deployment has minimum availability."}))
+        (
+            1,
+            json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                   "message": "Deployment has minimum availability."}),
+        )
     } else {
-        (0, json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                   "message": "Deployment does not have minimum availability."}))
+        (
+            0,
+            json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                   "message": "Deployment does not have minimum availability."}),
+        )
     };
     api.patch_status(
         name,
@@ -77,17 +83,24 @@ fn versions_ready(exp: &Experiment) -> Option<(String, String, String)> {
 
 /// Waits until `VersionsReady` is False with `reason`.
 async fn wait_not_ready(api: &Api<Experiment>, name: &str, reason: &str) -> Result<Experiment> {
-    wait_for(
+    let waited = wait_for(
         &format!("{name}: VersionsReady=False {reason}"),
         Duration::from_secs(30),
         async || {
             let exp = api.get(name).await?;
-            let waiting = versions_ready(&exp)
-                .is_some_and(|(status, r, _)| status == "False" && r == reason);
+            let waiting =
+                versions_ready(&exp).is_some_and(|(status, r, _)| status == "False" && r == reason);
             Ok(waiting.then_some(exp))
         },
     )
-    .await
+    .await;
+    match waited {
+        Ok(exp) => Ok(exp),
+        Err(e) => {
+            let status = api.get(name).await?.status;
+            Err(e.context(format!("status: {status:?}")))
+        }
+    }
 }
 
 #[tokio::test]
@@ -119,7 +132,11 @@ async fn traffic_waits_for_each_versions_service_and_deployment_then_moves() -> 
     // keeps all traffic on the baseline, the analytics service is never asked.
     let waiting = wait_not_ready(&api, "ready", "ServiceNotFound").await?;
     let (_, _, message) = versions_ready(&waiting).context("condition")?;
-    assert_eq!(message, "version next: Service reviews-v2 not found");
+    assert_eq!(
+        message,
+        "version next: Service reviews-v2 not found; \
+         version next: Deployment reviews-v2 has not observed its generation 1 yet (observed 0)"
+    );
     let status = waiting.status.clone().context("status")?;
     assert_eq!(status.phase, Phase::Pending);
     assert!(
@@ -150,10 +167,7 @@ async fn traffic_waits_for_each_versions_service_and_deployment_then_moves() -> 
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = api.get("ready").await?;
-    assert_eq!(
-        still.status.as_ref().map(|s| s.phase),
-        Some(Phase::Pending)
-    );
+    assert_eq!(still.status.as_ref().map(|s| s.phase), Some(Phase::Pending));
     assert_eq!(reviews_split(&client, &ns).await?, [100, 0]);
     assert!(h.assessed.iterations().is_empty(), "no iteration ran");
     assert_eq!(

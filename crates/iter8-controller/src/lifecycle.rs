@@ -16,8 +16,7 @@ use iter8_crd::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{
-    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
-    VERSIONS_READY,
+    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED, VERSIONS_READY,
 };
 use crate::readiness::NotReady;
 use crate::router::{RouteSplit, RouterError};
@@ -214,11 +213,7 @@ pub fn started(
 
 /// The versions the next split moves traffic to are ready ([`crate::readiness::verdict`]
 /// said so, in `account`): `VersionsReady` is True.
-pub fn versions_ready(
-    mut status: ExperimentStatus,
-    account: &str,
-    at: &Stamp,
-) -> ExperimentStatus {
+pub fn versions_ready(mut status: ExperimentStatus, account: &str, at: &Stamp) -> ExperimentStatus {
     set(&mut status, at, VERSIONS_READY, true, "Ready", account);
     status
 }
@@ -234,9 +229,10 @@ pub fn awaiting_versions(
     not_ready: &NotReady,
     at: &Stamp,
 ) -> Transition {
-    let already = status.conditions.iter().any(|c| {
-        c.type_ == VERSIONS_READY && c.status == "False" && c.reason == not_ready.reason
-    });
+    let already = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == VERSIONS_READY && c.status == "False" && c.reason == not_ready.reason);
     let message = format!(
         "waiting for versions to be ready before {before}: {}",
         not_ready.message
@@ -1345,7 +1341,9 @@ mod tests {
         );
         assert_eq!(
             t.status.message.as_deref(),
-            Some("waiting for versions to be ready before the start: version next: Service n not found")
+            Some(
+                "waiting for versions to be ready before the start: version next: Service n not found"
+            )
         );
         assert_eq!(reasons(&t), ["VersionsNotReady"]);
         assert!(t.notes[0].warning);

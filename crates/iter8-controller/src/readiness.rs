@@ -125,9 +125,10 @@ pub fn verdict(seen: &[(Check, Seen)]) -> Result<String, NotReady> {
                 Lookup::NotFound => {
                     lacks("DeploymentNotFound", format!("Deployment {name} not found"))
                 }
-                Lookup::Failed(e) => {
-                    lacks("ReadinessUnknown", format!("reading Deployment {name}: {e}"))
-                }
+                Lookup::Failed(e) => lacks(
+                    "ReadinessUnknown",
+                    format!("reading Deployment {name}: {e}"),
+                ),
             }
         }
     }
@@ -377,7 +378,10 @@ mod tests {
         })));
         seen[2].1.service = Some(Lookup::NotFound);
         let not = verdict(&seen).expect_err("b and c are not ready");
-        assert_eq!(not.reason, "DeploymentNotAvailable", "the first one's reason");
+        assert_eq!(
+            not.reason, "DeploymentNotAvailable",
+            "the first one's reason"
+        );
         assert_eq!(
             not.message,
             "version b: Deployment dep-b has 0 of 2 replicas available; \

@@ -320,7 +320,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         // Traffic moves only to versions that can serve it; otherwise nothing is recorded and
         // the iteration is redone (same pre-answer ledger) once they can.
         let next = decided.pending.as_ref().map(|p| p.weights.clone());
-        let decided = match self.readiness(Some(&current), next.as_deref().unwrap_or(&current)).await {
+        let decided = match self
+            .readiness(Some(&current), next.as_deref().unwrap_or(&current))
+            .await
+        {
             Ok(account) => lifecycle::versions_ready(decided, &account, &self.stamp()),
             Err(not_ready) => {
                 let before = format!("iteration {iteration}");
@@ -364,7 +367,13 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                     Some(name) => Some(lookup(deployments.get_opt(name).await)),
                     None => None,
                 };
-                (check, Seen { service, deployment })
+                (
+                    check,
+                    Seen {
+                        service,
+                        deployment,
+                    },
+                )
             }
         }))
         .await;
@@ -646,6 +655,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     async fn replace_status(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
         let exp = &self.exp;
         status.observed_generation = exp.meta().generation;
+        if exp.status.as_ref() == Some(&status) {
+            // Nothing to write (a wait checked again and found unchanged).
+            return Ok(());
+        }
         let name = exp.name_any();
         let mut base = exp.clone();
         let mut backoff = conflict::Backoff::new();
@@ -659,12 +672,20 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             {
                 Err(e) if conflict::is_conflict(&e) => e,
                 Ok(written) => {
-                    // Copies at the versions we read are older than our write: skip them.
+                    // Copies at the versions we read are older than our write: skip them. A
+                    // write the API server found to change nothing keeps the version, which
+                    // is then current, not stale: marking it would skip every reconcile of
+                    // the experiment until someone else changed it.
                     let key = crate::key(exp);
-                    self.ctx
-                        .superseded
-                        .replaced(&key, exp.resource_version().as_deref());
-                    if base.resource_version() != exp.resource_version() {
+                    let kept = written.resource_version();
+                    if kept != exp.resource_version() {
+                        self.ctx
+                            .superseded
+                            .replaced(&key, exp.resource_version().as_deref());
+                    }
+                    if base.resource_version() != exp.resource_version()
+                        && base.resource_version() != kept
+                    {
                         self.ctx
                             .superseded
                             .replaced(&key, base.resource_version().as_deref());
