@@ -311,7 +311,8 @@ mod tests {
     #[test]
     fn a_rolled_out_available_deployment_is_ready_and_anything_short_of_it_is_not() {
         assert_eq!(deployment_unready(&deployment(2, |_| {})), None);
-        let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, &str); 7] = [
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: [(&str, Edit, &str); 7] = [
             (
                 "old generation",
                 Box::new(|d| d["status"]["observedGeneration"] = json!(2)),
