@@ -672,24 +672,13 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             {
                 Err(e) if conflict::is_conflict(&e) => e,
                 Ok(written) => {
-                    // Copies at the versions we read are older than our write: skip them. A
-                    // write the API server found to change nothing keeps the version, which
-                    // is then current, not stale: marking it would skip every reconcile of
-                    // the experiment until someone else changed it.
-                    let key = crate::key(exp);
-                    let kept = written.resource_version();
-                    if kept != exp.resource_version() {
-                        self.ctx
-                            .superseded
-                            .replaced(&key, exp.resource_version().as_deref());
-                    }
-                    if base.resource_version() != exp.resource_version()
-                        && base.resource_version() != kept
-                    {
-                        self.ctx
-                            .superseded
-                            .replaced(&key, base.resource_version().as_deref());
-                    }
+                    // Copies at the versions we read are older than our write: skip them.
+                    self.ctx.superseded.wrote(
+                        &crate::key(exp),
+                        exp.resource_version().as_deref(),
+                        base.resource_version().as_deref(),
+                        written.resource_version().as_deref(),
+                    );
                     self.exp = written;
                     return Ok(());
                 }
