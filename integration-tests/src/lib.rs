@@ -28,6 +28,7 @@ pub mod partition;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod workloads;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};

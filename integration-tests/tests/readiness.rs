@@ -11,65 +11,12 @@ use anyhow::{Context as _, Result};
 use iter8_api::Action;
 use iter8_crd::{Experiment, Phase};
 use iter8_integration_tests::create_service;
-use k8s_openapi::api::apps::v1::Deployment;
+use iter8_integration_tests::workloads::{create_deployment, report_deployment};
 use k8s_openapi::api::core::v1::Service;
-use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use common::*;
-
-/// A Deployment of one replica; with no deployment controller it reports no status.
-async fn create_deployment(client: &Client, ns: &str, name: &str) -> Result<()> {
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-            }
-        }
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .with_context(|| format!("creating Deployment {name}"))?;
-    Ok(())
-}
-
-/// Reports Deployment `name` as the deployment controller would: its generation observed, its
-/// one replica updated, and available (or not).
-async fn report_deployment(client: &Client, ns: &str, name: &str, available: bool) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let generation = api.get(name).await?.metadata.generation;
-    let (count, condition) = if available {
-        (
-            1,
-            json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                   "message": "Deployment has minimum availability."}),
-        )
-    } else {
-        (
-            0,
-            json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                   "message": "Deployment does not have minimum availability."}),
-        )
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {
-            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": count, "availableReplicas": count,
-            "unavailableReplicas": 1 - count, "conditions": [condition]
-        }})),
-    )
-    .await
-    .with_context(|| format!("reporting the status of Deployment {name}"))?;
-    Ok(())
-}
 
 /// The `VersionsReady` condition as (status, reason, message).
 fn versions_ready(exp: &Experiment) -> Option<(String, String, String)> {
