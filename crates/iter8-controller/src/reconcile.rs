@@ -727,11 +727,15 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 }
 
-/// A read as [`readiness`] sees it.
+/// A read as [`readiness`] sees it. A refusal is told in the API server's own sentence (who
+/// cannot do what), not the whole response, which the condition would carry twice.
 fn lookup<T>(read: Result<Option<T>, kube::Error>) -> Lookup<T> {
     match read {
         Ok(Some(object)) => Lookup::Found(object),
         Ok(None) => Lookup::NotFound,
+        Err(kube::Error::Api(status)) if !status.message.is_empty() => {
+            Lookup::Failed(status.message.clone())
+        }
         Err(e) => Lookup::Failed(e.to_string()),
     }
 }
@@ -769,4 +773,21 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    #[test]
+    fn a_refused_readiness_read_says_who_cannot_do_what_in_one_sentence() {
+        let refusal = "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:iter8:iter8-controller\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"shop\"";
+        let read: Result<Option<()>, _> = Err(kube::Error::Api(
+            Status::failure(refusal, "Forbidden").with_code(403).boxed(),
+        ));
+        assert_eq!(lookup(read), Lookup::Failed(refusal.to_string()));
+        assert_eq!(lookup(Ok(None::<()>)), Lookup::NotFound);
+        assert_eq!(lookup(Ok(Some(()))), Lookup::Found(()));
+    }
 }
