@@ -28,6 +28,7 @@ pub mod partition;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod workloads;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -38,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -388,12 +389,21 @@ pub struct TestEnv {
     pub namespace: TestNamespace,
 }
 
+/// The Services the tests' experiments route to (HTTPRoute backends `reviews-v1` and
+/// `reviews-v2`, Istio host `reviews`). The controller moves traffic only to versions whose
+/// Service exists, as a cluster running those apps would have them.
+pub const FIXTURE_SERVICES: [&str; 3] = ["reviews", "reviews-v1", "reviews-v2"];
+
 impl TestEnv {
-    /// Connect to the shared control plane and create a namespace named after `test_name`.
+    /// Connect to the shared control plane and create a namespace named after `test_name`,
+    /// with the [`FIXTURE_SERVICES`] in it.
     pub async fn new(test_name: &str) -> Result<Self> {
         let control_plane = ControlPlane::shared()?;
         let client = control_plane.client().await?;
         let namespace = TestNamespace::create(control_plane, &client, test_name).await?;
+        for name in FIXTURE_SERVICES {
+            create_service(&client, namespace.name(), name).await?;
+        }
         Ok(TestEnv {
             control_plane,
             client,
@@ -405,6 +415,19 @@ impl TestEnv {
     pub async fn cleanup(self) -> Result<()> {
         self.namespace.delete().await
     }
+}
+
+/// A selector-less Service `name` on port 9080, as a version's backend.
+pub async fn create_service(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]}
+    }))?;
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .with_context(|| format!("creating Service {ns}/{name}"))?;
+    Ok(())
 }
 
 /// Polls `check` every 100 ms until it gives a value or `timeout` passes.

@@ -21,13 +21,14 @@ use iter8_integration_tests::gateway::{
 };
 use iter8_integration_tests::process::{Process, workspace_binary};
 use iter8_integration_tests::prometheus::{Prometheus, free_port};
+use iter8_integration_tests::workloads::{create_deployment, report_deployment};
 use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -148,6 +149,8 @@ fn controller_rules() -> BTreeSet<Rule> {
             &[],
         ),
         rule("events.k8s.io", "events", &["create", "patch"], &[]),
+        rule("", "services", &["get"], &[]),
+        rule("apps", "deployments", &["get"], &[]),
     ])
 }
 
@@ -1165,8 +1168,16 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
 
     // A canary on the chart's sample-app Metrics, through HTTPRoute `sample` (created above
     // with the baseline only: the controller adds the candidate's backendRef).
+    // Its versions name their Deployments, Available: the controller reads them (and their
+    // Services) with the chart's token before traffic moves.
+    let mut experiment = sample_canary(0.05, 50, "2s", 2);
+    for (i, name) in ["sample-v1", "sample-v2"].into_iter().enumerate() {
+        create_deployment(&admin, &ns, name).await?;
+        report_deployment(&admin, &ns, name, true).await?;
+        experiment["spec"]["versions"][i]["workload"] = json!({"name": name});
+    }
     let experiments: Api<Experiment> = Api::namespaced(admin.clone(), &ns);
-    let experiment: Experiment = serde_json::from_value(sample_canary(0.05, 50, "2s", 2))?;
+    let experiment: Experiment = serde_json::from_value(experiment)?;
     experiments
         .create(&PostParams::default(), &experiment)
         .await?;
@@ -1186,6 +1197,14 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let status = done.status.context("status")?;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "VersionsReady" && c.status == "True"),
+        "the Services and Deployments were read and found ready: {:?}",
+        status.conditions
+    );
     let decision = status.decision.context("decision")?;
     assert_eq!(decision.action, Action::Promote, "{}", decision.reason);
     assert_eq!(status.recommended_version.as_deref(), Some("candidate"));
@@ -1272,6 +1291,43 @@ async fn controller_on_the_charts_service_account_runs_a_canary_and_can_do_nothi
         "get a Secret in another namespace",
         Api::<Secret>::namespaced(sa.clone(), "kube-system")
             .get("prometheus-credentials")
+            .await,
+    );
+    // Readiness reads one Service and one Deployment by name; nothing more.
+    Api::<Service>::namespaced(sa.clone(), &ns)
+        .get("sample-v2")
+        .await
+        .context("a version's Service is readable")?;
+    Api::<Deployment>::namespaced(sa.clone(), &ns)
+        .get("iter8-analytics")
+        .await
+        .context("a Deployment is readable")?;
+    forbidden(
+        "list Services",
+        Api::<Service>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "list Deployments",
+        Api::<Deployment>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "scale a Deployment",
+        Api::<Deployment>::namespaced(sa.clone(), &ns)
+            .patch(
+                "iter8-analytics",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await,
+    );
+    forbidden(
+        "delete a Service",
+        Api::<Service>::namespaced(sa.clone(), &ns)
+            .delete("sample-v2", &DeleteParams::default())
             .await,
     );
     forbidden(

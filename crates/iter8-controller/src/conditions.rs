@@ -5,6 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The experiment is progressing normally (or finished cleanly).
 pub const READY: &str = "Ready";
+/// Every version traffic was about to move to had its Service, and its Deployment (if named)
+/// rolled out and Available, when last checked.
+pub const VERSIONS_READY: &str = "VersionsReady";
 /// The last call to the analytics service succeeded.
 pub const ANALYTICS_AVAILABLE: &str = "AnalyticsAvailable";
 /// The last metrics collection had data for every version and metric.

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod notifier;
 pub mod notify;
 pub mod plan;
+pub mod readiness;
 pub mod reconcile;
 pub mod router;
 pub mod superseded;

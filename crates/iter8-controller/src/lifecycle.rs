@@ -16,8 +16,9 @@ use iter8_crd::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{
-    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
+    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED, VERSIONS_READY,
 };
+use crate::readiness::NotReady;
 use crate::router::{RouteSplit, RouterError};
 
 /// When a transition happens, and for which spec generation.
@@ -208,6 +209,53 @@ pub fn started(
             format!("starting split {summary}"),
         )],
         requeue: Requeue::WhenDue,
+    }
+}
+
+/// The versions the next split moves traffic to are ready ([`crate::readiness::verdict`]
+/// said so, in `account`): `VersionsReady` is True.
+pub fn versions_ready(mut status: ExperimentStatus, account: &str, at: &Stamp) -> ExperimentStatus {
+    set(&mut status, at, VERSIONS_READY, true, "Ready", account);
+    status
+}
+
+/// A version traffic was about to move to is not ready: nothing moves (the router keeps its
+/// split, nothing is recorded as pending), and the check is made again after the retry delay.
+/// Waiting is not a failure: the failure policy does not count it. `before` says what waits
+/// (`the start`, `iteration 3`). The `VersionsNotReady` Event is published when the wait
+/// begins or its reason changes, not at every check.
+pub fn awaiting_versions(
+    mut status: ExperimentStatus,
+    before: &str,
+    not_ready: &NotReady,
+    at: &Stamp,
+) -> Transition {
+    let already = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == VERSIONS_READY && c.status == "False" && c.reason == not_ready.reason);
+    let message = format!(
+        "waiting for versions to be ready before {before}: {}",
+        not_ready.message
+    );
+    set(
+        &mut status,
+        at,
+        VERSIONS_READY,
+        false,
+        not_ready.reason,
+        &not_ready.message,
+    );
+    status.message = Some(message.clone());
+    let notes = if already {
+        Vec::new()
+    } else {
+        vec![Note::warning("VersionsNotReady", "Iterate", message)]
+    };
+    Transition {
+        status,
+        notes,
+        requeue: Requeue::Retry,
     }
 }
 
@@ -1274,6 +1322,79 @@ mod tests {
         for (failure, condition, reason) in cases {
             assert_eq!((failure.condition, failure.reason), (condition, reason));
         }
+    }
+
+    #[test]
+    fn traffic_waits_for_versions_not_ready_and_moves_once_they_are() {
+        let not_ready = |reason: &'static str, message: &str| NotReady {
+            reason,
+            message: message.into(),
+        };
+        let at = stamp(2000);
+        // Before the start: the experiment stays Pending, nothing recorded, checked again.
+        let missing = not_ready("ServiceNotFound", "version next: Service n not found");
+        let t = awaiting_versions(ExperimentStatus::default(), "the start", &missing, &at);
+        assert_eq!(t.status.phase, Phase::Pending);
+        assert!(t.status.weights.is_empty() && t.status.start_time.is_none());
+        assert_eq!(
+            condition(&t.status, VERSIONS_READY),
+            ("False".into(), "ServiceNotFound".into())
+        );
+        assert_eq!(
+            t.status.message.as_deref(),
+            Some(
+                "waiting for versions to be ready before the start: version next: Service n not found"
+            )
+        );
+        assert_eq!(reasons(&t), ["VersionsNotReady"]);
+        assert!(t.notes[0].warning);
+        assert_eq!(t.requeue, Requeue::Retry);
+        // The same wait again: no second Event, and the plan still starts it next time.
+        let again = awaiting_versions(t.status.clone(), "the start", &missing, &at);
+        assert!(again.notes.is_empty());
+        assert!(matches!(
+            crate::plan::plan(&spec(), &again.status, Some(4), std::time::UNIX_EPOCH),
+            crate::plan::Step::Start { .. }
+        ));
+        // The reason changes (the Service appeared, the Deployment is not Available): one Event.
+        let unavailable = not_ready(
+            "DeploymentNotAvailable",
+            "version next: Deployment n has 0 of 1 replicas available",
+        );
+        let changed = awaiting_versions(again.status, "the start", &unavailable, &at);
+        assert_eq!(reasons(&changed), ["VersionsNotReady"]);
+        // Ready: the condition turns True and the start proceeds.
+        let ready = versions_ready(changed.status, "ready: stable, next", &at);
+        assert_eq!(
+            condition(&ready, VERSIONS_READY),
+            ("True".into(), "Ready".into())
+        );
+        let started = started(&spec(), ready, &[100, 0], &stamp(2001));
+        assert_eq!(started.status.phase, Phase::Running);
+
+        // Mid-experiment, a weight increase waits: the split in force and the ledger stay,
+        // nothing is pending, the failure policy does not count it, the iteration is redone.
+        let mut status = running(2, [80, 20]);
+        status.ledger = Some(ledger(2, [80, 20]));
+        let t = awaiting_versions(status.clone(), "iteration 3", &unavailable, &at);
+        assert_eq!(recorded_weights(&t.status), [80, 20]);
+        assert_eq!(t.status.pending, None);
+        assert_eq!(t.status.ledger, status.ledger);
+        assert_eq!(t.status.consecutive_failures, 0);
+        assert_eq!(t.status.completed_iterations, 2);
+        assert_eq!(t.status.phase, Phase::Running);
+        assert_eq!(
+            crate::plan::plan(&spec(), &t.status, Some(4), std::time::SystemTime::now()),
+            crate::plan::Step::Iterate { iteration: 3 }
+        );
+        // Once ready, the same iteration is decided and its split applied.
+        let ready = versions_ready(t.status, "ready: next", &stamp(2001));
+        let (_, done) = iterate(&spec(), ready, 3, answer(3, Action::Continue, [60, 40]));
+        assert_eq!(recorded_weights(&done.status), [60, 40]);
+        assert_eq!(
+            condition(&done.status, VERSIONS_READY),
+            ("True".into(), "Ready".into())
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use futures::StreamExt;
 use iter8_api::{Action as Decided, Observation};
 use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -30,6 +31,7 @@ use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
 use crate::notifier::Notifier;
 use crate::notify;
 use crate::plan::{self, Step, parse_interval, system_time};
+use crate::readiness::{self, Check, Lookup, NotReady, Seen};
 use crate::router::{RouteTarget, RouterError, Routes};
 use crate::superseded::Superseded;
 use crate::telemetry::Telemetry;
@@ -206,6 +208,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 Ok(self.requeue(Requeue::WhenDue))
             }
             Step::Start { weights } => {
+                let status = match self.readiness(None, &weights).await {
+                    Ok(account) => lifecycle::versions_ready(status, &account, &self.stamp()),
+                    Err(not_ready) => {
+                        let t = lifecycle::awaiting_versions(
+                            status,
+                            "the start",
+                            &not_ready,
+                            &self.stamp(),
+                        );
+                        return self.commit(t).await;
+                    }
+                };
                 if let Err(e) = self.set_router(&weights).await {
                     return self.router_failed(status, e).await;
                 }
@@ -311,8 +325,23 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             }
         };
         let action = response.decision.action;
+        let undecided = status.clone();
         let decided =
             lifecycle::decided(&spec, status, iteration, &ledger, response, &self.stamp());
+        // Traffic moves only to versions that can serve it; otherwise nothing is recorded and
+        // the iteration is redone (same pre-answer ledger) once they can.
+        let next = decided.pending.as_ref().map(|p| p.weights.clone());
+        let decided = match self
+            .readiness(Some(&current), next.as_deref().unwrap_or(&current))
+            .await
+        {
+            Ok(account) => lifecycle::versions_ready(decided, &account, &self.stamp()),
+            Err(not_ready) => {
+                let before = format!("iteration {iteration}");
+                let t = lifecycle::awaiting_versions(undecided, &before, &not_ready, &self.stamp());
+                return self.commit(t).await;
+            }
+        };
         // The decision is durable before the router changes.
         self.write(decided).await?;
         let outcome = match self.status().pending {
@@ -329,6 +358,37 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .with_label_values(&[action_label(action)])
             .inc();
         outcome
+    }
+
+    /// Reads what [`readiness::checks`] names for moving from `from` (`None` before the start)
+    /// to `to`, and gives [`readiness::verdict`] on it. A read that fails is a verdict of
+    /// not ready, never a pass.
+    async fn readiness(&self, from: Option<&[u32]>, to: &[u32]) -> Result<String, NotReady> {
+        let checks = readiness::checks(&self.exp.spec, self.ns, from, to);
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let deployments: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let seen = futures::future::join_all(checks.into_iter().map(|check: Check| {
+            let (services, deployments) = (&services, &deployments);
+            async move {
+                let service = match &check.service {
+                    Some(name) => Some(lookup(services.get_opt(name).await).map(|_| ())),
+                    None => None,
+                };
+                let deployment = match &check.deployment {
+                    Some(name) => Some(lookup(deployments.get_opt(name).await)),
+                    None => None,
+                };
+                (
+                    check,
+                    Seen {
+                        service,
+                        deployment,
+                    },
+                )
+            }
+        }))
+        .await;
+        readiness::verdict(&seen)
     }
 
     /// Records how late this attempt began. A paused experiment was not due (a person or the
@@ -616,6 +676,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     async fn replace_status(&mut self, mut status: ExperimentStatus) -> Result<(), Error> {
         let exp = &self.exp;
         status.observed_generation = exp.meta().generation;
+        if exp.status.as_ref() == Some(&status) {
+            // Nothing to write (a wait checked again and found unchanged).
+            return Ok(());
+        }
         let name = exp.name_any();
         let mut base = exp.clone();
         let mut backoff = conflict::Backoff::new();
@@ -630,15 +694,12 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 Err(e) if conflict::is_conflict(&e) => e,
                 Ok(written) => {
                     // Copies at the versions we read are older than our write: skip them.
-                    let key = crate::key(exp);
-                    self.ctx
-                        .superseded
-                        .replaced(&key, exp.resource_version().as_deref());
-                    if base.resource_version() != exp.resource_version() {
-                        self.ctx
-                            .superseded
-                            .replaced(&key, base.resource_version().as_deref());
-                    }
+                    self.ctx.superseded.wrote(
+                        &crate::key(exp),
+                        exp.resource_version().as_deref(),
+                        base.resource_version().as_deref(),
+                        written.resource_version().as_deref(),
+                    );
                     self.exp = written;
                     return Ok(());
                 }
@@ -704,6 +765,19 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 }
 
+/// A read as [`readiness`] sees it. A refusal is told in the API server's own sentence (who
+/// cannot do what), not the whole response, which the condition would carry twice.
+fn lookup<T>(read: Result<Option<T>, kube::Error>) -> Lookup<T> {
+    match read {
+        Ok(Some(object)) => Lookup::Found(object),
+        Ok(None) => Lookup::NotFound,
+        Err(kube::Error::Api(status)) if !status.message.is_empty() => {
+            Lookup::Failed(status.message.clone())
+        }
+        Err(e) => Lookup::Failed(e.to_string()),
+    }
+}
+
 /// Observations of one iteration, in version order.
 struct Collected {
     by_version: Vec<BTreeMap<String, Observation>>,
@@ -737,4 +811,21 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    #[test]
+    fn a_refused_readiness_read_says_who_cannot_do_what_in_one_sentence() {
+        let refusal = "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:iter8:iter8-controller\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"shop\"";
+        let read: Result<Option<()>, _> = Err(kube::Error::Api(
+            Status::failure(refusal, "Forbidden").with_code(403).boxed(),
+        ));
+        assert_eq!(lookup(read), Lookup::Failed(refusal.to_string()));
+        assert_eq!(lookup(Ok(None::<()>)), Lookup::NotFound);
+        assert_eq!(lookup(Ok(Some(()))), Lookup::Found(()));
+    }
 }

@@ -27,6 +27,20 @@ impl Superseded {
             .push(old.to_string());
     }
 
+    /// Records a status write of Experiment `key` that produced version `written`, made on
+    /// version `base` of a copy first read at version `read` (`base` is newer after a
+    /// conflict). A write the API server found to change nothing keeps its base's version,
+    /// which is then current, not replaced: marking it would skip every reconcile of the
+    /// experiment until someone else changed it.
+    pub fn wrote(&self, key: &str, read: Option<&str>, base: Option<&str>, written: Option<&str>) {
+        if read != written {
+            self.replaced(key, read);
+        }
+        if base != read && base != written {
+            self.replaced(key, base);
+        }
+    }
+
     /// Whether `version` of `key` is one we already replaced. Any other version is our latest
     /// write or newer (the cache only moves forward), so the record of `key` is dropped.
     pub fn is_stale(&self, key: &str, version: Option<&str>) -> bool {
@@ -67,6 +81,38 @@ mod tests {
         assert!(
             !superseded.is_stale("ns/a", Some("1")),
             "forgotten once the cache caught up"
+        );
+    }
+
+    #[test]
+    fn a_write_replaces_the_versions_it_was_made_on_unless_it_changed_nothing() {
+        let superseded = Superseded::default();
+        superseded.wrote("ns/a", Some("1"), Some("1"), Some("2"));
+        assert!(
+            superseded.is_stale("ns/a", Some("1")),
+            "the copy written over"
+        );
+
+        // After a conflict: the copy read and the fresh base are both older than the write.
+        let superseded = Superseded::default();
+        superseded.wrote("ns/a", Some("1"), Some("2"), Some("3"));
+        assert!(superseded.is_stale("ns/a", Some("1")));
+        assert!(superseded.is_stale("ns/a", Some("2")));
+
+        // A write that changed nothing keeps the version: it is current, never stale.
+        let superseded = Superseded::default();
+        superseded.wrote("ns/a", Some("1"), Some("1"), Some("1"));
+        assert!(!superseded.is_stale("ns/a", Some("1")));
+        // ... also when it was made on a fresh base after a conflict.
+        let superseded = Superseded::default();
+        superseded.wrote("ns/a", Some("1"), Some("2"), Some("2"));
+        assert!(
+            superseded.is_stale("ns/a", Some("1")),
+            "the copy read is older"
+        );
+        assert!(
+            !superseded.is_stale("ns/a", Some("2")),
+            "the base is current"
         );
     }
 

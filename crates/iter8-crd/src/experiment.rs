@@ -181,6 +181,30 @@ pub struct VersionSpec {
     /// The version's URL, for local mode (the CLI sends its load there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The workload that serves this version, in the experiment's namespace. When set, the
+    /// controller moves traffic to the version only while it is rolled out and Available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRef>,
+}
+
+/// The workload serving a version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// The workload's kind; `Deployment` (apps/v1) is the one supported.
+    #[serde(default)]
+    pub kind: WorkloadKind,
+    /// The workload's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kinds of workload whose readiness the controller checks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    /// An apps/v1 Deployment.
+    #[default]
+    Deployment,
 }
 
 /// Local mode's load generator: how the `iter8` CLI sends requests to the versions' URLs.
@@ -594,7 +618,7 @@ pub struct ExperimentStatus {
     /// A one-line account of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Ready, AnalyticsAvailable, MetricsAvailable, TrafficApplied, Completed.
+    /// Ready, VersionsReady, AnalyticsAvailable, MetricsAvailable, TrafficApplied, Completed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -176,6 +176,7 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
                 backend: None,
                 labels: BTreeMap::new(),
                 url: None,
+                workload: None,
             })
             .collect(),
         router: None,
