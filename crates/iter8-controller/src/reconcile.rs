@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::assessor::Assessor;
 use crate::conflict;
-use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::lifecycle::{self, AtGate, Failure, Held, Note, Requeue, Stamp, Transition};
 use crate::plan::{self, Step, parse_interval, system_time};
 use crate::readiness::{self, Check, Lookup, NotReady, Seen};
 use crate::router::{RouteTarget, RouterError, Routes};
@@ -399,14 +399,49 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 
     /// Applies a pending iteration's split and records the iteration as completed.
+    /// A split held at an approval gate waits here, pending, until the gate opens.
     async fn finish(&mut self, pending: PendingIteration) -> Result<Action, Error> {
-        let status = self.status();
+        let approval_time = iter8_crd::approval_time(self.exp.meta());
+        let approved = self
+            .exp
+            .spec
+            .approval
+            .as_ref()
+            .map(|approval| lifecycle::Approved {
+                approval,
+                at: approval_time.as_ref(),
+            });
+        let (status, notes) = match lifecycle::at_gate(
+            &self.exp.spec,
+            self.status(),
+            &pending,
+            approved,
+            &self.stamp(),
+        ) {
+            AtGate::Pass(status, notes) => (status, notes),
+            AtGate::Wait(t) => return self.commit(t).await,
+            AtGate::RollBack { status, weights } => {
+                let t = match self.set_router(&weights).await {
+                    Ok(()) => lifecycle::gate_rolled_back(
+                        &self.exp.spec,
+                        status,
+                        Some(&weights),
+                        &self.stamp(),
+                    ),
+                    Err(RouterError::NotFound { .. }) => {
+                        lifecycle::gate_rolled_back(&self.exp.spec, status, None, &self.stamp())
+                    }
+                    Err(e) => return self.router_failed(status, e).await,
+                };
+                return self.commit(t).await;
+            }
+        };
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }
         // A blocked failure-policy rollback waits as a pending `Failed` split: it ends as a
         // rollback, not as an iteration.
-        let t = if pending.next_phase == Phase::Failed {
+        let mut t = if pending.next_phase == Phase::Failed {
             lifecycle::rolled_back(
                 &self.exp.spec,
                 status,
@@ -416,6 +451,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         } else {
             lifecycle::applied(&self.exp.spec, status, pending, &self.stamp())
         };
+        // The gate's Events follow the status that records its opening.
+        t.notes.splice(0..0, notes);
         self.commit(t).await
     }
 

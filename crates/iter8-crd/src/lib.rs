@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod experiment;
+pub mod gate;
 pub mod ledger;
 pub mod metric;
 
 pub use experiment::*;
+pub use gate::*;
 pub use iter8_api::duration::{self, parse_duration};
 pub use ledger::Ledger;
 pub use metric::*;

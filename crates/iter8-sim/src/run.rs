@@ -220,6 +220,8 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         failure_policy: FailurePolicy::default(),
         manual_override: None,
         load: None,
+        gates: None,
+        approval: None,
     }
 }
 
