@@ -1639,28 +1639,29 @@ mod tests {
         }
     }
 
+    /// A row of the gate table: gates, decision, split, approval given, gate named, outcome.
+    type GateCase = (
+        serde_json::Value,
+        Action,
+        [u32; 2],
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+    );
+
     #[test]
     fn each_gate_state_as_the_table_says() {
         let promotion = json!({"promotion": {}});
         let both = json!({"promotion": {}, "weightIncrease": {}});
         let approved_at = stamp(2050).now;
-        // (gates, decision, split, approval, waited seconds, gate named, outcome)
-        let cases: [(
-            serde_json::Value,
-            Action,
-            [u32; 2],
-            Option<&str>,
-            i64,
-            Option<&str>,
-            &str,
-        ); 9] = [
-            (json!({}), Action::Promote, [0, 100], None, 0, None, "pass"),
+        // (gates, decision, split, approval given, gate named, outcome)
+        let cases: [GateCase; 9] = [
+            (json!({}), Action::Promote, [0, 100], None, None, "pass"),
             (
                 promotion.clone(),
                 Action::Continue,
                 [60, 40],
                 None,
-                0,
                 None,
                 "pass",
             ),
@@ -1669,7 +1670,6 @@ mod tests {
                 Action::Rollback,
                 [100, 0],
                 None,
-                0,
                 None,
                 "pass",
             ),
@@ -1678,7 +1678,6 @@ mod tests {
                 Action::Promote,
                 [0, 100],
                 None,
-                0,
                 Some("promotion@3"),
                 "wait",
             ),
@@ -1687,7 +1686,6 @@ mod tests {
                 Action::Promote,
                 [0, 100],
                 Some("promotion@3"),
-                0,
                 Some("promotion@3"),
                 "approved",
             ),
@@ -1696,26 +1694,16 @@ mod tests {
                 Action::Continue,
                 [60, 40],
                 None,
-                0,
                 Some("weightIncrease@3"),
                 "wait",
             ),
-            (
-                both.clone(),
-                Action::Continue,
-                [90, 10],
-                None,
-                0,
-                None,
-                "pass",
-            ),
+            (both.clone(), Action::Continue, [90, 10], None, None, "pass"),
             // An approval of another gate instance (an earlier increase) opens nothing.
             (
                 both.clone(),
                 Action::Continue,
                 [60, 40],
                 Some("weightIncrease@2"),
-                0,
                 Some("weightIncrease@3"),
                 "wait",
             ),
@@ -1724,12 +1712,11 @@ mod tests {
                 Action::Continue,
                 [60, 40],
                 Some("weightIncrease@3"),
-                0,
                 Some("weightIncrease@3"),
                 "approved",
             ),
         ];
-        for (gates, action, split, given, _waited, named, outcome) in cases {
+        for (gates, action, split, given, named, outcome) in cases {
             let (spec, status, pending) = gated(gates.clone(), action, split);
             assert_eq!(
                 gate_for(&spec, &status, &pending)
