@@ -9,6 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -241,6 +243,132 @@ async fn a_gate_not_approved_in_time_rolls_back_to_the_baseline() -> Result<()> 
         String::from_utf8_lossy(&late.stderr).contains("has already ended (phase Failed)"),
         "{}",
         String::from_utf8_lossy(&late.stderr)
+    );
+    h.finish().await
+}
+
+/// A gate webhook on loopback: answers `code` (changeable) to each POST and keeps the bodies.
+struct Approver {
+    addr: std::net::SocketAddr,
+    code: Arc<AtomicU16>,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Approver {
+    async fn start(code: u16) -> Result<Self> {
+        let code = Arc::new(AtomicU16::new(code));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new().route(
+            "/confirm",
+            axum::routing::post({
+                let (code, bodies) = (code.clone(), bodies.clone());
+                move |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    bodies.lock().expect("lock").push(body);
+                    axum::http::StatusCode::from_u16(code.load(Ordering::SeqCst))
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, code, bodies })
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_gate_opens_only_on_a_2xx_from_an_allowed_url() -> Result<()> {
+    let approver = Approver::start(503).await?;
+    let allowed = format!("http://{}/", approver.addr);
+    let h = Harness::with_gate_webhooks("gate-webhook", vec![allowed]).await?;
+    let url = format!("http://{}/confirm", approver.addr);
+    let api = gated_canary(
+        &h,
+        "hooked",
+        json!({"promotion": {"webhook": {"url": url}}}),
+    )
+    .await?;
+    let waiting = wait_at_gate(&api, "hooked").await?;
+    // A 503 holds the promotion; the webhook got Flagger's confirm-promotion shape.
+    wait_for(
+        "the webhook to be asked twice",
+        Duration::from_secs(30),
+        async || Ok((approver.bodies.lock().expect("lock").len() >= 2).then_some(())),
+    )
+    .await?;
+    let held = api.get("hooked").await?;
+    let message = held
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("its webhook answered HTTP 503"),
+        "{message}"
+    );
+    assert_eq!(held.status.as_ref().map(|s| s.phase), Some(Phase::Running));
+    assert_ne!(reviews_split(&h.env.client, h.ns()).await?, [0, 100]);
+    let gate = waiting.status.and_then(|s| s.gate).context("gate")?;
+    let body = approver.bodies.lock().expect("lock")[0].clone();
+    assert_eq!(body["name"], "hooked");
+    assert_eq!(body["namespace"], h.ns());
+    assert_eq!(body["phase"], "Running");
+    assert_eq!(body["metadata"]["gate"], gate.name.as_str());
+    assert_eq!(body["metadata"]["weights"], "stable=0,next=100");
+
+    // A 200 opens it: the candidate is promoted, the webhook recorded as the approver.
+    approver.code.store(200, Ordering::SeqCst);
+    let done = wait_for_phase(&api, "hooked", Phase::Completed).await?;
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [0, 100]);
+    let record = done
+        .status
+        .as_ref()
+        .and_then(|s| s.approvals.first().cloned())
+        .context("approval recorded")?;
+    assert_eq!(
+        (record.gate, record.by),
+        (gate.name, format!("webhook {url}"))
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_webhook_under_no_allowed_url_is_never_called() -> Result<()> {
+    let approver = Approver::start(200).await?;
+    let h = Harness::with_gate_webhooks("gate-webhook-denied", vec!["http://127.0.0.1:1/".into()])
+        .await?;
+    let url = format!("http://{}/confirm", approver.addr);
+    let api = gated_canary(
+        &h,
+        "denied",
+        json!({"promotion": {"webhook": {"url": url}}}),
+    )
+    .await?;
+    wait_at_gate(&api, "denied").await?;
+    let refused = wait_for("WebhookNotAllowed", Duration::from_secs(30), async || {
+        let exp = api.get("denied").await?;
+        Ok(
+            (condition_reason(&exp, "GateOpen").as_deref() == Some("WebhookNotAllowed"))
+                .then_some(exp),
+        )
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        approver.bodies.lock().expect("lock").is_empty(),
+        "the controller never called it"
+    );
+    assert_eq!(
+        api.get("denied").await?.status.map(|s| s.phase),
+        Some(Phase::Running)
+    );
+    assert!(
+        refused
+            .status
+            .and_then(|s| s.message)
+            .is_some_and(|m| m.contains("--gate-webhook-allowed-urls"))
     );
     h.finish().await
 }

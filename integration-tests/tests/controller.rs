@@ -644,6 +644,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     analytics_url: format!("http://{analytics}"),
                     retry_after: Duration::from_millis(500),
                     shared_metric_namespaces: Vec::new(),
+                    gate_webhook_allowed_urls: Vec::new(),
                 },
                 telemetry: Telemetry::new()?,
                 recorder: Recorder::new(

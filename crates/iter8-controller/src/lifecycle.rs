@@ -709,6 +709,27 @@ pub struct Approved<'a> {
     pub at: Option<&'a Time>,
 }
 
+/// What a gate's webhook answered (see [`crate::reconcile`]): only a 2xx opens the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAnswer {
+    /// It answered 2xx: the gate opens.
+    Opened {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        code: u16,
+    },
+    /// It answered another status: the gate stays closed.
+    Closed {
+        /// The HTTP status.
+        code: u16,
+    },
+    /// It could not be reached (refused, timed out): the gate stays closed.
+    Unreachable(String),
+    /// Its URL is not under one the controller allows: it is not called.
+    NotAllowed(String),
+}
+
 /// What a gate does with the pending split.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AtGate {
@@ -769,6 +790,7 @@ pub fn at_gate(
     mut status: ExperimentStatus,
     pending: &PendingIteration,
     approved: Option<Approved<'_>>,
+    webhook: Option<&WebhookAnswer>,
     at: &Stamp,
 ) -> AtGate {
     let Some((name, gate)) = gate_for(spec, &status, pending) else {
@@ -782,6 +804,19 @@ pub fn at_gate(
             gate: name,
             by: a.approval.by.clone(),
             at: a.at.cloned(),
+        });
+        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
+        status.approvals.drain(..excess);
+        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
+        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+    }
+    if let Some(WebhookAnswer::Opened { url, code }) = webhook {
+        let message = format!("{name} approved by webhook {url} (HTTP {code})");
+        status.gate = None;
+        status.approvals.push(ApprovalRecord {
+            gate: name,
+            by: format!("webhook {url}"),
+            at: Some(at.now.clone()),
         });
         let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
         status.approvals.drain(..excess);
@@ -847,6 +882,24 @@ pub fn at_gate(
             "AwaitingApproval",
             format!("gate {name} waits for approval of {what}"),
         )
+    };
+    let (reason, message) = match webhook {
+        Some(WebhookAnswer::Closed { code }) => (
+            reason,
+            format!("{message}; its webhook answered HTTP {code}"),
+        ),
+        Some(WebhookAnswer::Unreachable(e)) => (
+            reason,
+            format!("{message}; its webhook is unreachable: {e}"),
+        ),
+        Some(WebhookAnswer::NotAllowed(url)) => (
+            "WebhookNotAllowed",
+            format!(
+                "{message}; its webhook {url} is not called: it is under no URL the controller \
+                 allows (--gate-webhook-allowed-urls)"
+            ),
+        ),
+        _ => (reason, message),
     };
     set(&mut status, at, GATE_OPEN, false, reason, &message);
     status.message = Some(message);
@@ -1731,7 +1784,7 @@ mod tests {
                 at: Some(&approved_at),
             });
             match (
-                at_gate(&spec, status, &pending, seen, &stamp(2100)),
+                at_gate(&spec, status, &pending, seen, None, &stamp(2100)),
                 outcome,
             ) {
                 (AtGate::Pass(s, notes), "pass") => {
@@ -1785,7 +1838,7 @@ mod tests {
     #[test]
     fn a_wait_publishes_awaiting_approval_once() {
         let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
-        let AtGate::Wait(first) = at_gate(&spec, status, &pending, None, &stamp(2100)) else {
+        let AtGate::Wait(first) = at_gate(&spec, status, &pending, None, None, &stamp(2100)) else {
             panic!("waits");
         };
         assert_eq!(reasons(&first), ["AwaitingApproval"]);
@@ -1795,9 +1848,14 @@ mod tests {
             "{}",
             first.notes[0].message
         );
-        let AtGate::Wait(again) =
-            at_gate(&spec, first.status.clone(), &pending, None, &stamp(2200))
-        else {
+        let AtGate::Wait(again) = at_gate(
+            &spec,
+            first.status.clone(),
+            &pending,
+            None,
+            None,
+            &stamp(2200),
+        ) else {
             panic!("still waits");
         };
         assert!(again.notes.is_empty(), "no second Event for the same wait");
@@ -1811,18 +1869,25 @@ mod tests {
     fn a_timeout_holds_or_rolls_back_as_the_gate_says() {
         let hold = json!({"promotion": {"timeout": "10m"}});
         let (spec, status, pending) = gated(hold, Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, &stamp(2000)) else {
+        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
+        else {
             panic!("waits");
         };
-        let AtGate::Wait(before) =
-            at_gate(&spec, waiting.status.clone(), &pending, None, &stamp(2599))
-        else {
+        let AtGate::Wait(before) = at_gate(
+            &spec,
+            waiting.status.clone(),
+            &pending,
+            None,
+            None,
+            &stamp(2599),
+        ) else {
             panic!("not yet timed out");
         };
         assert!(before.notes.is_empty());
         // Hold: the split stays, the condition and one Warning say the timeout passed, and an
         // approval still opens the gate.
-        let AtGate::Wait(held) = at_gate(&spec, before.status, &pending, None, &stamp(2600)) else {
+        let AtGate::Wait(held) = at_gate(&spec, before.status, &pending, None, None, &stamp(2600))
+        else {
             panic!("hold keeps waiting");
         };
         assert_eq!(reasons(&held), ["GateTimedOut"]);
@@ -1833,8 +1898,14 @@ mod tests {
             ("False".into(), "GateTimedOut".into())
         );
         assert_eq!(recorded_weights(&held.status), [80, 20]);
-        let AtGate::Wait(later) = at_gate(&spec, held.status.clone(), &pending, None, &stamp(3000))
-        else {
+        let AtGate::Wait(later) = at_gate(
+            &spec,
+            held.status.clone(),
+            &pending,
+            None,
+            None,
+            &stamp(3000),
+        ) else {
             panic!("still holds");
         };
         assert!(later.notes.is_empty());
@@ -1844,18 +1915,26 @@ mod tests {
             at: None,
         };
         assert!(matches!(
-            at_gate(&spec, later.status, &pending, Some(seen), &stamp(3001)),
+            at_gate(
+                &spec,
+                later.status,
+                &pending,
+                Some(seen),
+                None,
+                &stamp(3001)
+            ),
             AtGate::Pass(..)
         ));
 
         // Rollback: all traffic to the baseline, the experiment Failed.
         let rollback = json!({"promotion": {"timeout": "10m", "onTimeout": "rollback"}});
         let (spec, status, pending) = gated(rollback, Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, &stamp(2000)) else {
+        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
+        else {
             panic!("waits");
         };
         let AtGate::RollBack { status, weights } =
-            at_gate(&spec, waiting.status, &pending, None, &stamp(2600))
+            at_gate(&spec, waiting.status, &pending, None, None, &stamp(2600))
         else {
             panic!("rolls back");
         };
@@ -1878,7 +1957,8 @@ mod tests {
     #[test]
     fn a_person_can_terminate_an_experiment_held_at_a_gate() {
         let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, &stamp(2000)) else {
+        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
+        else {
             panic!("waits");
         };
         let mut spec = spec;
@@ -1894,6 +1974,79 @@ mod tests {
         assert_eq!(
             (t.status.phase, t.status.gate, t.status.pending),
             (Phase::Aborted, None, None)
+        );
+    }
+
+    #[test]
+    fn a_webhook_opens_the_gate_only_with_a_2xx() {
+        let gates = json!({"promotion": {"webhook": {"url": "http://approver/confirm"}}});
+        let (spec, status, pending) = gated(gates, Action::Promote, [0, 100]);
+        let url = "http://approver/confirm".to_string();
+        let closed = [
+            (
+                WebhookAnswer::Closed { code: 500 },
+                "AwaitingApproval",
+                "answered HTTP 500",
+            ),
+            (
+                WebhookAnswer::Unreachable("connection refused".into()),
+                "AwaitingApproval",
+                "unreachable: connection refused",
+            ),
+            (
+                WebhookAnswer::NotAllowed(url.clone()),
+                "WebhookNotAllowed",
+                "--gate-webhook-allowed-urls",
+            ),
+        ];
+        let mut waiting = status;
+        for (answer, reason, says) in closed {
+            let AtGate::Wait(t) = at_gate(
+                &spec,
+                waiting.clone(),
+                &pending,
+                None,
+                Some(&answer),
+                &stamp(2100),
+            ) else {
+                panic!("{answer:?} keeps the gate closed");
+            };
+            assert_eq!(
+                condition(&t.status, GATE_OPEN),
+                ("False".into(), reason.into())
+            );
+            assert!(
+                t.status
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(says)),
+                "{:?}",
+                t.status.message
+            );
+            assert_eq!(recorded_weights(&t.status), [80, 20]);
+            waiting = t.status;
+        }
+        let opened = WebhookAnswer::Opened {
+            url: url.clone(),
+            code: 204,
+        };
+        let AtGate::Pass(s, notes) =
+            at_gate(&spec, waiting, &pending, None, Some(&opened), &stamp(2200))
+        else {
+            panic!("a 2xx opens it");
+        };
+        assert_eq!(
+            s.approvals,
+            [ApprovalRecord {
+                gate: "promotion@3".into(),
+                by: format!("webhook {url}"),
+                at: Some(stamp(2200).now),
+            }]
+        );
+        assert_eq!(s.gate, None);
+        assert_eq!(
+            notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+            ["Approved"]
         );
     }
 }

@@ -37,6 +37,9 @@ use crate::telemetry::Telemetry;
 /// How many metric queries of one experiment run at once.
 const MAX_CONCURRENT_QUERIES: usize = 16;
 
+/// How long a gate's webhook may take to answer.
+const GATE_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The finalizer that puts traffic back on the baseline when a running experiment is deleted.
 pub const FINALIZER: &str = "iter8.tools/restore-traffic";
 
@@ -72,12 +75,33 @@ pub struct Settings {
     /// only Metrics of its own namespace: the controller must not read another namespace's
     /// Secrets on behalf of whoever can create an Experiment.
     pub shared_metric_namespaces: Vec<String>,
+    /// URLs under which a gate's webhook may be (`--gate-webhook-allowed-urls`): the
+    /// controller calls no other address on behalf of whoever can create an Experiment.
+    pub gate_webhook_allowed_urls: Vec<String>,
 }
 
 impl Settings {
     /// Whether an Experiment in `experiment_ns` may use the Metrics of `metric_ns`.
     pub fn may_use_metrics_of(&self, experiment_ns: &str, metric_ns: &str) -> bool {
         metric_ns == experiment_ns || self.shared_metric_namespaces.iter().any(|n| n == metric_ns)
+    }
+
+    /// Whether a gate's webhook at `url` may be called: same scheme, host and port as an
+    /// allowed URL, and a path under its path. Compared parsed, so `http://a@b` or a host
+    /// that merely starts like an allowed one does not pass.
+    pub fn may_call_gate_webhook(&self, url: &str) -> bool {
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        self.gate_webhook_allowed_urls.iter().any(|allowed| {
+            reqwest::Url::parse(allowed).is_ok_and(|a| {
+                a.scheme() == url.scheme()
+                    && a.host_str() == url.host_str()
+                    && a.port_or_known_default() == url.port_or_known_default()
+                    && url.username().is_empty()
+                    && url.path().starts_with(a.path())
+            })
+        })
     }
 }
 
@@ -411,11 +435,19 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 approval,
                 at: approval_time.as_ref(),
             });
+        let webhook = match lifecycle::gate_for(&self.exp.spec, &self.status(), &pending) {
+            Some((name, gate)) => match &gate.webhook {
+                Some(hook) => Some(self.ask_gate_webhook(&hook.url, &name, &pending).await),
+                None => None,
+            },
+            None => None,
+        };
         let (status, notes) = match lifecycle::at_gate(
             &self.exp.spec,
             self.status(),
             &pending,
             approved,
+            webhook.as_ref(),
             &self.stamp(),
         ) {
             AtGate::Pass(status, notes) => (status, notes),
@@ -454,6 +486,52 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         // The gate's Events follow the status that records its opening.
         t.notes.splice(0..0, notes);
         self.commit(t).await
+    }
+
+    /// Asks a gate's webhook whether gate `gate` may open, in the shape of Flagger's
+    /// confirm-promotion webhook: a POST of the experiment's name, namespace and phase, with
+    /// the gate, the iteration and the split it holds as metadata. Only an allowed URL is
+    /// called, with no environment proxy, no redirects and a short timeout.
+    async fn ask_gate_webhook(
+        &self,
+        url: &str,
+        gate: &str,
+        pending: &PendingIteration,
+    ) -> lifecycle::WebhookAnswer {
+        use lifecycle::WebhookAnswer;
+        if !self.ctx.settings.may_call_gate_webhook(url) {
+            return WebhookAnswer::NotAllowed(url.into());
+        }
+        let status = self.status();
+        let body = serde_json::json!({
+            "name": self.exp.name_any(),
+            "namespace": self.ns,
+            "phase": status.phase,
+            "metadata": {
+                "gate": gate,
+                "iteration": pending.iteration.to_string(),
+                "weights": iter8_crd::weights_summary(&self.exp.spec.versions, &pending.weights),
+            },
+        });
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(GATE_WEBHOOK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return WebhookAnswer::Unreachable(e.to_string()),
+        };
+        match client.post(url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => WebhookAnswer::Opened {
+                url: url.into(),
+                code: r.status().as_u16(),
+            },
+            Ok(r) => WebhookAnswer::Closed {
+                code: r.status().as_u16(),
+            },
+            Err(e) => WebhookAnswer::Unreachable(e.to_string()),
+        }
     }
 
     /// Someone changed the router by hand: report it, and put back the experiment's split.
@@ -817,4 +895,31 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_webhook_must_be_under_an_allowed_url() {
+        let settings = Settings {
+            analytics_url: "http://iter8-analytics:8080".into(),
+            retry_after: Duration::from_secs(1),
+            shared_metric_namespaces: Vec::new(),
+            gate_webhook_allowed_urls: vec!["http://approver.ops:8080/hooks/".into()],
+        };
+        for (url, allowed) in [
+            ("http://approver.ops:8080/hooks/confirm", true),
+            ("http://approver.ops:8080/other", false),
+            ("http://approver.ops:9090/hooks/confirm", false),
+            ("https://approver.ops:8080/hooks/confirm", false),
+            ("http://approver.ops.evil:8080/hooks/confirm", false),
+            ("http://approver.ops:8080@evil:8080/hooks/confirm", false),
+            ("http://user@approver.ops:8080/hooks/confirm", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
+        }
+    }
 }

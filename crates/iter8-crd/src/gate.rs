@@ -21,6 +21,11 @@ pub struct Gates {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
+    /// A webhook that opens the gate by answering 2xx to a POST (Flagger's confirm-promotion
+    /// shape); it must be under a URL the controller allows (`--gate-webhook-allowed-urls`).
+    /// `iter8 approve` opens the gate too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<GateWebhook>,
     /// How long to wait, e.g. `30m`; without it the gate waits for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
@@ -29,6 +34,15 @@ pub struct Gate {
     /// `rollback` (all traffic back on the baseline; the experiment ends Failed).
     #[serde(default)]
     pub on_timeout: GateTimeoutAction,
+}
+
+/// A webhook asked whether a gate may open.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateWebhook {
+    /// The URL POSTed to, e.g. `http://approver.ops:8080/confirm-promotion`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
 }
 
 /// The actions on a gate's timeout.
