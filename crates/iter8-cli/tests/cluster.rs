@@ -124,6 +124,27 @@ async fn env(test: &str) -> TestEnv {
     env
 }
 
+/// A running A/B/n `reviews` (its status as the controller writes it) in a fresh namespace, and
+/// a kubeconfig (in the returned directory) for it.
+async fn running_reviews(
+    test: &str,
+) -> (TestEnv, String, Api<Experiment>, tempfile::TempDir, PathBuf) {
+    let env = env(test).await;
+    let ns = env.namespace.name().to_string();
+    create(&env.client, &ns, "reviews", &running_status(&assessment())).await;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = kubeconfig(env.control_plane, dir.path(), &ns);
+    (env, ns, api, dir, config)
+}
+
+/// `iter8 -n NS ARGS...`.
+fn iter8_in(kubeconfig: &Path, ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    iter8(kubeconfig, &all)
+}
+
 fn iter8(kubeconfig: &Path, args: &[&str]) -> Output {
     run(Path::new(env!("CARGO_BIN_EXE_iter8")), kubeconfig, args)
 }
@@ -436,18 +457,8 @@ fn manual_override(e: &Experiment) -> Value {
 
 #[tokio::test]
 async fn pause_split_resume_and_terminate_write_the_override_the_controller_reads() {
-    let env = env("cli-control").await;
-    let ns = env.namespace.name().to_string();
-    let answer = assessment();
-    create(&env.client, &ns, "reviews", &running_status(&answer)).await;
-    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = kubeconfig(env.control_plane, dir.path(), &ns);
-    let cli = |args: &[&str]| {
-        let mut all = vec!["-n", ns.as_str()];
-        all.extend_from_slice(args);
-        iter8(&config, &all)
-    };
+    let (env, ns, api, _dir, config) = running_reviews("cli-control").await;
+    let cli = |args: &[&str]| iter8_in(&config, &ns, args);
 
     let said = stdout(&cli(&["pause", "reviews"]));
     assert!(said.contains(&format!("experiment {ns}/reviews pause requested")));
@@ -571,18 +582,8 @@ async fn resume_moves_the_generation_past_a_failure_policy_pause_even_when_the_o
 
 #[tokio::test]
 async fn approve_opens_only_the_gate_that_waits_as_the_api_server_names_the_caller() {
-    let env = env("cli-approve").await;
-    let ns = env.namespace.name().to_string();
-    let answer = assessment();
-    create(&env.client, &ns, "reviews", &running_status(&answer)).await;
-    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = kubeconfig(env.control_plane, dir.path(), &ns);
-    let cli = |args: &[&str]| {
-        let mut all = vec!["-n", ns.as_str()];
-        all.extend_from_slice(args);
-        iter8(&config, &all)
-    };
+    let (env, ns, api, _dir, config) = running_reviews("cli-approve").await;
+    let cli = |args: &[&str]| iter8_in(&config, &ns, args);
 
     let missing = stderr_of_failure(&cli(&["approve", "nope"]));
     assert!(

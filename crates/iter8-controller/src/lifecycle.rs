@@ -1685,6 +1685,19 @@ mod tests {
         (spec, decided, pending)
     }
 
+    /// The gate's answer with no approval and no webhook, which must be to wait.
+    fn waits(
+        spec: &ExperimentSpec,
+        status: ExperimentStatus,
+        pending: &PendingIteration,
+        seconds: i64,
+    ) -> Transition {
+        match at_gate(spec, status, pending, None, None, &stamp(seconds)) {
+            AtGate::Wait(t) => t,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
     fn approval(gate: &str) -> Approval {
         Approval {
             gate: gate.into(),
@@ -1838,9 +1851,7 @@ mod tests {
     #[test]
     fn a_wait_publishes_awaiting_approval_once() {
         let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
-        let AtGate::Wait(first) = at_gate(&spec, status, &pending, None, None, &stamp(2100)) else {
-            panic!("waits");
-        };
+        let first = waits(&spec, status, &pending, 2100);
         assert_eq!(reasons(&first), ["AwaitingApproval"]);
         assert!(!first.notes[0].warning);
         assert!(
@@ -1848,16 +1859,7 @@ mod tests {
             "{}",
             first.notes[0].message
         );
-        let AtGate::Wait(again) = at_gate(
-            &spec,
-            first.status.clone(),
-            &pending,
-            None,
-            None,
-            &stamp(2200),
-        ) else {
-            panic!("still waits");
-        };
+        let again = waits(&spec, first.status.clone(), &pending, 2200);
         assert!(again.notes.is_empty(), "no second Event for the same wait");
         assert_eq!(
             again.status, first.status,
@@ -1869,27 +1871,12 @@ mod tests {
     fn a_timeout_holds_or_rolls_back_as_the_gate_says() {
         let hold = json!({"promotion": {"timeout": "10m"}});
         let (spec, status, pending) = gated(hold, Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
-        else {
-            panic!("waits");
-        };
-        let AtGate::Wait(before) = at_gate(
-            &spec,
-            waiting.status.clone(),
-            &pending,
-            None,
-            None,
-            &stamp(2599),
-        ) else {
-            panic!("not yet timed out");
-        };
+        let waiting = waits(&spec, status, &pending, 2000);
+        let before = waits(&spec, waiting.status.clone(), &pending, 2599);
         assert!(before.notes.is_empty());
         // Hold: the split stays, the condition and one Warning say the timeout passed, and an
         // approval still opens the gate.
-        let AtGate::Wait(held) = at_gate(&spec, before.status, &pending, None, None, &stamp(2600))
-        else {
-            panic!("hold keeps waiting");
-        };
+        let held = waits(&spec, before.status, &pending, 2600);
         assert_eq!(reasons(&held), ["GateTimedOut"]);
         assert!(held.notes[0].warning);
         assert!(held.status.gate.as_ref().is_some_and(|g| g.timed_out));
@@ -1898,16 +1885,7 @@ mod tests {
             ("False".into(), "GateTimedOut".into())
         );
         assert_eq!(recorded_weights(&held.status), [80, 20]);
-        let AtGate::Wait(later) = at_gate(
-            &spec,
-            held.status.clone(),
-            &pending,
-            None,
-            None,
-            &stamp(3000),
-        ) else {
-            panic!("still holds");
-        };
+        let later = waits(&spec, held.status.clone(), &pending, 3000);
         assert!(later.notes.is_empty());
         let late = approval("promotion@3");
         let seen = Approved {
@@ -1929,10 +1907,7 @@ mod tests {
         // Rollback: all traffic to the baseline, the experiment Failed.
         let rollback = json!({"promotion": {"timeout": "10m", "onTimeout": "rollback"}});
         let (spec, status, pending) = gated(rollback, Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
-        else {
-            panic!("waits");
-        };
+        let waiting = waits(&spec, status, &pending, 2000);
         let AtGate::RollBack { status, weights } =
             at_gate(&spec, waiting.status, &pending, None, None, &stamp(2600))
         else {
@@ -1957,10 +1932,7 @@ mod tests {
     #[test]
     fn a_person_can_terminate_an_experiment_held_at_a_gate() {
         let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
-        let AtGate::Wait(waiting) = at_gate(&spec, status, &pending, None, None, &stamp(2000))
-        else {
-            panic!("waits");
-        };
+        let waiting = waits(&spec, status, &pending, 2000);
         let mut spec = spec;
         spec.manual_override = Some(iter8_crd::ManualOverride {
             action: iter8_crd::OverrideAction::Terminate,
