@@ -123,6 +123,12 @@ enum Command {
         #[arg(required = true)]
         weights: Vec<u32>,
     },
+    /// Open the approval gate the Experiment waits at (spec.approval, with who you are as
+    /// the API server says); the approval is for that gate only.
+    Approve {
+        /// The Experiment.
+        name: String,
+    },
     /// Print a shell completion script: `source <(iter8 completion bash)`.
     Completion {
         /// The shell.
@@ -227,6 +233,10 @@ async fn main() -> Result<()> {
         }
         Command::Split { name, weights } => {
             control(&target, &name, OverrideAction::Pause, Some(weights)).await
+        }
+        Command::Approve { name } => {
+            let cluster = target.connect().await?;
+            emit(&cluster::approve::run(&cluster, &name).await?)
         }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "iter8", &mut std::io::stdout());

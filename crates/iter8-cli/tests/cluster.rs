@@ -124,6 +124,27 @@ async fn env(test: &str) -> TestEnv {
     env
 }
 
+/// A running A/B/n `reviews` (its status as the controller writes it) in a fresh namespace, and
+/// a kubeconfig (in the returned directory) for it.
+async fn running_reviews(
+    test: &str,
+) -> (TestEnv, String, Api<Experiment>, tempfile::TempDir, PathBuf) {
+    let env = env(test).await;
+    let ns = env.namespace.name().to_string();
+    create(&env.client, &ns, "reviews", &running_status(&assessment())).await;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = kubeconfig(env.control_plane, dir.path(), &ns);
+    (env, ns, api, dir, config)
+}
+
+/// `iter8 -n NS ARGS...`.
+fn iter8_in(kubeconfig: &Path, ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    iter8(kubeconfig, &all)
+}
+
 fn iter8(kubeconfig: &Path, args: &[&str]) -> Output {
     run(Path::new(env!("CARGO_BIN_EXE_iter8")), kubeconfig, args)
 }
@@ -436,18 +457,8 @@ fn manual_override(e: &Experiment) -> Value {
 
 #[tokio::test]
 async fn pause_split_resume_and_terminate_write_the_override_the_controller_reads() {
-    let env = env("cli-control").await;
-    let ns = env.namespace.name().to_string();
-    let answer = assessment();
-    create(&env.client, &ns, "reviews", &running_status(&answer)).await;
-    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = kubeconfig(env.control_plane, dir.path(), &ns);
-    let cli = |args: &[&str]| {
-        let mut all = vec!["-n", ns.as_str()];
-        all.extend_from_slice(args);
-        iter8(&config, &all)
-    };
+    let (env, ns, api, _dir, config) = running_reviews("cli-control").await;
+    let cli = |args: &[&str]| iter8_in(&config, &ns, args);
 
     let said = stdout(&cli(&["pause", "reviews"]));
     assert!(said.contains(&format!("experiment {ns}/reviews pause requested")));
@@ -570,6 +581,90 @@ async fn resume_moves_the_generation_past_a_failure_policy_pause_even_when_the_o
 }
 
 #[tokio::test]
+async fn approve_opens_only_the_gate_that_waits_as_the_api_server_names_the_caller() {
+    let (env, ns, api, _dir, config) = running_reviews("cli-approve").await;
+    let cli = |args: &[&str]| iter8_in(&config, &ns, args);
+
+    let missing = stderr_of_failure(&cli(&["approve", "nope"]));
+    assert!(
+        missing.contains(&format!(
+            "experiment \"nope\" not found in namespace \"{ns}\""
+        )),
+        "{missing}"
+    );
+    let nothing = stderr_of_failure(&cli(&["approve", "reviews"]));
+    assert!(
+        nothing.contains(&format!(
+            "experiment {ns}/reviews is not waiting at an approval gate; there is nothing to approve"
+        )),
+        "{nothing}"
+    );
+    assert!(
+        api.get("reviews")
+            .await
+            .expect("get")
+            .spec
+            .approval
+            .is_none()
+    );
+
+    // The controller holds the promotion at its gate.
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"gate": {"name": "promotion@7", "since": "2026-11-30T10:06:00Z"}}}),
+        ),
+    )
+    .await
+    .expect("status");
+    let said = stdout(&cli(&["approve", "reviews"]));
+    // Who: the API server's own account of the kubeconfig's user.
+    let me =
+        Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(env.client.clone())
+            .create(&PostParams::default(), &Default::default())
+            .await
+            .expect("review")
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .expect("user name");
+    let e = api.get("reviews").await.expect("get");
+    let approval = e.spec.approval.clone().expect("approval written");
+    assert_eq!(
+        (approval.gate.as_str(), approval.by.as_str()),
+        ("promotion@7", me.as_str())
+    );
+    // When: the API server's time of the write, which the account prints.
+    let at = iter8_crd::approval_time(&e.metadata).expect("managedFields time of the approval");
+    assert!(
+        said.contains(&format!(
+            "experiment {ns}/reviews gate promotion@7 approved by {me} at {}",
+            at.0
+        )),
+        "{said}"
+    );
+    let age = k8s_openapi::jiff::Timestamp::now().as_second() - at.0.as_second();
+    assert!((0..120).contains(&age), "a server time of now: {at:?}");
+
+    // An ended experiment has nothing to approve.
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Completed"}})),
+    )
+    .await
+    .expect("status");
+    let ended = stderr_of_failure(&cli(&["approve", "reviews"]));
+    assert!(
+        ended.contains("has already ended (phase Completed); there is nothing to approve"),
+        "{ended}"
+    );
+
+    env.cleanup().await.expect("cleanup");
+}
+
+#[tokio::test]
 async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence() {
     let env = env("cli-rbac").await;
     let ns = env.namespace.name().to_string();
@@ -665,6 +760,22 @@ async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence()
         )),
         "{refused}"
     );
+    // ... and so is an approval of a gate the experiment waits at.
+    Api::<Experiment>::namespaced(env.client.clone(), &ns)
+        .patch_status(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"gate": {"name": "promotion@7", "since": "2026-11-30T10:06:00Z"}}})),
+        )
+        .await
+        .expect("status");
+    let refused = stderr_of_failure(&iter8(&config, &["approve", "reviews"]));
+    assert!(
+        refused.contains(&format!(
+            "permission denied: user \"system:serviceaccount:{ns}:viewer\" may not patch experiments.iter8.tools in namespace \"{ns}\""
+        )),
+        "{refused}"
+    );
     // ... and so is listing every namespace.
     let all = stderr_of_failure(&iter8(&config, &["get", "-A"]));
     assert!(
@@ -676,6 +787,7 @@ async fn a_user_who_may_only_read_can_get_but_a_write_is_refused_in_a_sentence()
         .await
         .expect("get");
     assert!(e.spec.manual_override.is_none(), "nothing was written");
+    assert!(e.spec.approval.is_none(), "no approval was written");
 
     env.cleanup().await.expect("cleanup");
 }

@@ -8,6 +8,8 @@ pub const READY: &str = "Ready";
 /// Every version traffic was about to move to had its Service, and its Deployment (if named)
 /// rolled out and Available, when last checked.
 pub const VERSIONS_READY: &str = "VersionsReady";
+/// No approval gate holds the next split (False while one waits, with the gate named).
+pub const GATE_OPEN: &str = "GateOpen";
 /// The last call to the analytics service succeeded.
 pub const ANALYTICS_AVAILABLE: &str = "AnalyticsAvailable";
 /// The last metrics collection had data for every version and metric.

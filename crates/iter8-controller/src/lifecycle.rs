@@ -10,13 +10,15 @@
 
 use iter8_api::{Action as Decided, AssessmentResponse, Decision, VersionWeight};
 use iter8_crd::{
-    ExperimentSpec, ExperimentStatus, FailureAction, HISTORY_LIMIT, IterationRecord, Ledger,
-    PendingIteration, Phase, weights_summary,
+    Approval, ApprovalRecord, ExperimentSpec, ExperimentStatus, FailureAction, Gate, GateStatus,
+    GateTimeoutAction, HISTORY_LIMIT, IterationRecord, Ledger, PendingIteration, Phase, gate_name,
+    weights_summary,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{
-    self, ANALYTICS_AVAILABLE, COMPLETED, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED, VERSIONS_READY,
+    self, ANALYTICS_AVAILABLE, COMPLETED, GATE_OPEN, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
+    VERSIONS_READY,
 };
 use crate::readiness::NotReady;
 use crate::router::{RouteSplit, RouterError};
@@ -441,6 +443,8 @@ pub fn terminated(
 ) -> Transition {
     record_weights(spec, &mut status, weights);
     status.phase = Phase::Aborted;
+    status.pending = None;
+    status.gate = None;
     let message = format!(
         "terminated by manualOverride; final split {}",
         weights_summary(&spec.versions, weights)
@@ -688,6 +692,247 @@ pub fn cleanup(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<Vec<u
         return None;
     }
     Some(crate::plan::SpecExt::initial_weights_on_baseline(spec))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approval gates
+
+/// The most entries kept in `status.approvals`.
+pub const APPROVALS_LIMIT: usize = 100;
+
+/// What the reconciler saw of the approval the spec carries: the approval and the API
+/// server's time of its write (see [`iter8_crd::approval_time`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Approved<'a> {
+    /// `spec.approval`.
+    pub approval: &'a Approval,
+    /// When the API server took the write.
+    pub at: Option<&'a Time>,
+}
+
+/// What a gate's webhook answered (see [`crate::reconcile`]): only a 2xx opens the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAnswer {
+    /// It answered 2xx: the gate opens.
+    Opened {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        code: u16,
+    },
+    /// It answered another status: the gate stays closed.
+    Closed {
+        /// The HTTP status.
+        code: u16,
+    },
+    /// It could not be reached (refused, timed out): the gate stays closed.
+    Unreachable(String),
+    /// Its URL is not under one the controller allows: it is not called.
+    NotAllowed(String),
+}
+
+/// What a gate does with the pending split.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtGate {
+    /// No gate, or it opened: apply the split with this status (the approval recorded), then
+    /// publish these Events.
+    Pass(ExperimentStatus, Vec<Note>),
+    /// Not open yet: write this transition; the router keeps its split.
+    Wait(Transition),
+    /// The timeout passed with `onTimeout: rollback`: put `weights` (all on the baseline) on
+    /// the router, then [`gate_rolled_back`].
+    RollBack {
+        /// The status, the gate still recorded.
+        status: ExperimentStatus,
+        /// The baseline split.
+        weights: Vec<u32>,
+    },
+}
+
+/// The gate instance the pending split must pass and its settings, if any: the promotion
+/// gate for a split that ends the experiment promoting a winner, the weight-increase gate for
+/// a split that raises a candidate's weight. A rollback is never gated.
+pub fn gate_for<'a>(
+    spec: &'a ExperimentSpec,
+    status: &ExperimentStatus,
+    pending: &PendingIteration,
+) -> Option<(String, &'a Gate)> {
+    let gates = spec.gates.as_ref()?;
+    if pending.next_phase == Phase::Failed {
+        return None;
+    }
+    let promotes = pending.next_phase == Phase::Completed
+        && status
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.action == Decided::Promote);
+    if promotes && let Some(gate) = &gates.promotion {
+        return Some((gate_name("promotion", pending.iteration), gate));
+    }
+    let current = current_weights(spec, status);
+    let raises = pending
+        .weights
+        .iter()
+        .zip(&current)
+        .skip(1)
+        .any(|(next, now)| next > now);
+    match &gates.weight_increase {
+        Some(gate) if raises => Some((gate_name("weightIncrease", pending.iteration), gate)),
+        _ => None,
+    }
+}
+
+/// Decides whether the pending split passes its gate. An approval opens only the gate
+/// instance it names (one gate, one iteration): an approval of an earlier gate left in the
+/// spec is ignored. Waiting is not a failure: the failure policy does not count it. The
+/// `AwaitingApproval` Event is published once, when the wait starts.
+pub fn at_gate(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    pending: &PendingIteration,
+    approved: Option<Approved<'_>>,
+    webhook: Option<&WebhookAnswer>,
+    at: &Stamp,
+) -> AtGate {
+    let Some((name, gate)) = gate_for(spec, &status, pending) else {
+        status.gate = None;
+        return AtGate::Pass(status, Vec::new());
+    };
+    if let Some(a) = approved.filter(|a| a.approval.gate == name) {
+        let message = format!("{name} approved by {}", a.approval.by);
+        status.gate = None;
+        status.approvals.push(ApprovalRecord {
+            gate: name,
+            by: a.approval.by.clone(),
+            at: a.at.cloned(),
+        });
+        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
+        status.approvals.drain(..excess);
+        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
+        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+    }
+    if let Some(WebhookAnswer::Opened { url, code }) = webhook {
+        let message = format!("{name} approved by webhook {url} (HTTP {code})");
+        status.gate = None;
+        status.approvals.push(ApprovalRecord {
+            gate: name,
+            by: format!("webhook {url}"),
+            at: Some(at.now.clone()),
+        });
+        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
+        status.approvals.drain(..excess);
+        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
+        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+    }
+    let what = format!(
+        "{} split {}",
+        if name.starts_with("promotion") {
+            "the promotion,"
+        } else {
+            "the weight increase,"
+        },
+        weights_summary(&spec.versions, &pending.weights)
+    );
+    let mut notes = Vec::new();
+    let since = match &status.gate {
+        Some(g) if g.name == name => g.since.clone(),
+        _ => {
+            notes.push(Note::normal(
+                "AwaitingApproval",
+                "Gate",
+                format!("gate {name} waits for approval of {what}"),
+            ));
+            status.gate = Some(GateStatus {
+                name: name.clone(),
+                since: at.now.clone(),
+                timed_out: false,
+            });
+            at.now.clone()
+        }
+    };
+    let timeout = gate.timeout.as_deref().and_then(iter8_crd::parse_duration);
+    let waited = crate::plan::system_time(&at.now)
+        .duration_since(crate::plan::system_time(&since))
+        .unwrap_or_default();
+    let expired = timeout.is_some_and(|t| waited >= t);
+    if expired && gate.on_timeout == GateTimeoutAction::Rollback {
+        let message = format!(
+            "gate {name} not approved within {}: all traffic back on the baseline",
+            gate.timeout.as_deref().unwrap_or_default()
+        );
+        set(&mut status, at, GATE_OPEN, false, "GateTimedOut", &message);
+        status.message = Some(message);
+        return AtGate::RollBack {
+            status,
+            weights: crate::plan::SpecExt::initial_weights_on_baseline(spec),
+        };
+    }
+    let (reason, message) = if expired {
+        let message = format!(
+            "gate {name} not approved within {}; holding the split, still waiting for approval \
+             of {what}",
+            gate.timeout.as_deref().unwrap_or_default()
+        );
+        if let Some(g) = status.gate.as_mut().filter(|g| !g.timed_out) {
+            g.timed_out = true;
+            notes.push(Note::warning("GateTimedOut", "Gate", message.clone()));
+        }
+        ("GateTimedOut", message)
+    } else {
+        (
+            "AwaitingApproval",
+            format!("gate {name} waits for approval of {what}"),
+        )
+    };
+    let (reason, message) = match webhook {
+        Some(WebhookAnswer::Closed { code }) => (
+            reason,
+            format!("{message}; its webhook answered HTTP {code}"),
+        ),
+        Some(WebhookAnswer::Unreachable(e)) => (
+            reason,
+            format!("{message}; its webhook is unreachable: {e}"),
+        ),
+        Some(WebhookAnswer::NotAllowed(url)) => (
+            "WebhookNotAllowed",
+            format!(
+                "{message}; its webhook {url} is not called: it is under no URL the controller \
+                 allows (--gate-webhook-allowed-urls)"
+            ),
+        ),
+        _ => (reason, message),
+    };
+    set(&mut status, at, GATE_OPEN, false, reason, &message);
+    status.message = Some(message);
+    AtGate::Wait(Transition {
+        status,
+        notes,
+        requeue: Requeue::Retry,
+    })
+}
+
+/// A gate's timeout rolled back: `weights` (all on the baseline) is on the router, or there
+/// is no route (`None`); the experiment ends `Failed`.
+pub fn gate_rolled_back(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    weights: Option<&[u32]>,
+    at: &Stamp,
+) -> Transition {
+    if let Some(w) = weights {
+        record_weights(spec, &mut status, w);
+    }
+    let message = status.message.clone().unwrap_or_default();
+    status.phase = Phase::Failed;
+    status.pending = None;
+    status.gate = None;
+    set(&mut status, at, COMPLETED, true, "GateTimedOut", &message);
+    set(&mut status, at, READY, false, "GateTimedOut", &message);
+    Transition {
+        status,
+        notes: vec![Note::warning("GateTimedOut", "Rollback", message)],
+        requeue: Requeue::AwaitChange,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1418,5 +1663,363 @@ mod tests {
         assert_eq!((after.completed, after.weights.clone()), (2, vec![60, 40]));
         let t = applied(&spec(), decided, pending, &stamp(2001));
         assert_eq!(t.status.ledger, Some(after));
+    }
+
+    /// A spec with gates, and the status deciding iteration 3 on `action` from 80/20.
+    fn gated(
+        gates: serde_json::Value,
+        action: Action,
+        split: [u32; 2],
+    ) -> (ExperimentSpec, ExperimentStatus, PendingIteration) {
+        let spec = spec_with(|s| s["gates"] = gates);
+        let before = running(2, [80, 20]);
+        let ledger = before.ledger(&spec);
+        let decided = decided(
+            &spec,
+            before,
+            3,
+            &ledger,
+            answer(3, action, split),
+            &stamp(2000),
+        );
+        let pending = decided.pending.clone().expect("pending");
+        (spec, decided, pending)
+    }
+
+    /// The gate's answer with no approval and no webhook, which must be to wait.
+    fn waits(
+        spec: &ExperimentSpec,
+        status: ExperimentStatus,
+        pending: &PendingIteration,
+        seconds: i64,
+    ) -> Transition {
+        match at_gate(spec, status, pending, None, None, &stamp(seconds)) {
+            AtGate::Wait(t) => t,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    fn approval(gate: &str) -> Approval {
+        Approval {
+            gate: gate.into(),
+            by: "alice".into(),
+        }
+    }
+
+    /// A row of the gate table: gates, decision, split, approval given, gate named, outcome.
+    type GateCase = (
+        serde_json::Value,
+        Action,
+        [u32; 2],
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+    );
+
+    #[test]
+    fn each_gate_state_as_the_table_says() {
+        let promotion = json!({"promotion": {}});
+        let both = json!({"promotion": {}, "weightIncrease": {}});
+        let approved_at = stamp(2050).now;
+        // (gates, decision, split, approval given, gate named, outcome)
+        let cases: [GateCase; 9] = [
+            (json!({}), Action::Promote, [0, 100], None, None, "pass"),
+            (
+                promotion.clone(),
+                Action::Continue,
+                [60, 40],
+                None,
+                None,
+                "pass",
+            ),
+            (
+                promotion.clone(),
+                Action::Rollback,
+                [100, 0],
+                None,
+                None,
+                "pass",
+            ),
+            (
+                promotion.clone(),
+                Action::Promote,
+                [0, 100],
+                None,
+                Some("promotion@3"),
+                "wait",
+            ),
+            (
+                promotion.clone(),
+                Action::Promote,
+                [0, 100],
+                Some("promotion@3"),
+                Some("promotion@3"),
+                "approved",
+            ),
+            (
+                both.clone(),
+                Action::Continue,
+                [60, 40],
+                None,
+                Some("weightIncrease@3"),
+                "wait",
+            ),
+            (both.clone(), Action::Continue, [90, 10], None, None, "pass"),
+            // An approval of another gate instance (an earlier increase) opens nothing.
+            (
+                both.clone(),
+                Action::Continue,
+                [60, 40],
+                Some("weightIncrease@2"),
+                Some("weightIncrease@3"),
+                "wait",
+            ),
+            (
+                both,
+                Action::Continue,
+                [60, 40],
+                Some("weightIncrease@3"),
+                Some("weightIncrease@3"),
+                "approved",
+            ),
+        ];
+        for (gates, action, split, given, named, outcome) in cases {
+            let (spec, status, pending) = gated(gates.clone(), action, split);
+            assert_eq!(
+                gate_for(&spec, &status, &pending)
+                    .map(|(n, _)| n)
+                    .as_deref(),
+                named,
+                "{gates} {action:?} {split:?}"
+            );
+            let given = given.map(approval);
+            let seen = given.as_ref().map(|a| Approved {
+                approval: a,
+                at: Some(&approved_at),
+            });
+            match (
+                at_gate(&spec, status, &pending, seen, None, &stamp(2100)),
+                outcome,
+            ) {
+                (AtGate::Pass(s, notes), "pass") => {
+                    assert!(notes.is_empty() && s.gate.is_none() && s.approvals.is_empty());
+                }
+                (AtGate::Pass(s, notes), "approved") => {
+                    assert_eq!(
+                        s.approvals,
+                        [ApprovalRecord {
+                            gate: named.expect("named").into(),
+                            by: "alice".into(),
+                            at: Some(approved_at.clone()),
+                        }]
+                    );
+                    assert_eq!(s.gate, None);
+                    assert_eq!(condition(&s, GATE_OPEN), ("True".into(), "Approved".into()));
+                    assert_eq!(
+                        notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+                        ["Approved"]
+                    );
+                    // The split then goes on as any iteration does.
+                    let t = applied(&spec, s, pending.clone(), &stamp(2101));
+                    assert_eq!(recorded_weights(&t.status), split);
+                }
+                (AtGate::Wait(t), "wait") => {
+                    let gate = t.status.gate.clone().expect("the gate is recorded");
+                    assert_eq!(Some(gate.name.as_str()), named);
+                    assert_eq!(gate.since, stamp(2100).now);
+                    assert_eq!(
+                        condition(&t.status, GATE_OPEN),
+                        ("False".into(), "AwaitingApproval".into())
+                    );
+                    assert_eq!(reasons(&t), ["AwaitingApproval"]);
+                    assert_eq!(recorded_weights(&t.status), [80, 20], "the split stays");
+                    assert_eq!(t.status.pending.as_ref(), Some(&pending));
+                    assert_eq!(t.status.consecutive_failures, 0);
+                    assert_eq!(t.requeue, Requeue::Retry);
+                    // The plan finishes the pending split again next time: the gate is asked again.
+                    assert_eq!(
+                        crate::plan::plan(&spec, &t.status, Some(4), std::time::UNIX_EPOCH),
+                        crate::plan::Step::FinishPending(pending.clone())
+                    );
+                }
+                (other, expected) => {
+                    panic!("{gates} {action:?}: expected {expected}, got {other:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_publishes_awaiting_approval_once() {
+        let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        let first = waits(&spec, status, &pending, 2100);
+        assert_eq!(reasons(&first), ["AwaitingApproval"]);
+        assert!(!first.notes[0].warning);
+        assert!(
+            first.notes[0].message.contains("promotion@3"),
+            "{}",
+            first.notes[0].message
+        );
+        let again = waits(&spec, first.status.clone(), &pending, 2200);
+        assert!(again.notes.is_empty(), "no second Event for the same wait");
+        assert_eq!(
+            again.status, first.status,
+            "nothing to write while it waits"
+        );
+    }
+
+    #[test]
+    fn a_timeout_holds_or_rolls_back_as_the_gate_says() {
+        let hold = json!({"promotion": {"timeout": "10m"}});
+        let (spec, status, pending) = gated(hold, Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let before = waits(&spec, waiting.status.clone(), &pending, 2599);
+        assert!(before.notes.is_empty());
+        // Hold: the split stays, the condition and one Warning say the timeout passed, and an
+        // approval still opens the gate.
+        let held = waits(&spec, before.status, &pending, 2600);
+        assert_eq!(reasons(&held), ["GateTimedOut"]);
+        assert!(held.notes[0].warning);
+        assert!(held.status.gate.as_ref().is_some_and(|g| g.timed_out));
+        assert_eq!(
+            condition(&held.status, GATE_OPEN),
+            ("False".into(), "GateTimedOut".into())
+        );
+        assert_eq!(recorded_weights(&held.status), [80, 20]);
+        let later = waits(&spec, held.status.clone(), &pending, 3000);
+        assert!(later.notes.is_empty());
+        let late = approval("promotion@3");
+        let seen = Approved {
+            approval: &late,
+            at: None,
+        };
+        assert!(matches!(
+            at_gate(
+                &spec,
+                later.status,
+                &pending,
+                Some(seen),
+                None,
+                &stamp(3001)
+            ),
+            AtGate::Pass(..)
+        ));
+
+        // Rollback: all traffic to the baseline, the experiment Failed.
+        let rollback = json!({"promotion": {"timeout": "10m", "onTimeout": "rollback"}});
+        let (spec, status, pending) = gated(rollback, Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let AtGate::RollBack { status, weights } =
+            at_gate(&spec, waiting.status, &pending, None, None, &stamp(2600))
+        else {
+            panic!("rolls back");
+        };
+        assert_eq!(weights, [100, 0]);
+        let t = gate_rolled_back(&spec, status, Some(&weights), &stamp(2601));
+        assert_eq!(t.status.phase, Phase::Failed);
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
+        assert_eq!(
+            (t.status.pending.clone(), t.status.gate.clone()),
+            (None, None)
+        );
+        assert_eq!(
+            condition(&t.status, COMPLETED),
+            ("True".into(), "GateTimedOut".into())
+        );
+        assert_eq!(reasons(&t), ["GateTimedOut"]);
+        assert_eq!(t.requeue, Requeue::AwaitChange);
+    }
+
+    #[test]
+    fn a_person_can_terminate_an_experiment_held_at_a_gate() {
+        let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let mut spec = spec;
+        spec.manual_override = Some(iter8_crd::ManualOverride {
+            action: iter8_crd::OverrideAction::Terminate,
+            split: None,
+        });
+        let step = crate::plan::plan(&spec, &waiting.status, Some(5), std::time::UNIX_EPOCH);
+        let crate::plan::Step::Terminate { weights } = step else {
+            panic!("terminate wins over the gate: {step:?}");
+        };
+        let t = terminated(&spec, waiting.status, &weights, &stamp(2001));
+        assert_eq!(
+            (t.status.phase, t.status.gate, t.status.pending),
+            (Phase::Aborted, None, None)
+        );
+    }
+
+    #[test]
+    fn a_webhook_opens_the_gate_only_with_a_2xx() {
+        let gates = json!({"promotion": {"webhook": {"url": "http://approver/confirm"}}});
+        let (spec, status, pending) = gated(gates, Action::Promote, [0, 100]);
+        let url = "http://approver/confirm".to_string();
+        let closed = [
+            (
+                WebhookAnswer::Closed { code: 500 },
+                "AwaitingApproval",
+                "answered HTTP 500",
+            ),
+            (
+                WebhookAnswer::Unreachable("connection refused".into()),
+                "AwaitingApproval",
+                "unreachable: connection refused",
+            ),
+            (
+                WebhookAnswer::NotAllowed(url.clone()),
+                "WebhookNotAllowed",
+                "--gate-webhook-allowed-urls",
+            ),
+        ];
+        let mut waiting = status;
+        for (answer, reason, says) in closed {
+            let AtGate::Wait(t) = at_gate(
+                &spec,
+                waiting.clone(),
+                &pending,
+                None,
+                Some(&answer),
+                &stamp(2100),
+            ) else {
+                panic!("{answer:?} keeps the gate closed");
+            };
+            assert_eq!(
+                condition(&t.status, GATE_OPEN),
+                ("False".into(), reason.into())
+            );
+            assert!(
+                t.status
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(says)),
+                "{:?}",
+                t.status.message
+            );
+            assert_eq!(recorded_weights(&t.status), [80, 20]);
+            waiting = t.status;
+        }
+        let opened = WebhookAnswer::Opened {
+            url: url.clone(),
+            code: 204,
+        };
+        let AtGate::Pass(s, notes) =
+            at_gate(&spec, waiting, &pending, None, Some(&opened), &stamp(2200))
+        else {
+            panic!("a 2xx opens it");
+        };
+        assert_eq!(
+            s.approvals,
+            [ApprovalRecord {
+                gate: "promotion@3".into(),
+                by: format!("webhook {url}"),
+                at: Some(stamp(2200).now),
+            }]
+        );
+        assert_eq!(s.gate, None);
+        assert_eq!(
+            notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+            ["Approved"]
+        );
     }
 }

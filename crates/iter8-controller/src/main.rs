@@ -32,6 +32,10 @@ struct Args {
     /// token only to these and `--analytics-url`.
     #[arg(long, env = "ITER8_ANALYTICS_ALLOWED_URLS", value_delimiter = ',')]
     analytics_allowed_urls: Vec<String>,
+    /// URLs under which an Experiment's gate webhooks may be (comma-separated; same scheme,
+    /// host and port, path under the path). The controller calls no other webhook.
+    #[arg(long, env = "ITER8_GATE_WEBHOOK_ALLOWED_URLS", value_delimiter = ',')]
+    gate_webhook_allowed_urls: Vec<String>,
     /// The token and TLS material the analytics service requires, if any.
     #[command(flatten)]
     analytics_credentials: CredentialFiles,
@@ -220,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
                 &args.shared_metric_namespaces,
                 std::env::var("POD_NAMESPACE").ok(),
             ),
+            gate_webhook_allowed_urls: args.gate_webhook_allowed_urls.clone(),
         },
         telemetry: telemetry.clone(),
         recorder,

@@ -48,7 +48,15 @@ pub fn plan(
     if status.phase.is_terminal() {
         return Step::Idle;
     }
-    if let Some(pending) = &status.pending {
+    // A split held at an approval gate still gives way to a person's pause or terminate.
+    let at_gate = status.gate.is_some()
+        && spec
+            .manual_override
+            .as_ref()
+            .is_some_and(|o| o.action != OverrideAction::Resume);
+    if let Some(pending) = &status.pending
+        && !at_gate
+    {
         return Step::FinishPending(pending.clone());
     }
     let current = if status.weights.is_empty() {

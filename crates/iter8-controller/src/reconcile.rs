@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::assessor::Assessor;
 use crate::conflict;
-use crate::lifecycle::{self, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::lifecycle::{self, AtGate, Failure, Held, Note, Requeue, Stamp, Transition};
 use crate::notifier::Notifier;
 use crate::notify;
 use crate::plan::{self, Step, parse_interval, system_time};
@@ -38,6 +38,9 @@ use crate::telemetry::Telemetry;
 
 /// How many metric queries of one experiment run at once.
 const MAX_CONCURRENT_QUERIES: usize = 16;
+
+/// How long a gate's webhook may take to answer.
+const GATE_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The finalizer that puts traffic back on the baseline when a running experiment is deleted.
 pub const FINALIZER: &str = "iter8.tools/restore-traffic";
@@ -76,12 +79,33 @@ pub struct Settings {
     /// only Metrics of its own namespace: the controller must not read another namespace's
     /// Secrets on behalf of whoever can create an Experiment.
     pub shared_metric_namespaces: Vec<String>,
+    /// URLs under which a gate's webhook may be (`--gate-webhook-allowed-urls`): the
+    /// controller calls no other address on behalf of whoever can create an Experiment.
+    pub gate_webhook_allowed_urls: Vec<String>,
 }
 
 impl Settings {
     /// Whether an Experiment in `experiment_ns` may use the Metrics of `metric_ns`.
     pub fn may_use_metrics_of(&self, experiment_ns: &str, metric_ns: &str) -> bool {
         metric_ns == experiment_ns || self.shared_metric_namespaces.iter().any(|n| n == metric_ns)
+    }
+
+    /// Whether a gate's webhook at `url` may be called: same scheme, host and port as an
+    /// allowed URL, and a path under its path. Compared parsed, so `http://a@b` or a host
+    /// that merely starts like an allowed one does not pass.
+    pub fn may_call_gate_webhook(&self, url: &str) -> bool {
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        self.gate_webhook_allowed_urls.iter().any(|allowed| {
+            reqwest::Url::parse(allowed).is_ok_and(|a| {
+                a.scheme() == url.scheme()
+                    && a.host_str() == url.host_str()
+                    && a.port_or_known_default() == url.port_or_known_default()
+                    && url.username().is_empty()
+                    && url.path().starts_with(a.path())
+            })
+        })
     }
 }
 
@@ -410,14 +434,57 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 
     /// Applies a pending iteration's split and records the iteration as completed.
+    /// A split held at an approval gate waits here, pending, until the gate opens.
     async fn finish(&mut self, pending: PendingIteration) -> Result<Action, Error> {
-        let status = self.status();
+        let approval_time = iter8_crd::approval_time(self.exp.meta());
+        let approved = self
+            .exp
+            .spec
+            .approval
+            .as_ref()
+            .map(|approval| lifecycle::Approved {
+                approval,
+                at: approval_time.as_ref(),
+            });
+        let webhook = match lifecycle::gate_for(&self.exp.spec, &self.status(), &pending) {
+            Some((name, gate)) => match &gate.webhook {
+                Some(hook) => Some(self.ask_gate_webhook(&hook.url, &name, &pending).await),
+                None => None,
+            },
+            None => None,
+        };
+        let (status, notes) = match lifecycle::at_gate(
+            &self.exp.spec,
+            self.status(),
+            &pending,
+            approved,
+            webhook.as_ref(),
+            &self.stamp(),
+        ) {
+            AtGate::Pass(status, notes) => (status, notes),
+            AtGate::Wait(t) => return self.commit(t).await,
+            AtGate::RollBack { status, weights } => {
+                let t = match self.set_router(&weights).await {
+                    Ok(()) => lifecycle::gate_rolled_back(
+                        &self.exp.spec,
+                        status,
+                        Some(&weights),
+                        &self.stamp(),
+                    ),
+                    Err(RouterError::NotFound { .. }) => {
+                        lifecycle::gate_rolled_back(&self.exp.spec, status, None, &self.stamp())
+                    }
+                    Err(e) => return self.router_failed(status, e).await,
+                };
+                return self.commit(t).await;
+            }
+        };
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }
         // A blocked failure-policy rollback waits as a pending `Failed` split: it ends as a
         // rollback, not as an iteration.
-        let t = if pending.next_phase == Phase::Failed {
+        let mut t = if pending.next_phase == Phase::Failed {
             lifecycle::rolled_back(
                 &self.exp.spec,
                 status,
@@ -427,7 +494,55 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         } else {
             lifecycle::applied(&self.exp.spec, status, pending, &self.stamp())
         };
+        // The gate's Events follow the status that records its opening.
+        t.notes.splice(0..0, notes);
         self.commit(t).await
+    }
+
+    /// Asks a gate's webhook whether gate `gate` may open, in the shape of Flagger's
+    /// confirm-promotion webhook: a POST of the experiment's name, namespace and phase, with
+    /// the gate, the iteration and the split it holds as metadata. Only an allowed URL is
+    /// called, with no environment proxy, no redirects and a short timeout.
+    async fn ask_gate_webhook(
+        &self,
+        url: &str,
+        gate: &str,
+        pending: &PendingIteration,
+    ) -> lifecycle::WebhookAnswer {
+        use lifecycle::WebhookAnswer;
+        if !self.ctx.settings.may_call_gate_webhook(url) {
+            return WebhookAnswer::NotAllowed(url.into());
+        }
+        let status = self.status();
+        let body = serde_json::json!({
+            "name": self.exp.name_any(),
+            "namespace": self.ns,
+            "phase": status.phase,
+            "metadata": {
+                "gate": gate,
+                "iteration": pending.iteration.to_string(),
+                "weights": iter8_crd::weights_summary(&self.exp.spec.versions, &pending.weights),
+            },
+        });
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(GATE_WEBHOOK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return WebhookAnswer::Unreachable(e.to_string()),
+        };
+        match client.post(url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => WebhookAnswer::Opened {
+                url: url.into(),
+                code: r.status().as_u16(),
+            },
+            Ok(r) => WebhookAnswer::Closed {
+                code: r.status().as_u16(),
+            },
+            Err(e) => WebhookAnswer::Unreachable(e.to_string()),
+        }
     }
 
     /// Someone changed the router by hand: report it, and put back the experiment's split.
@@ -827,5 +942,27 @@ mod tests {
         assert_eq!(lookup(read), Lookup::Failed(refusal.to_string()));
         assert_eq!(lookup(Ok(None::<()>)), Lookup::NotFound);
         assert_eq!(lookup(Ok(Some(()))), Lookup::Found(()));
+    }
+
+    #[test]
+    fn a_gate_webhook_must_be_under_an_allowed_url() {
+        let settings = Settings {
+            analytics_url: "http://iter8-analytics:8080".into(),
+            retry_after: Duration::from_secs(1),
+            shared_metric_namespaces: Vec::new(),
+            gate_webhook_allowed_urls: vec!["http://approver.ops:8080/hooks/".into()],
+        };
+        for (url, allowed) in [
+            ("http://approver.ops:8080/hooks/confirm", true),
+            ("http://approver.ops:8080/other", false),
+            ("http://approver.ops:9090/hooks/confirm", false),
+            ("https://approver.ops:8080/hooks/confirm", false),
+            ("http://approver.ops.evil:8080/hooks/confirm", false),
+            ("http://approver.ops:8080@evil:8080/hooks/confirm", false),
+            ("http://user@approver.ops:8080/hooks/confirm", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
+        }
     }
 }

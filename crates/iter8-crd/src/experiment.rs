@@ -163,6 +163,13 @@ pub struct ExperimentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8))]
     pub notifications: Option<Vec<crate::NotificationReceiver>>,
+    /// Splits that wait for approval before they reach the router (promotion, weight
+    /// increases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<crate::gate::Gates>,
+    /// The approval of the gate the experiment waits at, written by `iter8 approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::gate::Approval>,
 }
 
 /// One version of the service under test.
@@ -618,7 +625,14 @@ pub struct ExperimentStatus {
     /// A one-line account of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Ready, VersionsReady, AnalyticsAvailable, MetricsAvailable, TrafficApplied, Completed.
+    /// The approval gate the experiment waits at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateStatus>,
+    /// The gates opened so far, oldest first (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub approvals: Vec<crate::gate::ApprovalRecord>,
+    /// Ready, VersionsReady, GateOpen, AnalyticsAvailable, MetricsAvailable, TrafficApplied, Completed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod experiment;
+pub mod gate;
 pub mod ledger;
 pub mod metric;
 pub mod notification;
 pub mod rules;
 
 pub use experiment::*;
+pub use gate::*;
 pub use iter8_api::duration::{self, parse_duration};
 pub use ledger::Ledger;
 pub use metric::*;

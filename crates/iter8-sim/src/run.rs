@@ -215,6 +215,8 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         manual_override: None,
         load: None,
         notifications: None,
+        gates: None,
+        approval: None,
     }
 }
 

@@ -514,6 +514,7 @@ pub fn controller_context_notifying<M: MetricsBackend>(
             analytics_url: analytics_url.to_string(),
             retry_after: Duration::from_millis(500),
             shared_metric_namespaces: Vec::new(),
+            gate_webhook_allowed_urls: Vec::new(),
         },
         telemetry: telemetry.clone(),
         recorder: Recorder::new(
@@ -869,6 +870,21 @@ impl Harness {
     /// A harness whose controller gives each analytics call `timeout` and lets experiments
     /// name the analytics services at `also` besides its own.
     pub async fn allowing(test: &str, timeout: Duration, also: &[SocketAddr]) -> Result<Self> {
+        Self::build(test, timeout, also, Vec::new()).await
+    }
+
+    /// A harness whose controller lets gates call webhooks under `urls`
+    /// (`--gate-webhook-allowed-urls`).
+    pub async fn with_gate_webhooks(test: &str, urls: Vec<String>) -> Result<Self> {
+        Self::build(test, Duration::from_secs(5), &[], urls).await
+    }
+
+    async fn build(
+        test: &str,
+        timeout: Duration,
+        also: &[SocketAddr],
+        gate_webhooks: Vec<String>,
+    ) -> Result<Self> {
         let env = TestEnv::new(test).await?;
         install_crds(&env.client).await?;
         create_metrics(&env.client, env.namespace.name()).await?;
@@ -880,15 +896,16 @@ impl Harness {
             .chain(others.iter().map(String::as_str))
             .collect();
         let analytics = AnalyticsClient::new(test_client_config(&endpoints, timeout)?)?;
-        let (controller, telemetry) = start_controller_using(
-            &env.client,
-            env.namespace.name(),
-            &own,
-            metrics.clone(),
-            analytics,
-            None,
-        )
-        .await?;
+        let mut ctx = controller_context(&env.client, &own, metrics.clone(), analytics, None)?;
+        Arc::get_mut(&mut ctx)
+            .context("a fresh context has one owner")?
+            .settings
+            .gate_webhook_allowed_urls = gate_webhooks;
+        let telemetry = ctx.telemetry.clone();
+        let namespace = env.namespace.name().to_string();
+        let controller = tokio::spawn(async move {
+            iter8_controller::run(ctx, Some(&namespace), std::future::pending()).await;
+        });
         Ok(Self {
             env,
             metrics,

@@ -3,6 +3,7 @@
 //! `KUBECONFIG`, then `~/.kube/config`, then the Pod's ServiceAccount; `--context`; `-n`, then the context's namespace, then
 //! `default`), and every API error is turned into a sentence that names what was refused.
 
+pub mod approve;
 pub mod control;
 pub mod describe;
 pub mod get;
@@ -97,6 +98,19 @@ pub enum Error {
         /// What was asked.
         verb: String,
     },
+    /// `iter8 approve` on an experiment that waits at no gate.
+    #[error(
+        "experiment {namespace}/{name} is not waiting at an approval gate; there is nothing to approve (iter8 describe {name} shows what it waits for)"
+    )]
+    NotAwaitingApproval {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// An approval could not be given.
+    #[error("{0}")]
+    Approval(String),
     /// Any other API error.
     #[error("cannot {verb} {resource} in namespace {namespace:?}: {source}")]
     Api {
