@@ -364,7 +364,7 @@ fn absolute(
 /// alpha (a Bonferroni share, say), the further into the tails the widening must reach.
 fn small_sample_factor(dof: f64, alpha: f64) -> f64 {
     use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
-    if !(1.0..=1e4).contains(&dof) || !(alpha > 0.0 && alpha < 1.0) {
+    if !((1.0..=1e4).contains(&dof) && alpha > 0.0 && alpha < 1.0) {
         return 1.0;
     }
     let p = 1.0 - alpha / 2.0;
