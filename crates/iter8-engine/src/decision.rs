@@ -4,7 +4,7 @@
 
 use iter8_api::{Action, Decision, Winner};
 
-use crate::strategy::Context;
+use crate::context::Context;
 
 /// The decision and the winner behind it.
 #[derive(Debug, Clone)]

@@ -22,11 +22,14 @@
 //! All statistics are cumulative, so once a version is shown to break a criterion and loses
 //! its traffic, its data - and the verdict - stay as they are.
 
+use std::collections::BTreeMap;
+
 use iter8_api::{AssessmentRequest, Direction, Observation};
 
 use crate::model::{Check, Model};
 use crate::posterior::Posterior;
 use crate::sequential::{Side, difference_vs_zero, mean_vs_limit, rate_vs_limit};
+use crate::series::difference;
 
 /// What the sequential tests say about one criterion of one version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub struct Guards {
     pub removed: Vec<bool>,
     /// The iteration, when this request took the fixed-horizon look of the reward.
     pub final_look: Option<u32>,
+    /// `latest[version][criterion]`: the latest interval alone shows the criterion broken
+    /// (the regression guard; see [`latest_breaches`]).
+    pub latest: Vec<Vec<bool>>,
 }
 
 /// The mixture scale of the mSPRT, as a fraction of the baseline's value: effects of about
@@ -62,6 +68,14 @@ pub const MIN_BATCHES: f64 = 10.0;
 
 /// The share of `alpha` kept for the fixed-horizon test of the reward at the last iteration.
 pub const FINAL_LOOK_SHARE: f64 = 0.4;
+
+/// Observations a version needs (of the metric in question) before a test may show it to
+/// break a criterion or to be worse than the baseline. Below it a crossing is held, not
+/// acted on: the event "crossed at some time with at least this many observations" is
+/// contained in "ever crossed", so Ville's bound `alpha` still holds under continuous
+/// monitoring, while a handful of early conversions or errors can no longer end a good
+/// candidate's experiment.
+pub const MIN_OBSERVATIONS_TO_REJECT: f64 = 200.0;
 
 impl Guards {
     /// Runs every guard at level `alpha`, split for error control across candidates: a test
@@ -80,7 +94,14 @@ impl Guards {
                 model
                     .criteria
                     .iter()
-                    .map(|c| criterion_status(req, model, v, c.check, confirm, alpha))
+                    .map(
+                        |c| match criterion_status(req, model, v, c.check, confirm, alpha) {
+                            Status::Broken if !enough_to_reject(model, v, c.check.target()) => {
+                                Status::Open
+                            }
+                            status => status,
+                        },
+                    )
                     .collect()
             })
             .collect();
@@ -101,7 +122,7 @@ impl Guards {
                     let worse = compare(model, v, t, direction, 0.0, EFFECT_SCALE, alpha * share);
                     match (better, worse) {
                         (Side::Above, _) => Side::Above,
-                        (_, Side::Below) => Side::Below,
+                        (_, Side::Below) if enough_to_reject(model, v, t) => Side::Below,
                         _ if last && !looked => {
                             final_look = Some(req.iteration);
                             final_look_test(model, v, t, direction, confirm * FINAL_LOOK_SHARE)
@@ -123,6 +144,7 @@ impl Guards {
             reward,
             removed,
             final_look,
+            latest: latest_breaches(req, model, alpha),
         }
     }
 
@@ -130,6 +152,86 @@ impl Guards {
     /// (removal is for good: the evidence remembers it).
     pub fn broken(&self, version: usize) -> bool {
         self.removed[version] || self.criteria[version].contains(&Status::Broken)
+    }
+}
+
+/// Whether version `v` has at least [`MIN_OBSERVATIONS_TO_REJECT`] observations of target `t`
+/// (the baseline too, where the test compares with it).
+fn enough_to_reject(model: &Model, v: usize, t: usize) -> bool {
+    let n = |v: usize| {
+        model.posteriors[v][t]
+            .as_ref()
+            .map_or(0.0, |p| p.sample_size())
+    };
+    n(v) >= MIN_OBSERVATIONS_TO_REJECT
+}
+
+/// The regression guard: per version and criterion, whether the latest interval on its own
+/// (this request's cumulative observations less the previous evidence's) shows an absolute
+/// limit broken, by the same anytime-valid test as the whole life, at `alpha`, on at least
+/// [`MIN_OBSERVATIONS_TO_REJECT`] observations. The cumulative tests weigh a regression
+/// that starts late against all the good intervals before it; this one sees it as soon as
+/// one interval holds enough of it. A breach here holds promotion and keeps the version at
+/// its exploration floor; it removes nothing, so a false alarm costs one interval's delay,
+/// never safety. Limits relative to the baseline are left to the cumulative mSPRT.
+pub fn latest_breaches(req: &AssessmentRequest, model: &Model, alpha: f64) -> Vec<Vec<bool>> {
+    (0..req.versions.len())
+        .map(|v| {
+            // The previous cumulative observation: the evidence's, or a legacy history's last.
+            let before = match &req.evidence {
+                Some(e) => e.versions.get(v).map(|e| &e.last),
+                None => req.versions[v].history.last().map(|h| &h.metrics),
+            };
+            let interval: BTreeMap<String, Observation> = req.versions[v]
+                .metrics
+                .iter()
+                .filter_map(|(name, now)| {
+                    let earlier = before.and_then(|b| b.get(name));
+                    Some((name.clone(), difference(now, earlier)?))
+                })
+                .collect();
+            model
+                .criteria
+                .iter()
+                .map(|c| match c.check {
+                    Check::Absolute {
+                        target,
+                        lower,
+                        upper,
+                    } => {
+                        if interval_size(req, model, &interval, target) < MIN_OBSERVATIONS_TO_REJECT
+                        {
+                            return false;
+                        }
+                        let side = |limit| absolute(req, model, v, &interval, target, limit, alpha);
+                        upper.is_some_and(|u| side(u) == LimitSide::Above)
+                            || lower.is_some_and(|l| side(l) == LimitSide::Below)
+                    }
+                    Check::Relative { .. } => false,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// How many observations of target `t` an interval's metrics hold.
+fn interval_size(
+    req: &AssessmentRequest,
+    model: &Model,
+    metrics: &BTreeMap<String, Observation>,
+    t: usize,
+) -> f64 {
+    let target = &model.targets[t];
+    let name = req
+        .ratios
+        .iter()
+        .find(|r| r.name == target.metric)
+        .map_or(target.metric.as_str(), |r| r.denominator.as_str());
+    match metrics.get(name) {
+        Some(Observation::Counter(n)) => *n,
+        Some(Observation::Mean(m)) => m.count,
+        Some(Observation::Histogram(h)) => h.buckets.last().map_or(0.0, |b| b.count),
+        None => 0.0,
     }
 }
 
@@ -147,7 +249,9 @@ fn criterion_status(
             lower,
             upper,
         } => {
-            let side = |limit: f64, alpha: f64| absolute(req, model, v, target, limit, alpha);
+            let metrics = &req.versions[v].metrics;
+            let side =
+                |limit: f64, alpha: f64| absolute(req, model, v, metrics, target, limit, alpha);
             let up = upper.map_or(Status::Met, |u| {
                 if side(u, alpha_broken) == LimitSide::Above {
                     Status::Broken
@@ -209,18 +313,21 @@ enum LimitSide {
     Unknown,
 }
 
+/// Target `t` of version `v` against an absolute limit, on `metrics`: the version's
+/// cumulative observations, or one interval's. A mean's spread per observation comes from
+/// the version's whole life.
 fn absolute(
     req: &AssessmentRequest,
     model: &Model,
     v: usize,
+    metrics: &BTreeMap<String, Observation>,
     t: usize,
     limit: f64,
     alpha: f64,
 ) -> LimitSide {
     let target = &model.targets[t];
-    let version = &req.versions[v];
     if let Some(ratio) = req.ratios.iter().find(|r| r.name == target.metric) {
-        let count = |name: &str| match version.metrics.get(name) {
+        let count = |name: &str| match metrics.get(name) {
             Some(Observation::Counter(c)) => Some(*c),
             _ => None,
         };
@@ -231,14 +338,16 @@ fn absolute(
             _ => LimitSide::Unknown,
         };
     }
-    match (version.metrics.get(&target.metric), target.quantile) {
+    match (metrics.get(&target.metric), target.quantile) {
         (Some(Observation::Histogram(h)), Some(q)) => {
             quantile_vs_limit(&h.buckets, q.fraction(), limit, alpha)
         }
         (Some(Observation::Mean(m)), _) => match &model.posteriors[v][t] {
-            Some(Posterior::Mean(p)) if model.spread_estimated(v, t) => {
+            Some(whole @ Posterior::Mean(p)) if model.spread_estimated(v, t) && m.count > 0.0 => {
                 let mean = m.sum / m.count;
-                let sd = p.std_error() * m.count.sqrt() * small_sample_factor(p.dof());
+                let sd = p.std_error()
+                    * whole.sample_size().sqrt()
+                    * small_sample_factor(p.dof(), alpha);
                 from_side(mean_vs_limit(mean, sd, m.count, limit, alpha))
             }
             _ => LimitSide::Unknown,
@@ -248,15 +357,20 @@ fn absolute(
 }
 
 /// How much wider a plug-in spread with `dof` degrees of freedom must be taken to cover like a
-/// known one: the ratio of the Student-t and normal 97.5 % quantiles (1.15 at 9 degrees of
-/// freedom, 1.02 at 47, 1 with a sum of squares). A few batch means estimate a spread
-/// poorly, and a spread under-estimated makes every anytime-valid bound too narrow.
-fn small_sample_factor(dof: f64) -> f64 {
-    use statrs::distribution::{ContinuousCDF, StudentsT};
-    if !(1.0..=1e4).contains(&dof) {
+/// known one at the level `alpha` of the test it feeds: the ratio of the Student-t and
+/// normal `1 - alpha / 2` quantiles (at alpha 5 %: 1.15 at 9 degrees of freedom, 1.02 at 47;
+/// 1 with a sum of squares). A few batch means estimate a spread poorly, and a spread
+/// under-estimated makes every anytime-valid bound too narrow; the smaller the test's
+/// alpha (a Bonferroni share, say), the further into the tails the widening must reach.
+fn small_sample_factor(dof: f64, alpha: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+    if !((1.0..=1e4).contains(&dof) && alpha > 0.0 && alpha < 1.0) {
         return 1.0;
     }
-    StudentsT::new(0.0, 1.0, dof).map_or(1.0, |t| t.inverse_cdf(0.975) / 1.959_963_985)
+    let p = 1.0 - alpha / 2.0;
+    StudentsT::new(0.0, 1.0, dof).map_or(1.0, |t| {
+        t.inverse_cdf(p) / Normal::standard().inverse_cdf(p)
+    })
 }
 
 fn from_side(side: Side) -> LimitSide {
@@ -312,7 +426,7 @@ fn compare(
     if !(model.spread_estimated(v, t) && model.spread_estimated(0, t)) {
         return Side::Unknown;
     }
-    let Some(d) = Difference::new(model, v, t, direction, shift) else {
+    let Some(d) = Difference::new(model, v, t, direction, shift, alpha) else {
         return Side::Unknown;
     };
     let tau = scale * d.baseline.abs();
@@ -326,7 +440,7 @@ fn final_look_test(model: &Model, v: usize, t: usize, direction: Direction, alph
     if !(model.spread_estimated(v, t) && model.spread_estimated(0, t)) {
         return Side::Unknown;
     }
-    let Some(d) = Difference::new(model, v, t, direction, 0.0) else {
+    let Some(d) = Difference::new(model, v, t, direction, 0.0, alpha) else {
         return Side::Unknown;
     };
     let sd = d.variance.sqrt();
@@ -347,7 +461,14 @@ struct Difference {
 }
 
 impl Difference {
-    fn new(model: &Model, v: usize, t: usize, direction: Direction, shift: f64) -> Option<Self> {
+    fn new(
+        model: &Model,
+        v: usize,
+        t: usize,
+        direction: Direction,
+        shift: f64,
+        alpha: f64,
+    ) -> Option<Self> {
         let (Some(c), Some(b)) = (&model.posteriors[v][t], &model.posteriors[0][t]) else {
             return None;
         };
@@ -356,7 +477,7 @@ impl Difference {
             Direction::Higher => c.value() - limit,
             Direction::Lower => limit - c.value(),
         };
-        let variance = variance(c) + (1.0 + shift) * (1.0 + shift) * variance(b);
+        let variance = variance(c, alpha) + (1.0 + shift) * (1.0 + shift) * variance(b, alpha);
         Some(Self {
             delta,
             variance,
@@ -372,7 +493,7 @@ fn normal_upper_quantile(alpha: f64) -> f64 {
 }
 
 /// The sampling variance of a posterior's point estimate.
-fn variance(p: &Posterior) -> f64 {
+fn variance(p: &Posterior, alpha: f64) -> f64 {
     match p {
         Posterior::Rate(_) => {
             let (x, n) = (p.value(), p.sample_size());
@@ -380,7 +501,7 @@ fn variance(p: &Posterior) -> f64 {
             let x = (x * n + 0.5) / (n + 1.0);
             x * (1.0 - x) / n.max(1.0)
         }
-        Posterior::Mean(m) => (m.std_error() * small_sample_factor(m.dof())).powi(2),
+        Posterior::Mean(m) => (m.std_error() * small_sample_factor(m.dof(), alpha)).powi(2),
         Posterior::Quantile(_) => {
             let (lo, hi) = p.credible_interval();
             let sd = (hi - lo) / 3.92;
@@ -573,6 +694,29 @@ mod tests {
     fn reward_side(req: &AssessmentRequest) -> Side {
         let model = Model::new(req);
         Guards::new(req, &model, req.strategy.alpha).reward[1]
+    }
+
+    #[test]
+    fn the_student_t_widening_follows_the_level_of_the_test() {
+        // At alpha 5 % the two-sided 97.5 % quantiles: 2.262 / 1.960 at 9 degrees of freedom.
+        assert!((small_sample_factor(9.0, 0.05) - 2.262_157 / 1.959_964).abs() < 1e-4);
+        // A Bonferroni share (alpha / 5) reaches further into the tails: wider.
+        assert!(small_sample_factor(9.0, 0.01) > small_sample_factor(9.0, 0.05) + 0.05);
+        assert_eq!(small_sample_factor(f64::INFINITY, 0.05), 1.0);
+    }
+
+    #[test]
+    fn a_worse_reward_needs_the_minimum_of_observations_to_be_shown() {
+        // No conversion at all, against 5 %: worse on 400 observations, held on 80.
+        let base = (8_000.0, 400.0);
+        assert_eq!(
+            reward_side(&rate_request(2, &[base, (80.0, 0.0)], None)),
+            Side::Unknown
+        );
+        assert_eq!(
+            reward_side(&rate_request(2, &[base, (400.0, 0.0)], None)),
+            Side::Below
+        );
     }
 
     #[test]

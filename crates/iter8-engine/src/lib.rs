@@ -8,6 +8,7 @@
 //! so the same request always gives the same answer.
 #![forbid(unsafe_code)]
 
+mod context;
 mod decision;
 mod draws;
 mod guards;
@@ -25,9 +26,10 @@ use iter8_api::{
     MetricEstimate, VersionAssessment, VersionWeight,
 };
 
+use crate::context::Context;
 use crate::model::Model;
-use crate::strategy::Context;
 
+pub use crate::guards::MIN_OBSERVATIONS_TO_REJECT;
 pub use crate::posterior::CREDIBLE_MASS;
 
 /// Assesses one iteration: validates the request, estimates every version's metrics,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use iter8_api::{
     AssessmentRequest, BatchStats, Bucket, Evidence, HistogramObservation, IntervalSummary,
-    Observation, RECENT_INTERVALS, RatioMetric, Target, VersionEvidence,
+    MeanObservation, Observation, RECENT_INTERVALS, RatioMetric, Target, VersionEvidence,
 };
 
 use crate::histogram::observed_quantile_of;
@@ -183,15 +183,11 @@ fn fold_point(
             check: None,
         };
         for (name, o) in now.iter() {
-            if let Observation::Mean(m) = o {
-                let (s0, c0) = match before.get(name) {
-                    Some(Observation::Mean(b)) => (b.sum, b.count),
-                    _ => (0.0, 0.0),
-                };
-                let (ds, dc) = (m.sum - s0, m.count - c0);
-                if dc > 0.0 && ds.is_finite() {
-                    add_batch(ev.batches.entry(name.clone()).or_default(), ds, dc);
-                }
+            if let Some(Observation::Mean(m)) = difference(o, before.get(name))
+                && m.count > 0.0
+                && m.sum.is_finite()
+            {
+                add_batch(ev.batches.entry(name.clone()).or_default(), m.sum, m.count);
             }
         }
         for (name, o) in now.iter() {
@@ -379,46 +375,64 @@ fn interval_value(
     now: &BTreeMap<String, Observation>,
     before: &BTreeMap<String, Observation>,
 ) -> Option<f64> {
+    let delta = |name: &str| difference(now.get(name)?, before.get(name));
     if let Some(ratio) = ratios.iter().find(|r| r.name == target.metric) {
-        let counter = |m: &BTreeMap<String, Observation>, name: &str| match m.get(name) {
-            Some(Observation::Counter(c)) => Some(*c),
+        return match (delta(&ratio.numerator)?, delta(&ratio.denominator)?) {
+            (Observation::Counter(events), Observation::Counter(trials)) if trials > 0.0 => {
+                Some(events / trials)
+            }
             _ => None,
         };
-        let delta = |name: &str| -> Option<f64> {
-            Some(counter(now, name)? - counter(before, name).unwrap_or(0.0))
-        };
-        let (events, trials) = (delta(&ratio.numerator)?, delta(&ratio.denominator)?);
-        return (trials > 0.0).then(|| events / trials);
     }
-    let then = before.get(&target.metric);
-    match (now.get(&target.metric)?, then, target.quantile) {
-        (Observation::Mean(m), then, _) => {
-            let (s0, c0) = match then {
-                Some(Observation::Mean(t)) => (t.sum, t.count),
-                _ => (0.0, 0.0),
-            };
-            let count = m.count - c0;
-            (count > 0.0).then(|| (m.sum - s0) / count)
+    match (delta(&target.metric)?, target.quantile) {
+        (Observation::Mean(m), _) => (m.count > 0.0).then(|| m.sum / m.count),
+        (Observation::Histogram(h), Some(q)) => observed_quantile_of(&h, q.fraction()),
+        _ => None,
+    }
+}
+
+/// What a cumulative metric observed since `before` (the whole of `now` without it): counts,
+/// sums and bucket counts differenced, histogram buckets matched by their bound, never by
+/// position. `None` when the metric went backwards (a counter reset: the interval is
+/// unknown, not negative), changed kind, or has a bucket bound `before` lacks (its earlier
+/// count is unknown).
+pub fn difference(now: &Observation, before: Option<&Observation>) -> Option<Observation> {
+    let Some(before) = before else {
+        return Some(now.clone());
+    };
+    let non_negative = |x: f64| (x >= 0.0).then_some(x);
+    match (now, before) {
+        (Observation::Counter(n), Observation::Counter(b)) => {
+            Some(Observation::Counter(non_negative(n - b)?))
         }
-        (Observation::Histogram(h), then, Some(q)) => {
-            let difference = match then {
-                Some(Observation::Histogram(t)) if t.buckets.len() == h.buckets.len() => {
-                    HistogramObservation {
-                        buckets: h
-                            .buckets
-                            .iter()
-                            .zip(&t.buckets)
-                            .map(|(a, b)| Bucket {
-                                le: a.le,
-                                count: a.count - b.count,
-                            })
-                            .collect(),
-                        sum: None,
-                    }
-                }
-                _ => h.clone(),
-            };
-            observed_quantile_of(&difference, q.fraction())
+        (Observation::Mean(n), Observation::Mean(b)) => Some(Observation::Mean(MeanObservation {
+            sum: n.sum - b.sum,
+            count: non_negative(n.count - b.count)?,
+            sum_of_squares: n
+                .sum_of_squares
+                .zip(b.sum_of_squares)
+                .and_then(|(n, b)| non_negative(n - b)),
+        })),
+        (Observation::Histogram(n), Observation::Histogram(b)) => {
+            let buckets = n
+                .buckets
+                .iter()
+                .map(|bucket| {
+                    let earlier = b
+                        .buckets
+                        .iter()
+                        .find(|x| x.le.value() == bucket.le.value())?
+                        .count;
+                    Some(Bucket {
+                        le: bucket.le,
+                        count: non_negative(bucket.count - earlier)?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Observation::Histogram(HistogramObservation {
+                buckets,
+                sum: n.sum.zip(b.sum).map(|(n, b)| n - b),
+            }))
         }
         _ => None,
     }
@@ -434,6 +448,44 @@ mod tests {
             metric: "error-rate".into(),
             quantile: None,
         }
+    }
+
+    fn histogram(buckets: &[(f64, f64)]) -> Observation {
+        Observation::Histogram(HistogramObservation {
+            buckets: buckets
+                .iter()
+                .map(|&(le, count)| Bucket {
+                    le: if le.is_finite() {
+                        iter8_api::BucketBound::Finite(le)
+                    } else {
+                        iter8_api::BucketBound::Infinite(iter8_api::InfinityLiteral::PlusInf)
+                    },
+                    count,
+                })
+                .collect(),
+            sum: None,
+        })
+    }
+
+    #[test]
+    fn histogram_intervals_match_buckets_by_bound_not_position() {
+        let inf = f64::INFINITY;
+        // A bound dropped since: the others are still matched by their bound.
+        let now = histogram(&[(100.0, 5.0), (inf, 10.0)]);
+        let before = histogram(&[(100.0, 2.0), (200.0, 3.0), (inf, 4.0)]);
+        assert_eq!(
+            difference(&now, Some(&before)),
+            Some(histogram(&[(100.0, 3.0), (inf, 6.0)]))
+        );
+        // Same length, different bounds: by position 200 would be differenced against 300.
+        let now = histogram(&[(100.0, 5.0), (200.0, 8.0), (inf, 10.0)]);
+        let before = histogram(&[(100.0, 2.0), (300.0, 3.0), (inf, 4.0)]);
+        assert_eq!(difference(&now, Some(&before)), None);
+        // A reset is an unknown interval, not a negative one.
+        assert_eq!(
+            difference(&Observation::Counter(3.0), Some(&Observation::Counter(9.0))),
+            None
+        );
     }
 
     #[test]

@@ -312,3 +312,106 @@ fn safe_proves_a_mean_only_once_its_spread_is_estimated_from_history() {
     ]);
     assert_eq!(close.decision.action, Action::Continue);
 }
+
+#[test]
+fn safe_promotes_a_feasible_candidate_when_the_baseline_breaks_a_criterion() {
+    // Same conversion; the baseline errs 2 % against a 1 % limit, the candidate 0.5 %.
+    let response = assess(ab(
+        12,
+        version("a", 50, 12, (2000.0, 40.0, 100.0)),
+        version("b", 50, 12, (2000.0, 10.0, 100.0)),
+        json!({}),
+    ));
+    assert_eq!(
+        response.decision.action,
+        Action::Promote,
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(response.decision.version.as_deref(), Some("b"));
+    assert!(
+        response.decision.reason.contains("feasibility first"),
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn safe_does_not_call_a_candidate_worse_on_fewer_than_the_minimum_observations() {
+    // Its first interval: 80 requests and no conversion, against 5 % on 7,840. The reward
+    // mSPRT crosses, but 80 observations are below the stated minimum: hold, do not reject.
+    let baseline = version("a", 98, 2, (3920.0, 20.0, 196.0));
+    let few = json!({"name": "b", "weight": 2, "metrics": counters(80.0, 0.0, 0.0)});
+    let response = assess(ab(2, baseline.clone(), few, json!({})));
+    assert_eq!(
+        response.decision.action,
+        Action::Continue,
+        "{}",
+        response.decision.reason
+    );
+    // With 400 observations and still no conversion, it is shown worse.
+    let enough = json!({"name": "b", "weight": 2, "metrics": counters(400.0, 0.0, 0.0)});
+    let response = assess(ab(2, baseline, enough, json!({})));
+    assert_eq!(
+        response.decision.action,
+        Action::Rollback,
+        "{}",
+        response.decision.reason
+    );
+}
+
+#[test]
+fn safe_keeps_a_candidate_in_posterior_doubt_at_the_floor_instead_of_ending_it() {
+    // 1.5 % errors on 2,000 requests against a 1 % limit: P(fails) >= 0.95 on the
+    // posterior, but the anytime-valid test has not shown the limit broken.
+    let response = assess(ab(
+        4,
+        version("a", 90, 4, (3600.0, 18.0, 180.0)),
+        version("b", 10, 4, (500.0, 7.5, 30.0)),
+        json!({}),
+    ));
+    assert!(
+        response.versions[1].probability_all_criteria <= 0.05,
+        "{}",
+        response.versions[1].probability_all_criteria
+    );
+    assert_eq!(
+        response.decision.action,
+        Action::Continue,
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(split(&response), vec![98, 2]);
+}
+
+#[test]
+fn safe_holds_promotion_while_the_latest_interval_shows_a_regression() {
+    // Eleven intervals at 0.5 % errors, then one at 3 %: the cumulative error rate (0.71 %)
+    // is shown under its 1 % limit, the latest interval alone is shown over it.
+    let at = |k: u32| {
+        let errors = 10.0 * f64::from(k.min(11)) + if k == 12 { 60.0 } else { 0.0 };
+        counters(2000.0 * f64::from(k), errors, 130.0 * f64::from(k))
+    };
+    let history: Vec<Value> = (1..12)
+        .map(|k| json!({"iteration": k, "weight": 50, "metrics": at(k)}))
+        .collect();
+    let regressed = json!({"name": "b", "weight": 50, "metrics": at(12), "history": history});
+    let response = assess(ab(
+        12,
+        version("a", 50, 12, (2000.0, 10.0, 100.0)),
+        regressed,
+        json!({}),
+    ));
+    assert_eq!(
+        response.decision.action,
+        Action::Continue,
+        "{}",
+        response.decision.reason
+    );
+    assert!(
+        response.decision.reason.contains("regression guard"),
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(split(&response)[1], 2);
+}

@@ -18,11 +18,9 @@ use crate::scenario::{
 };
 
 /// The fewest observations of a better-than-baseline candidate on which a rollback is
-/// acceptable. The engine states one minimum, for a verdict on posterior evidence alone
-/// (`MIN_SAMPLES_TO_SUSPEND` = 200 in `iter8-engine`'s `strategy/safe.rs`, not exported);
-/// it states none for "shown worse" by its anytime-valid tests, so the same 200 applies to
-/// every rollback here.
-pub const MIN_OBSERVATIONS_TO_REJECT: f64 = 200.0;
+/// acceptable: the minimum the engine states before any test may show a version worse or
+/// broken.
+pub use iter8_engine::MIN_OBSERVATIONS_TO_REJECT;
 
 /// A strategy as the benchmark configures it.
 #[derive(Debug, Clone, Copy, PartialEq)]

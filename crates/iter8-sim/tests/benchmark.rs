@@ -116,17 +116,24 @@ fn safe_finds_the_winner_wherever_an_oracle_could() {
 }
 
 #[test]
-#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
-            S9 ends on the failing baseline, S12 loses its candidate to posterior suspension"]
-fn safe_promotes_a_candidate_that_fixes_a_failing_baseline_or_sits_near_a_limit() {
-    for s in run(&["S9", "S12"], 100) {
+fn safe_promotes_a_candidate_that_fixes_a_failing_baseline() {
+    // Feasibility first: the baseline breaks the error-rate limit, the candidate meets every
+    // criterion with the same conversion.
+    for s in run(&["S9"], 100) {
         assert_finds_the_winner(&s);
     }
 }
 
 #[test]
-#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
-            the reward mSPRT calls a better candidate worse on about 75 observations"]
+#[ignore = "target missed by the engine today: S12 (errors 0.8 % under a 1 % limit) is \
+            95 % correct at 200 replicates, 5 % undecided at maxIterations"]
+fn safe_promotes_a_candidate_that_sits_near_a_limit() {
+    for s in run(&["S12"], 100) {
+        assert_finds_the_winner(&s);
+    }
+}
+
+#[test]
 fn safe_never_rolls_back_a_better_candidate_on_too_little_data() {
     // Every scenario with a better candidate, including those where it cannot be shown better
     // in time (low traffic throughout; an error rate just under its limit).
@@ -145,8 +152,6 @@ fn safe_never_rolls_back_a_better_candidate_on_too_little_data() {
 }
 
 #[test]
-#[ignore = "target missed by the engine today (docs/benchmarks.md, Against the targets): \
-            the delayed p95 regression is promoted in about 2 % of runs"]
 fn safe_rarely_promotes_a_delayed_p95_regression() {
     for s in run(&["S11"], 300) {
         let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);

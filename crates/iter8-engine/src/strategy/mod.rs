@@ -9,21 +9,10 @@ mod mann_whitney;
 mod posterior_routing;
 mod safe;
 
-use iter8_api::{Algorithm, AssessmentRequest};
+use iter8_api::Algorithm;
 
+pub use crate::context::Context;
 use crate::decision::{self, Verdict};
-use crate::draws::DrawSummary;
-use crate::model::Model;
-
-/// What a strategy sees: the request and everything estimated from it.
-pub struct Context<'a> {
-    /// The validated request.
-    pub request: &'a AssessmentRequest,
-    /// Posteriors and compiled criteria.
-    pub model: &'a Model,
-    /// The joint draws.
-    pub draws: &'a DrawSummary,
-}
 
 /// A way of moving traffic between versions.
 pub trait Strategy: Sync {
@@ -54,69 +43,5 @@ pub fn for_algorithm(algorithm: Algorithm) -> &'static dyn Strategy {
         Algorithm::FixedSplit => &fixed_split::FixedSplit,
         Algorithm::FixedThresholds => &fixed_thresholds::FixedThresholds,
         Algorithm::MannWhitney => &mann_whitney::MannWhitney,
-    }
-}
-
-impl Context<'_> {
-    /// The current weights, in version order.
-    pub fn current_weights(&self) -> Vec<u32> {
-        self.request.versions.iter().map(|v| v.weight).collect()
-    }
-
-    /// Whether a version meets every criterion on its observed values alone (iter8 v0's
-    /// check); a criterion without data is not met.
-    pub fn meets_criteria_on_observed_values(&self, version: usize) -> bool {
-        let row = &self.model.posteriors[version];
-        let baseline = &self.model.posteriors[0];
-        self.model.criteria.iter().all(|c| {
-            let t = c.check.target();
-            match (&row[t], &baseline[t]) {
-                (Some(v), Some(b)) => c.check.holds(v.value(), b.value(), version == 0),
-                (Some(v), None) => {
-                    matches!(c.check, crate::model::Check::Absolute { .. })
-                        && c.check.holds(v.value(), f64::NAN, version == 0)
-                }
-                (None, _) => false,
-            }
-        })
-    }
-}
-
-impl Context<'_> {
-    /// P(version meets criterion `c`): a closed form for absolute limits, the joint draws for
-    /// limits relative to the baseline. Without data the probability is 0.
-    pub fn criterion_probability(&self, version: usize, c: usize) -> f64 {
-        let criterion = &self.model.criteria[c];
-        match criterion.check {
-            crate::model::Check::Absolute {
-                target,
-                lower,
-                upper,
-            } => match &self.model.posteriors[version][target] {
-                Some(p) => {
-                    let below_upper = upper.map_or(1.0, |u| p.cdf(u));
-                    let below_lower = lower.map_or(0.0, |l| p.cdf(l));
-                    (below_upper - below_lower).clamp(0.0, 1.0)
-                }
-                None => 0.0,
-            },
-            crate::model::Check::Relative { .. } if version == 0 => 1.0,
-            crate::model::Check::Relative { .. } => self.draws.per_criterion[version][c],
-        }
-    }
-
-    /// The criterion a version is least likely to meet, in words.
-    pub fn weakest_criterion(&self, version: usize) -> String {
-        let name = &self.request.versions[version].name;
-        let weakest = (0..self.model.criteria.len())
-            .map(|c| (c, self.criterion_probability(version, c)))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        match weakest {
-            Some((c, p)) => format!(
-                "{name} meets {} with probability {p:.3}",
-                self.model.criteria[c].description
-            ),
-            None => format!("{name} has no criteria"),
-        }
     }
 }

@@ -13,11 +13,17 @@
 //!   more traffic. Its cumulative data then stops changing, so the test keeps rejecting on
 //!   every later request: removal is for good, although the service keeps no state.
 //! * **Suspension.** A candidate that fails its criteria with posterior probability at least
-//!   `winnerProbability` (on at least [`MIN_SAMPLES_TO_SUSPEND`] observations) also gets no
-//!   more traffic. This needs no proof: stopping a doubtful version errs on the safe side.
+//!   `winnerProbability` (on at least [`MIN_SAMPLES_TO_SUSPEND`] observations), or whose
+//!   latest interval alone shows an absolute limit broken (the regression guard), drops to
+//!   the exploration floor and cannot be promoted while it lasts. It is not removed: only an
+//!   anytime-valid test ends a candidate, so posterior doubt, which the next intervals may
+//!   clear, bounds the risk (its traffic) without ending the experiment (a risk-bounded
+//!   ramp).
 //! * **Promotion** needs all of: P(best feasible) and P(meets all criteria) at least
 //!   `winnerProbability`; every criterion shown met by its confidence sequence; the reward
-//!   shown better than the baseline's by the one-sided mSPRT at `alpha`; no earlier than
+//!   shown better than the baseline's by the one-sided mSPRT at `alpha`, unless the
+//!   baseline is shown to break a criterion (feasibility first: then the feasible candidate
+//!   needs no better reward); no breach in the latest interval; no earlier than
 //!   the bake time (a quarter of `maxIterations`, or `minIterations` if later); and clean
 //!   data (no counter reset, sample-ratio mismatch or stale data).
 //!   Because promotion needs the anytime-valid confirmation, assessing every iteration keeps
@@ -28,9 +34,10 @@
 //!   `M` criteria). A mean counts only once its spread is estimated from a sum of squares or
 //!   from at least ten batch means over the experiment's whole life, widened by the
 //!   Student-t factor for the batches it rests on.
-//! * **Rollback** when every candidate is removed, suspended, or shown worse than the
-//!   baseline by the mSPRT. Otherwise the experiment continues, and ends inconclusive on the
-//!   baseline at `maxIterations`.
+//! * **Rollback** when every candidate is removed or shown worse than a feasible baseline
+//!   (both by anytime-valid tests, on at least
+//!   [`crate::guards::MIN_OBSERVATIONS_TO_REJECT`] observations). Otherwise the experiment
+//!   continues, and ends inconclusive on the baseline at `maxIterations`.
 
 use iter8_api::{Action, Decision, Winner};
 
@@ -75,8 +82,13 @@ impl Strategy for Safe {
             if v == 0 {
                 lower[v] = BASELINE_FLOOR;
                 upper[v] = 1.0;
-            } else if guards.broken(v) || likely_failing(ctx, v) {
+            } else if guards.broken(v) {
                 shares[v] = 0.0;
+            } else if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
+                // Doubt bounds the risk, not the experiment: keep measuring at the floor.
+                let floor = EXPLORATION_FLOOR.min(max_candidate);
+                lower[v] = floor;
+                upper[v] = floor;
             } else {
                 let feasible = ctx.draws.all_criteria[v];
                 let seasoned = samples(ctx, v) >= ENOUGH_SAMPLES;
@@ -132,7 +144,10 @@ impl Strategy for Safe {
             winner: winner.clone(),
         };
 
-        // A version shown to break a criterion, or (candidates) shown worse than the baseline.
+        // Feasibility first: a baseline shown to break a criterion is no yardstick for reward.
+        let baseline_broken = n > 1 && guards.broken(0);
+        // A version shown to break a criterion, or (candidates) shown worse than a feasible
+        // baseline.
         let out: Vec<Option<String>> = (0..n)
             .map(|v| {
                 if guards.broken(v) {
@@ -141,14 +156,7 @@ impl Strategy for Safe {
                         names[v],
                         broken_list(ctx, &guards, v)
                     ))
-                } else if likely_failing(ctx, v) {
-                    Some(format!(
-                        "{} fails its criteria with posterior probability {:.3} (weakest: {})",
-                        names[v],
-                        1.0 - ctx.draws.all_criteria[v],
-                        ctx.weakest_criterion(v)
-                    ))
-                } else if guards.reward[v] == Side::Below {
+                } else if guards.reward[v] == Side::Below && !baseline_broken {
                     Some(format!(
                         "{} is worse than the baseline {} (mSPRT at alpha {alpha})",
                         names[v], names[0]
@@ -197,7 +205,25 @@ impl Strategy for Safe {
         if !open.is_empty() {
             missing.push(format!("not yet shown met: {open}"));
         }
-        if n > 1 && pick > 0 && ctx.model.reward.is_some() && guards.reward[pick] != Side::Above {
+        if likely_failing(ctx, pick) {
+            missing.push(format!(
+                "it fails its criteria with posterior probability {:.3} (weakest: {})",
+                1.0 - ctx.draws.all_criteria[pick],
+                ctx.weakest_criterion(pick)
+            ));
+        }
+        let recent = latest_list(ctx, &guards, pick);
+        if !recent.is_empty() {
+            missing.push(format!(
+                "the latest interval alone shows broken: {recent} (regression guard)"
+            ));
+        }
+        if n > 1
+            && pick > 0
+            && ctx.model.reward.is_some()
+            && !baseline_broken
+            && guards.reward[pick] != Side::Above
+        {
             missing.push(format!(
                 "not yet shown better than the baseline (mSPRT at alpha {alpha})"
             ));
@@ -227,6 +253,13 @@ impl Strategy for Safe {
         };
         if missing.is_empty() {
             let claim = match ctx.model.reward {
+                _ if baseline_broken => format!(
+                    "the baseline {} breaks {}; {} meets all criteria with probability \
+                     {p_feasible:.3} and every criterion is shown met (feasibility first)",
+                    names[0],
+                    broken_list(ctx, &guards, 0),
+                    names[pick]
+                ),
                 Some((t, _)) if n > 1 => format!(
                     "{} is the best version meeting all criteria with probability {p_best:.3}; \
                      every criterion is shown met and it is shown to beat the baseline on {}",
@@ -268,9 +301,9 @@ fn earliest_promotion(req: &iter8_api::AssessmentRequest) -> u32 {
 }
 
 /// Whether a candidate with data fails its criteria with posterior probability at least
-/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it gets no
-/// more traffic. Rolling back needs less proof than promoting, because the baseline is the
-/// version known to be safe. But it needs evidence: a mean whose spread had to be assumed
+/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it drops to the
+/// exploration floor and cannot be promoted while this holds, but it is not removed (only
+/// an anytime-valid test removes a version). Even that needs evidence: a mean whose spread had to be assumed
 /// (no sum of squares, no history yet) says more about the assumption than about the
 /// version, and one heavy-tailed outlier would otherwise end a good candidate's experiment.
 fn likely_failing(ctx: &Context<'_>, v: usize) -> bool {
@@ -306,6 +339,23 @@ fn samples(ctx: &Context<'_>, v: usize) -> f64 {
 
 fn broken_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
     list(ctx, guards, v, Status::Broken)
+}
+
+/// Whether the regression guard holds version `v`: its latest interval shows a limit broken.
+fn regressed(ctx: &Context<'_>, guards: &Guards, v: usize) -> bool {
+    !latest_list(ctx, guards, v).is_empty()
+}
+
+/// The criteria the latest interval alone shows broken for version `v`.
+fn latest_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
+    ctx.model
+        .criteria
+        .iter()
+        .zip(&guards.latest[v])
+        .filter(|(_, breached)| **breached)
+        .map(|(c, _)| c.description.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn open_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
