@@ -1942,10 +1942,22 @@ mod tests {
         let crate::plan::Step::Terminate { weights } = step else {
             panic!("terminate wins over the gate: {step:?}");
         };
-        let t = terminated(&spec, waiting.status, &weights, &stamp(2001));
+        // The held promotion was never approved: terminate does not carry it out (toWinner
+        // has no approved winner, so the baseline).
+        assert_eq!(weights, [100, 0], "terminate must not open the gate");
+        let t = terminated(&spec, waiting.status.clone(), &weights, &stamp(2001));
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
         assert_eq!(
             (t.status.phase, t.status.gate, t.status.pending),
             (Phase::Aborted, None, None)
+        );
+        // keepLast keeps the split in force, not the held one.
+        spec.on_termination = iter8_crd::TerminationPolicy::KeepLast;
+        assert_eq!(
+            crate::plan::plan(&spec, &waiting.status, Some(5), std::time::UNIX_EPOCH),
+            crate::plan::Step::Terminate {
+                weights: vec![80, 20]
+            }
         );
     }
 
