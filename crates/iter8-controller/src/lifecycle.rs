@@ -901,6 +901,12 @@ pub fn at_gate(
         ),
         _ => (reason, message),
     };
+    // The plan asks a gate only with no pause in force: a paused experiment resumed at its
+    // gate waits Running, not Paused.
+    if status.phase == Phase::Paused {
+        status = attempted(status);
+        set(&mut status, at, READY, true, "Running", &message);
+    }
     set(&mut status, at, GATE_OPEN, false, reason, &message);
     status.message = Some(message);
     AtGate::Wait(Transition {
@@ -1958,6 +1964,34 @@ mod tests {
             crate::plan::Step::Terminate {
                 weights: vec![80, 20]
             }
+        );
+    }
+
+    #[test]
+    fn a_gate_paused_then_resumed_waits_running_not_paused() {
+        let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let paused = paused(&spec, waiting.status, None, &stamp(2001));
+        assert_eq!(paused.status.phase, Phase::Paused);
+        let mut spec = spec;
+        spec.manual_override = Some(iter8_crd::ManualOverride {
+            action: iter8_crd::OverrideAction::Resume,
+            split: None,
+        });
+        assert_eq!(
+            crate::plan::plan(&spec, &paused.status, Some(6), std::time::UNIX_EPOCH),
+            crate::plan::Step::FinishPending(pending.clone())
+        );
+        let resumed = waits(&spec, paused.status, &pending, 2002);
+        assert_eq!(resumed.status.phase, Phase::Running, "resumed, at its gate");
+        assert_eq!(
+            condition(&resumed.status, READY),
+            ("True".into(), "Running".into())
+        );
+        assert_eq!(
+            resumed.status.gate.map(|g| g.since),
+            Some(stamp(2000).now),
+            "the same wait"
         );
     }
 
