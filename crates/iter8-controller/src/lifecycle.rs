@@ -799,29 +799,21 @@ pub fn at_gate(
     };
     if let Some(a) = approved.filter(|a| a.approval.gate == name) {
         let message = format!("{name} approved by {}", a.approval.by);
-        status.gate = None;
-        status.approvals.push(ApprovalRecord {
+        let record = ApprovalRecord {
             gate: name,
             by: a.approval.by.clone(),
             at: a.at.cloned(),
-        });
-        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
-        status.approvals.drain(..excess);
-        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
-        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+        };
+        return opened(status, record, &message, at);
     }
     if let Some(WebhookAnswer::Opened { url, code }) = webhook {
         let message = format!("{name} approved by webhook {url} (HTTP {code})");
-        status.gate = None;
-        status.approvals.push(ApprovalRecord {
+        let record = ApprovalRecord {
             gate: name,
             by: format!("webhook {url}"),
             at: Some(at.now.clone()),
-        });
-        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
-        status.approvals.drain(..excess);
-        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
-        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+        };
+        return opened(status, record, &message, at);
     }
     let what = format!(
         "{} split {}",
@@ -914,6 +906,22 @@ pub fn at_gate(
         notes,
         requeue: Requeue::Retry,
     })
+}
+
+/// A gate opened: the wait ends, the approval is recorded (the oldest dropped past
+/// [`APPROVALS_LIMIT`]), `GateOpen=True` and an `Approved` Event.
+fn opened(
+    mut status: ExperimentStatus,
+    record: ApprovalRecord,
+    message: &str,
+    at: &Stamp,
+) -> AtGate {
+    status.gate = None;
+    status.approvals.push(record);
+    let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
+    status.approvals.drain(..excess);
+    set(&mut status, at, GATE_OPEN, true, "Approved", message);
+    AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)])
 }
 
 /// A gate's timeout rolled back: `weights` (all on the baseline) is on the router, or there
@@ -1993,6 +2001,34 @@ mod tests {
             Some(stamp(2000).now),
             "the same wait"
         );
+    }
+
+    #[test]
+    fn the_approval_record_keeps_the_newest_hundred() {
+        let (spec, mut status, pending) =
+            gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        status.approvals = (0..APPROVALS_LIMIT as u32)
+            .map(|i| ApprovalRecord {
+                gate: gate_name("weightIncrease", i),
+                by: "bob".into(),
+                at: None,
+            })
+            .collect();
+        let given = approval("promotion@3");
+        let seen = Approved {
+            approval: &given,
+            at: None,
+        };
+        let AtGate::Pass(s, _) = at_gate(&spec, status, &pending, Some(seen), None, &stamp(2100))
+        else {
+            panic!("approved");
+        };
+        assert_eq!(s.approvals.len(), APPROVALS_LIMIT);
+        assert_eq!(
+            s.approvals[0].gate, "weightIncrease@1",
+            "the oldest is dropped"
+        );
+        assert_eq!(s.approvals[APPROVALS_LIMIT - 1].gate, "promotion@3");
     }
 
     #[test]
