@@ -800,29 +800,21 @@ pub fn at_gate(
     };
     if let Some(a) = approved.filter(|a| a.approval.gate == name) {
         let message = format!("{name} approved by {}", a.approval.by);
-        status.gate = None;
-        status.approvals.push(ApprovalRecord {
+        let record = ApprovalRecord {
             gate: name,
             by: a.approval.by.clone(),
             at: a.at.cloned(),
-        });
-        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
-        status.approvals.drain(..excess);
-        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
-        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+        };
+        return opened(status, record, &message, at);
     }
     if let Some(WebhookAnswer::Opened { url, code }) = webhook {
         let message = format!("{name} approved by webhook {url} (HTTP {code})");
-        status.gate = None;
-        status.approvals.push(ApprovalRecord {
+        let record = ApprovalRecord {
             gate: name,
             by: format!("webhook {url}"),
             at: Some(at.now.clone()),
-        });
-        let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
-        status.approvals.drain(..excess);
-        set(&mut status, at, GATE_OPEN, true, "Approved", &message);
-        return AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)]);
+        };
+        return opened(status, record, &message, at);
     }
     let what = format!(
         "{} split {}",
@@ -902,6 +894,12 @@ pub fn at_gate(
         ),
         _ => (reason, message),
     };
+    // The plan asks a gate only with no pause in force: a paused experiment resumed at its
+    // gate waits Running, not Paused.
+    if status.phase == Phase::Paused {
+        status = attempted(status);
+        set(&mut status, at, READY, true, "Running", &message);
+    }
     set(&mut status, at, GATE_OPEN, false, reason, &message);
     status.message = Some(message);
     AtGate::Wait(Transition {
@@ -909,6 +907,22 @@ pub fn at_gate(
         notes,
         requeue: Requeue::Retry,
     })
+}
+
+/// A gate opened: the wait ends, the approval is recorded (the oldest dropped past
+/// [`APPROVALS_LIMIT`]), `GateOpen=True` and an `Approved` Event.
+fn opened(
+    mut status: ExperimentStatus,
+    record: ApprovalRecord,
+    message: &str,
+    at: &Stamp,
+) -> AtGate {
+    status.gate = None;
+    status.approvals.push(record);
+    let excess = status.approvals.len().saturating_sub(APPROVALS_LIMIT);
+    status.approvals.drain(..excess);
+    set(&mut status, at, GATE_OPEN, true, "Approved", message);
+    AtGate::Pass(status, vec![Note::normal("Approved", "Gate", message)])
 }
 
 /// A gate's timeout rolled back: `weights` (all on the baseline) is on the router, or there
@@ -1943,11 +1957,79 @@ mod tests {
         let crate::plan::Step::Terminate { weights } = step else {
             panic!("terminate wins over the gate: {step:?}");
         };
-        let t = terminated(&spec, waiting.status, &weights, &stamp(2001));
+        // The held promotion was never approved: terminate does not carry it out (toWinner
+        // has no approved winner, so the baseline).
+        assert_eq!(weights, [100, 0], "terminate must not open the gate");
+        let t = terminated(&spec, waiting.status.clone(), &weights, &stamp(2001));
+        assert_eq!(recorded_weights(&t.status), [100, 0]);
         assert_eq!(
             (t.status.phase, t.status.gate, t.status.pending),
             (Phase::Aborted, None, None)
         );
+        // keepLast keeps the split in force, not the held one.
+        spec.on_termination = iter8_crd::TerminationPolicy::KeepLast;
+        assert_eq!(
+            crate::plan::plan(&spec, &waiting.status, Some(5), std::time::UNIX_EPOCH),
+            crate::plan::Step::Terminate {
+                weights: vec![80, 20]
+            }
+        );
+    }
+
+    #[test]
+    fn a_gate_paused_then_resumed_waits_running_not_paused() {
+        let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let paused = paused(&spec, waiting.status, None, &stamp(2001));
+        assert_eq!(paused.status.phase, Phase::Paused);
+        let mut spec = spec;
+        spec.manual_override = Some(iter8_crd::ManualOverride {
+            action: iter8_crd::OverrideAction::Resume,
+            split: None,
+        });
+        assert_eq!(
+            crate::plan::plan(&spec, &paused.status, Some(6), std::time::UNIX_EPOCH),
+            crate::plan::Step::FinishPending(pending.clone())
+        );
+        let resumed = waits(&spec, paused.status, &pending, 2002);
+        assert_eq!(resumed.status.phase, Phase::Running, "resumed, at its gate");
+        assert_eq!(
+            condition(&resumed.status, READY),
+            ("True".into(), "Running".into())
+        );
+        assert_eq!(
+            resumed.status.gate.map(|g| g.since),
+            Some(stamp(2000).now),
+            "the same wait"
+        );
+    }
+
+    #[test]
+    fn the_approval_record_keeps_the_newest_hundred() {
+        let (spec, mut status, pending) =
+            gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        status.approvals = (0..APPROVALS_LIMIT as u32)
+            .map(|i| ApprovalRecord {
+                gate: gate_name("weightIncrease", i),
+                by: "bob".into(),
+                at: None,
+            })
+            .collect();
+        let given = approval("promotion@3");
+        let seen = Approved {
+            approval: &given,
+            at: None,
+        };
+        let AtGate::Pass(s, _) = at_gate(&spec, status, &pending, Some(seen), None, &stamp(2100))
+        else {
+            panic!("approved");
+        };
+        assert_eq!(s.approvals.len(), APPROVALS_LIMIT);
+        assert_eq!(
+            s.approvals[0].gate, "weightIncrease@1",
+            "the oldest is dropped"
+        );
+        assert_eq!(s.approvals[APPROVALS_LIMIT - 1].gate, "promotion@3");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use iter8_api::{Action, Decision};
 use iter8_crd::{ExperimentSpec, ExperimentStatus, OverrideAction, PendingIteration, Phase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -68,6 +69,17 @@ pub fn plan(
         match o.action {
             OverrideAction::Terminate => {
                 let weights = o.split.clone().unwrap_or_else(|| match &status.decision {
+                    // A decision held at an approval gate was never approved: ending the
+                    // experiment must not carry it out (no winner, so `toWinner` is the
+                    // baseline and `keepLast` the split in force).
+                    Some(decision) if status.gate.is_some() => spec.final_weights(
+                        &Decision {
+                            action: Action::Continue,
+                            version: None,
+                            reason: decision.reason.clone(),
+                        },
+                        &current,
+                    ),
                     Some(decision) => spec.final_weights(decision, &current),
                     // Ended before any decision: only the baseline is known to be safe.
                     None => spec.initial_weights_on_baseline(),

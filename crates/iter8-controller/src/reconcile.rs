@@ -103,10 +103,20 @@ impl Settings {
                     && a.host_str() == url.host_str()
                     && a.port_or_known_default() == url.port_or_known_default()
                     && url.username().is_empty()
-                    && url.path().starts_with(a.path())
+                    && url.password().is_none()
+                    && path_under(url.path(), a.path())
             })
         })
     }
+}
+
+/// Whether `path` is `under` or below it: `/confirm` allows `/confirm/x`, never
+/// `/confirm-all`.
+fn path_under(path: &str, under: &str) -> bool {
+    path == under
+        || path
+            .strip_prefix(under)
+            .is_some_and(|rest| under.ends_with('/') || rest.starts_with('/'))
 }
 
 /// Errors that make a reconcile fail (and be retried).
@@ -950,7 +960,10 @@ mod tests {
             analytics_url: "http://iter8-analytics:8080".into(),
             retry_after: Duration::from_secs(1),
             shared_metric_namespaces: Vec::new(),
-            gate_webhook_allowed_urls: vec!["http://approver.ops:8080/hooks/".into()],
+            gate_webhook_allowed_urls: vec![
+                "http://approver.ops:8080/hooks/".into(),
+                "http://gate.ops/confirm".into(),
+            ],
         };
         for (url, allowed) in [
             ("http://approver.ops:8080/hooks/confirm", true),
@@ -960,6 +973,14 @@ mod tests {
             ("http://approver.ops.evil:8080/hooks/confirm", false),
             ("http://approver.ops:8080@evil:8080/hooks/confirm", false),
             ("http://user@approver.ops:8080/hooks/confirm", false),
+            ("http://:secret@approver.ops:8080/hooks/confirm", false),
+            ("http://approver.ops:8080/hooks/../admin", false),
+            // Under a path without a trailing slash: the path itself or below it, not a
+            // sibling that merely starts with the same letters.
+            ("http://gate.ops/confirm", true),
+            ("http://gate.ops/confirm/promotion", true),
+            ("http://gate.ops/confirm-everything", false),
+            ("http://gate.ops/confirmed", false),
             ("not a url", false),
         ] {
             assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
