@@ -20,6 +20,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use common::*;
+use iter8_integration_tests::workloads::{create_deployment, report_deployment};
 
 /// `target/debug/iter8`, next to this test's own executable (`target/debug/deps/cli-*`).
 fn iter8_binary() -> Result<PathBuf> {
@@ -210,6 +211,63 @@ async fn a_promotion_gate_holds_the_split_until_iter8_approve_then_promotes() ->
     assert_eq!(
         event_count(&h.env.client, h.ns(), "gated", "Approved").await?,
         1
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn an_approved_gate_moves_no_traffic_to_a_version_that_stopped_being_ready() -> Result<()> {
+    let h = Harness::new("gate-ready").await?;
+    let (client, ns) = (h.env.client.clone(), h.ns().to_string());
+    for name in ["reviews-v1", "reviews-v2"] {
+        create_deployment(&client, &ns, name).await?;
+        report_deployment(&client, &ns, name, true).await?;
+    }
+    create_http_route(&client, &ns, "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    let mut exp = serde_json::to_value(canary("gated", "reviews", 12)?)?;
+    exp["spec"]["gates"] = json!({"promotion": {}});
+    exp["spec"]["versions"][0]["workload"] = json!({"name": "reviews-v1"});
+    exp["spec"]["versions"][1]["workload"] = json!({"name": "reviews-v2"});
+    let api = h.experiments();
+    api.create(&PostParams::default(), &serde_json::from_value(exp)?)
+        .await?;
+    wait_at_gate(&api, "gated").await?;
+    let held = reviews_split(&client, &ns).await?;
+    assert_ne!(held, [0, 100]);
+
+    // The candidate's rollout breaks while the promotion waits; then someone approves it.
+    report_deployment(&client, &ns, "reviews-v2", false).await?;
+    ok(&h, &["approve", "gated"]).await?;
+    let waiting = wait_for(
+        "the approved promotion to wait for the candidate",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("gated").await?;
+            let reason = condition_reason(&exp, "VersionsReady");
+            Ok((reason.as_deref() == Some("DeploymentNotAvailable")).then_some(exp))
+        },
+    )
+    .await?;
+    assert_eq!(
+        waiting.status.as_ref().map(|s| s.phase),
+        Some(Phase::Running)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reviews_split(&client, &ns).await?,
+        held,
+        "no traffic moved to a candidate that is not Available"
+    );
+
+    // Ready again: the same approval opens the gate and the promotion goes through.
+    report_deployment(&client, &ns, "reviews-v2", true).await?;
+    let done = wait_for_phase(&api, "gated", Phase::Completed).await?;
+    assert_eq!(reviews_split(&client, &ns).await?, [0, 100]);
+    assert_eq!(
+        condition_reason(&done, "GateOpen").as_deref(),
+        Some("Approved")
     );
     h.finish().await
 }

@@ -456,9 +456,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 approval,
                 at: approval_time.as_ref(),
             });
-        let webhook = match lifecycle::gate_for(&self.exp.spec, &self.status(), &pending) {
+        let gated = lifecycle::gate_for(&self.exp.spec, &self.status(), &pending);
+        let webhook = match &gated {
             Some((name, gate)) => match &gate.webhook {
-                Some(hook) => Some(self.ask_gate_webhook(&hook.url, &name, &pending).await),
+                Some(hook) => Some(self.ask_gate_webhook(&hook.url, name, &pending).await),
                 None => None,
             },
             None => None,
@@ -489,6 +490,18 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 return self.commit(t).await;
             }
         };
+        // A gate may have held the split for hours since its versions were found ready: look
+        // again before traffic moves. Not ready: the split stays pending, the gate's opening is
+        // not recorded (the approval stays valid) and this is retried.
+        if gated.is_some() {
+            let current = lifecycle::current_weights(&self.exp.spec, &self.status());
+            if let Err(not_ready) = self.readiness(Some(&current), &pending.weights).await {
+                let before = format!("the gated split of iteration {}", pending.iteration);
+                let t =
+                    lifecycle::awaiting_versions(self.status(), &before, &not_ready, &self.stamp());
+                return self.commit(t).await;
+            }
+        }
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }
