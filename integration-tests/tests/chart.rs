@@ -24,11 +24,15 @@ use iter8_integration_tests::prometheus::{Prometheus, free_port};
 use iter8_integration_tests::workloads::{create_deployment, report_deployment};
 use iter8_integration_tests::{TestEnv, crds};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
@@ -238,10 +242,18 @@ fn default_values_render_a_hardened_least_privilege_install() -> Result<()> {
             ("RoleBinding".into(), 1),
             ("Service".into(), 2),
             ("ServiceAccount".into(), 2),
+            ("ValidatingAdmissionPolicy".into(), 1),
+            ("ValidatingAdmissionPolicyBinding".into(), 1),
         ])
     );
     for d in &docs {
-        if d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding" {
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ];
+        if !cluster_scoped.contains(&d["kind"].as_str().unwrap_or_default()) {
             assert_eq!(d["metadata"]["namespace"], "iter8-system", "{d}");
         }
         assert_eq!(
@@ -1512,4 +1524,172 @@ async fn the_docs_example_experiment_is_admitted_and_names_metrics_the_chart_shi
         }
     }
     env.cleanup().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The approval policy
+
+/// The chart's ValidatingAdmissionPolicy, on the real API server: an approval naming anyone but
+/// the user who writes it is refused with a sentence that says why; the writer's own name (what
+/// `iter8 approve` writes) is admitted, and so is an unrelated edit of an approved Experiment.
+#[tokio::test]
+async fn the_approval_policy_admits_only_the_writers_own_name() -> Result<()> {
+    let env = TestEnv::new("approval-policy").await?;
+    let ns = env.namespace.name().to_string();
+    crds::install(&env.client, &crds::iter8_crds(), None).await?;
+    // Cluster-scoped objects: a name and a namespace label of this test's own, so that the
+    // policy holds only here while other tests share the API server.
+    let release = format!("iter8-{ns}");
+    let label = format!("iter8-approval-policy-test={ns}");
+    let chart = chart_dir();
+    let rendered = parse_documents(&helm_ok(&[
+        "template",
+        &release,
+        chart.to_str().context("chart path")?,
+        "--namespace",
+        &ns,
+        "--set",
+        &format!("approvalPolicy.namespaceSelector.matchLabels.iter8-approval-policy-test={ns}"),
+    ])?)?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    let (key, value) = label.split_once('=').context("label")?;
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await?;
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let api: Api<DynamicObject> =
+            Api::all_with(env.client.clone(), &ApiResource::from_gvk(&gvk));
+        for doc in of_kind(&rendered, kind) {
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(doc.clone())?,
+            )
+            .await
+            .with_context(|| format!("creating the chart's {kind}"))?;
+        }
+    }
+
+    let experiments: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    let mut canary = sample_canary(0.05, 20, "1s", 1);
+    canary["metadata"] = json!({"name": "approved"});
+    experiments
+        .create(&PostParams::default(), &serde_json::from_value(canary)?)
+        .await?;
+    let me = Api::<SelfSubjectReview>::all(env.client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .context("the API server names the test's user")?;
+    let approve = |by: &str| json!({"spec": {"approval": {"gate": "promotion@3", "by": by}}});
+
+    // The policy takes effect once the API server has compiled it: wait for the refusal.
+    let refusal = wait_for_refusal(&experiments, &approve("somebody-else")).await?;
+    assert!(
+        refusal.contains("spec.approval.by must be the name of the user who writes it")
+            && refusal.contains(&me),
+        "{refusal}"
+    );
+    experiments
+        .patch(
+            "approved",
+            &PatchParams::default(),
+            &Patch::Merge(approve(&me)),
+        )
+        .await
+        .context("the writer's own name is admitted")?;
+    experiments
+        .patch(
+            "approved",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "checkout"}}})),
+        )
+        .await
+        .context("an edit that leaves the approval as it is is admitted")?;
+    let written = experiments.get("approved").await?;
+    assert_eq!(
+        written.spec.approval.map(|a| a.by),
+        Some(me),
+        "the record names its writer"
+    );
+
+    for kind in [
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ] {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let api: Api<DynamicObject> =
+            Api::all_with(env.client.clone(), &ApiResource::from_gvk(&gvk));
+        for doc in of_kind(&rendered, kind) {
+            let name = doc["metadata"]["name"].as_str().context("a name")?;
+            api.delete(name, &DeleteParams::default()).await?;
+        }
+    }
+    env.cleanup().await
+}
+
+/// The policy holds in every namespace by default, in the watched one for a scoped controller,
+/// in the selected ones when given, and not at all when turned off.
+#[test]
+fn the_approval_policy_applies_where_the_values_say() -> Result<()> {
+    let selector = |sets: &[&str]| -> Result<Option<Value>> {
+        let docs = render(sets)?;
+        let bindings = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+        Ok(bindings
+            .first()
+            .map(|b| b["spec"]["matchResources"]["namespaceSelector"].clone()))
+    };
+    assert_eq!(selector(&[])?, Some(Value::Null));
+    assert_eq!(
+        selector(&["controller.watchNamespace=shop"])?,
+        Some(json!({"matchLabels": {"kubernetes.io/metadata.name": "shop"}}))
+    );
+    assert_eq!(
+        selector(&["approvalPolicy.namespaceSelector.matchLabels.team=checkout"])?,
+        Some(json!({"matchLabels": {"team": "checkout"}}))
+    );
+    let off = render(&["approvalPolicy.enabled=false"])?;
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
+    Ok(())
+}
+
+/// Patches `patch` into Experiment `approved` until the API server refuses it; its message.
+async fn wait_for_refusal(experiments: &Api<Experiment>, patch: &Value) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match experiments
+            .patch("approved", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+                return Ok(status.message);
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {
+                // Admitted before the policy was in force: take it back and try again.
+                experiments
+                    .patch(
+                        "approved",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"approval": null}})),
+                    )
+                    .await?;
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the approval policy never refused an approval naming somebody else"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
 }
