@@ -1618,9 +1618,83 @@ async fn the_approval_policy_admits_only_the_writers_own_name() -> Result<()> {
     let written = experiments.get("approved").await?;
     assert_eq!(
         written.spec.approval.map(|a| a.by),
-        Some(me),
+        Some(me.clone()),
         "the record names its writer"
     );
+
+    // Another person (or the controller) editing an approved Experiment leaves the approval as
+    // it is: admitted. Changing the approved gate under somebody else's name is not.
+    let bob = Api::<Experiment>::namespaced(as_user(&env, &ns, "bob").await?, &ns);
+    bob.patch(
+        "approved",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"manualOverride": {"action": "pause"}}})),
+    )
+    .await
+    .context("another user's edit that keeps the approval is admitted")?;
+    let forged = bob
+        .patch(
+            "approved",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"approval": {"gate": "promotion@4"}}})),
+        )
+        .await;
+    match forged {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(
+                status.code, 422,
+                "refused as invalid, not forbidden: {status:?}"
+            );
+            assert!(
+                status.message.contains("spec.approval.by") && status.message.contains("bob"),
+                "{}",
+                status.message
+            );
+        }
+        other => bail!("a changed gate under {me}'s name was admitted for bob: {other:?}"),
+    }
+
+    // An empty approval (`null`, as a restore or a JSON patch may write it) is no approval.
+    let mut nulled = sample_canary(0.05, 20, "1s", 1);
+    nulled["metadata"] = json!({"name": "nulled"});
+    nulled["spec"]["approval"] = Value::Null;
+    experiments
+        .create(&PostParams::default(), &serde_json::from_value(nulled)?)
+        .await
+        .context("creating with `approval: null` is admitted")?;
+    experiments
+        .patch(
+            "approved",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(json!([
+                {"op": "replace", "path": "/spec/approval", "value": null}
+            ]))?),
+        )
+        .await
+        .context("replacing an approval with null is admitted")?;
+
+    // Removing a finalizer of an Experiment being deleted (as the controller does) is admitted.
+    let approved = json!({"spec": {"approval": {"gate": "promotion@3", "by": me}}});
+    experiments
+        .patch("approved", &PatchParams::default(), &Patch::Merge(approved))
+        .await?;
+    experiments
+        .patch(
+            "approved",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["test.iter8.tools/hold"]}})),
+        )
+        .await?;
+    experiments
+        .delete("approved", &DeleteParams::default())
+        .await?;
+    bob.patch(
+        "approved",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .context("another user's removal of the last finalizer is admitted")?;
 
     for kind in [
         "ValidatingAdmissionPolicyBinding",
@@ -1661,6 +1735,71 @@ fn the_approval_policy_applies_where_the_values_say() -> Result<()> {
     assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
     assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
     Ok(())
+}
+
+/// The policy's API (`admissionregistration.k8s.io/v1`) exists from Kubernetes 1.30: the chart
+/// says so, and Helm refuses an older cluster with a message naming the requirement.
+#[test]
+fn the_chart_refuses_a_cluster_older_than_its_admission_policy_api() -> Result<()> {
+    let chart = chart_dir();
+    let chart = chart.to_str().context("chart path")?;
+    let old = helm(&["template", "iter8", chart, "--kube-version", "1.29.9"])?;
+    let stderr = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        !old.status.success() && stderr.contains(">=1.30.0-0"),
+        "{stderr}"
+    );
+    let docs = parse_documents(&helm_ok(&[
+        "template",
+        "iter8",
+        chart,
+        "--kube-version",
+        "1.30.0",
+    ])?)?;
+    assert_eq!(of_kind(&docs, "ValidatingAdmissionPolicy").len(), 1);
+    Ok(())
+}
+
+/// An admin-built client that acts as `user`, who may get, patch and update Experiments in
+/// `ns` (and nothing else).
+async fn as_user(env: &TestEnv, ns: &str, user: &str) -> Result<Client> {
+    let rules = json!([{
+        "apiGroups": ["iter8.tools"],
+        "resources": ["experiments"],
+        "verbs": ["get", "patch", "update"],
+    }]);
+    let name = format!("iter8-test-{user}");
+    Api::<DynamicObject>::namespaced_with(env.client.clone(), ns, &rbac("Role"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": name}, "rules": rules,
+            }))?,
+        )
+        .await?;
+    Api::<DynamicObject>::namespaced_with(env.client.clone(), ns, &rbac("RoleBinding"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }))?,
+        )
+        .await?;
+    let mut config = env.control_plane.config().await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    Ok(Client::try_from(config)?)
+}
+
+fn rbac(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "rbac.authorization.k8s.io",
+        "v1",
+        kind,
+    ))
 }
 
 /// Patches `patch` into Experiment `approved` until the API server refuses it; its message.

@@ -178,9 +178,14 @@ async fn a_promotion_gate_holds_the_split_until_iter8_approve_then_promotes() ->
         1,
         "one AwaitingApproval Event when the wait starts, not one per check"
     );
-    // `describe` says what is awaited.
+    // `describe` says what is awaited, and how to give it.
     let described = ok(&h, &["describe", "gated"]).await?;
     assert!(described.contains("AwaitingApproval"), "{described}");
+    assert!(
+        described.contains(&format!("Gate:         {} waits for approval", gate.name))
+            && described.contains("iter8 approve gated"),
+        "{described}"
+    );
 
     let said = ok(&h, &["approve", "gated"]).await?;
     assert!(
@@ -212,6 +217,14 @@ async fn a_promotion_gate_holds_the_split_until_iter8_approve_then_promotes() ->
         event_count(&h.env.client, h.ns(), "gated", "Approved").await?,
         1
     );
+    // `describe` shows who opened which gate.
+    let described = ok(&h, &["describe", "gated"]).await?;
+    let row = described
+        .lines()
+        .skip_while(|l| !l.starts_with("Approvals"))
+        .find(|l| l.contains(&gate.name))
+        .with_context(|| format!("an approvals row for {}:\n{described}", gate.name))?;
+    assert!(row.contains(&record.by), "{described}");
     h.finish().await
 }
 
@@ -254,6 +267,11 @@ async fn an_approved_gate_moves_no_traffic_to_a_version_that_stopped_being_ready
         waiting.status.as_ref().map(|s| s.phase),
         Some(Phase::Running)
     );
+    assert_eq!(
+        condition_reason(&waiting, "GateOpen").as_deref(),
+        Some("AwaitingVersions"),
+        "the gate says it is open and what it waits for"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         reviews_split(&client, &ns).await?,
@@ -268,6 +286,11 @@ async fn an_approved_gate_moves_no_traffic_to_a_version_that_stopped_being_ready
     assert_eq!(
         condition_reason(&done, "GateOpen").as_deref(),
         Some("Approved")
+    );
+    assert_eq!(
+        condition_reason(&done, "VersionsReady").as_deref(),
+        Some("Ready"),
+        "the check that let traffic move is what the finished experiment shows"
     );
     h.finish().await
 }

@@ -261,6 +261,35 @@ pub fn awaiting_versions(
     }
 }
 
+/// A gate opened (approved, or its webhook said yes) but a version its split raises is no
+/// longer ready: the split stays pending and the opening is not recorded yet (the approval
+/// stays valid, `status.gate` stays set), but the status says the gate is open and what it
+/// waits for, and a paused experiment resumed at its gate waits Running.
+pub fn gate_open_awaiting_versions(
+    status: ExperimentStatus,
+    gate: &str,
+    iteration: u32,
+    not_ready: &NotReady,
+    at: &Stamp,
+) -> Transition {
+    let mut status = status;
+    if status.phase == Phase::Paused {
+        status = attempted(status);
+        set(
+            &mut status,
+            at,
+            READY,
+            true,
+            "Running",
+            "resumed at its gate",
+        );
+    }
+    let open = format!("gate {gate} is open; its split waits for its versions to be ready");
+    set(&mut status, at, GATE_OPEN, false, "AwaitingVersions", &open);
+    let before = format!("the split of iteration {iteration} that gate {gate} let through");
+    awaiting_versions(status, &before, not_ready, at)
+}
+
 /// An iteration attempt begins: a paused experiment (resumed, or past the generation the
 /// failure policy paused it at) runs again.
 pub fn attempted(mut status: ExperimentStatus) -> ExperimentStatus {
@@ -2002,6 +2031,44 @@ mod tests {
             Some(stamp(2000).now),
             "the same wait"
         );
+    }
+
+    #[test]
+    fn an_open_gate_whose_versions_stopped_being_ready_says_so_and_waits_running() {
+        let (spec, status, pending) = gated(json!({"promotion": {}}), Action::Promote, [0, 100]);
+        let waiting = waits(&spec, status, &pending, 2000);
+        let paused = paused(&spec, waiting.status, None, &stamp(2001));
+        let not_ready = NotReady {
+            reason: "DeploymentNotAvailable",
+            message: "version next: Deployment n has 0 of 2 replicas available".into(),
+        };
+        let t =
+            gate_open_awaiting_versions(paused.status, "promotion@3", 3, &not_ready, &stamp(2002));
+        assert_eq!(t.status.phase, Phase::Running);
+        assert_eq!(
+            condition(&t.status, READY),
+            ("True".into(), "Running".into())
+        );
+        assert_eq!(
+            condition(&t.status, GATE_OPEN),
+            ("False".into(), "AwaitingVersions".into())
+        );
+        assert_eq!(
+            condition(&t.status, VERSIONS_READY),
+            ("False".into(), "DeploymentNotAvailable".into())
+        );
+        assert!(
+            t.status.gate.is_some(),
+            "the opening is recorded only when traffic moves"
+        );
+        assert!(t.status.approvals.is_empty());
+        assert_eq!(
+            t.status.pending.as_ref(),
+            Some(&pending),
+            "the split stays pending"
+        );
+        assert_eq!(reasons(&t), ["VersionsNotReady"]);
+        assert_eq!(t.requeue, Requeue::Retry);
     }
 
     #[test]

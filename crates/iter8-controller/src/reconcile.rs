@@ -493,15 +493,25 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         // A gate may have held the split for hours since its versions were found ready: look
         // again before traffic moves. Not ready: the split stays pending, the gate's opening is
         // not recorded (the approval stays valid) and this is retried.
-        if gated.is_some() {
+        let status = if gated.is_some() {
             let current = lifecycle::current_weights(&self.exp.spec, &self.status());
-            if let Err(not_ready) = self.readiness(Some(&current), &pending.weights).await {
-                let before = format!("the gated split of iteration {}", pending.iteration);
-                let t =
-                    lifecycle::awaiting_versions(self.status(), &before, &not_ready, &self.stamp());
-                return self.commit(t).await;
+            match self.readiness(Some(&current), &pending.weights).await {
+                Ok(account) => lifecycle::versions_ready(status, &account, &self.stamp()),
+                Err(not_ready) => {
+                    let gate = gated.as_ref().map_or("", |(name, _)| name.as_str());
+                    let t = lifecycle::gate_open_awaiting_versions(
+                        self.status(),
+                        gate,
+                        pending.iteration,
+                        &not_ready,
+                        &self.stamp(),
+                    );
+                    return self.commit(t).await;
+                }
             }
-        }
+        } else {
+            status
+        };
         if let Err(e) = self.set_router(&pending.weights).await {
             return self.router_failed(status, e).await;
         }

@@ -139,6 +139,23 @@ pub fn render(e: &Experiment, events: Option<&[Event]>, now: i64) -> String {
             .unwrap_or_default();
         field(&mut out, "Override", &format!("{action}{split}"));
     }
+    if let Some(gate) = &status.gate {
+        let timed_out = if gate.timed_out {
+            ", past its timeout"
+        } else {
+            ""
+        };
+        field(
+            &mut out,
+            "Gate",
+            &format!(
+                "{} waits for approval (for {}{timed_out}): iter8 approve {}",
+                gate.name,
+                age(&gate.since, now),
+                e.name_any()
+            ),
+        );
+    }
     if let Some(message) = &status.message {
         field(&mut out, "Message", message);
     }
@@ -196,6 +213,23 @@ pub fn render(e: &Experiment, events: Option<&[Event]>, now: i64) -> String {
             &rows,
             2,
         ));
+    }
+
+    if !status.approvals.is_empty() {
+        out.push_str("\nApprovals (gates opened, oldest first):\n");
+        let rows: Vec<Vec<String>> = status
+            .approvals
+            .iter()
+            .map(|a| {
+                vec![
+                    a.gate.clone(),
+                    a.by.clone(),
+                    a.at.as_ref()
+                        .map_or_else(|| "-".into(), |t| t.0.to_string()),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render(&["GATE", "BY", "AT"], &rows, 2));
     }
 
     out.push_str("\nEvents:\n");

@@ -314,6 +314,24 @@ mod tests {
     }
 
     #[test]
+    fn an_admission_policy_refusal_shows_the_policys_own_message() {
+        let message = "experiments.iter8.tools \"shop\" is invalid: ValidatingAdmissionPolicy 'iter8-approval-by-caller' denied request: spec.approval.by must be the name of the user who writes it (bob), as iter8 approve writes it";
+        let err = api_error(
+            status(422, "Invalid", message),
+            "patch",
+            EXPERIMENTS,
+            "ns",
+            Some("shop"),
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("spec.approval.by must be the name of the user who writes it (bob)")
+                && !shown.contains("permission denied"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn a_missing_experiment_names_its_namespace_and_name() {
         let err = api_error(
             status(404, "NotFound", "not found"),
