@@ -2,7 +2,9 @@
 //! announces its start, each iteration, its promotion and its end, in order, as signed
 //! CloudEvents; and a receiver that refuses connections or answers too slowly changes nothing
 //! about the experiment (decision, iterations, timing) but the `NotificationsDelivered`
-//! condition and the failure count.
+//! condition and the failure count; a rollback reaches a Slack-format receiver as one
+//! readable message; a gate's wait is announced once, however often it is checked; the
+//! failure policy ending an experiment announces the failure and the end.
 
 mod common;
 
@@ -73,10 +75,24 @@ async fn promoting_fixture(
     tokio::task::JoinHandle<()>,
     iter8_controller::telemetry::Telemetry,
 )> {
+    fixture(test, config, 4.0).await
+}
+
+/// As [`promoting_fixture`], with the candidate's errors per iteration (5,000 requests): 4
+/// promotes it, 250 breaks the error-rate criterion and rolls it back.
+async fn fixture(
+    test: &str,
+    config: NotifierConfig,
+    candidate_errors: f64,
+) -> Result<(
+    TestEnv,
+    tokio::task::JoinHandle<()>,
+    iter8_controller::telemetry::Telemetry,
+)> {
     let (env, metrics, assessed) = replicas_fixture(test).await?;
     let ns = env.namespace.name().to_string();
     metrics.set("v1", 5000.0, 5.0, 0.0);
-    metrics.set("v2", 5000.0, 4.0, 0.0);
+    metrics.set("v2", 5000.0, candidate_errors, 0.0);
     let analytics = format!("http://{}", assessed.addr);
     let client = iter8_controller::analytics::AnalyticsClient::new(test_client_config(
         &[analytics.as_str()],
@@ -373,5 +389,208 @@ async fn receivers_that_refuse_or_answer_too_slowly_change_only_the_condition_an
     reference_controller.abort();
     controller.abort();
     reference_env.cleanup().await?;
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_rolled_back_canary_tells_a_slack_receiver_in_one_readable_message_each() -> Result<()> {
+    let (receiver, got) = start_receiver(Duration::ZERO).await?;
+    let (env, controller, telemetry) = fixture(
+        "notify-slack",
+        NotifierConfig {
+            allowed: vec![format!("http://{receiver}/hooks")],
+            backoff: Duration::from_millis(100),
+            ..NotifierConfig::default()
+        },
+        250.0,
+    )
+    .await?;
+    let ns = env.namespace.name().to_string();
+    let api = create_canary(
+        &env,
+        "broken",
+        json!([{
+            "name": "chat",
+            "url": format!("http://{receiver}/hooks/team"),
+            "format": "slack",
+            "events": ["rollback", "end"],
+        }]),
+    )
+    .await?;
+    let done = wait_for("the rollback", Duration::from_secs(60), async || {
+        let exp = api.get("broken").await?;
+        let ended = exp.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        Ok(ended.then_some(exp))
+    })
+    .await?;
+    let status = done.status.clone().context("status")?;
+    assert_eq!(
+        status.decision.as_ref().map(|d| d.action),
+        Some(Action::Rollback)
+    );
+    let received = wait_for("two messages", Duration::from_secs(15), async || {
+        let got = got.lock().expect("not poisoned").clone();
+        Ok((got.len() >= 2).then_some(got))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        got.lock().expect("not poisoned").len(),
+        2,
+        "one message each"
+    );
+    let texts: Vec<String> = received
+        .iter()
+        .map(|r| {
+            assert_eq!(r.content_type, "application/json");
+            assert_eq!(r.signature, None, "no signing secret, no signature");
+            let body: Value = serde_json::from_slice(&r.body)?;
+            let object = body.as_object().context("a JSON object")?;
+            assert_eq!(object.len(), 1, "only `text`, as Slack takes it: {body}");
+            Ok(body["text"].as_str().context("text")?.to_owned())
+        })
+        .collect::<Result<_>>()?;
+    let iteration = status.completed_iterations;
+    let head = format!("iter8 experiment {ns}/broken");
+    assert!(
+        texts[0].starts_with(&format!("{head} rolled back at iteration {iteration}: "))
+            && texts[0].ends_with("split: stable=100, next=0"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].starts_with(&format!("{head} ended ({}) ", status.phase)),
+        "{}",
+        texts[1]
+    );
+    assert_eq!(count(&telemetry, "rollback", "sent"), 1);
+    assert_eq!(count(&telemetry, "end", "sent"), 1);
+    controller.abort();
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_gate_wait_is_announced_once_however_often_it_is_checked() -> Result<()> {
+    let (receiver, got) = start_receiver(Duration::ZERO).await?;
+    let (env, controller, telemetry) = promoting_fixture(
+        "notify-gate",
+        NotifierConfig {
+            allowed: vec![format!("http://{receiver}/hooks")],
+            backoff: Duration::from_millis(100),
+            ..NotifierConfig::default()
+        },
+    )
+    .await?;
+    let mut exp = canary("held", "reviews", 10)?;
+    exp.spec.notifications = serde_json::from_value(json!([{
+        "name": "team",
+        "url": format!("http://{receiver}/hooks/team"),
+        "events": ["gateWaiting"],
+    }]))?;
+    exp.spec.gates = serde_json::from_value(json!({"promotion": {}}))?;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), env.namespace.name());
+    api.create(&PostParams::default(), &exp).await?;
+    let waiting = wait_for("the gate to wait", Duration::from_secs(60), async || {
+        let exp = api.get("held").await?;
+        Ok(exp.status.clone().and_then(|s| s.gate))
+    })
+    .await?;
+    // The controller checks the gate again every retry (1 s here): several checks, one event.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let received = got.lock().expect("not poisoned").clone();
+    assert_eq!(received.len(), 1, "one gateWaiting event per wait");
+    let event: Value = serde_json::from_slice(&received[0].body)?;
+    assert_eq!(event["type"], "tools.iter8.experiment.gateWaiting");
+    assert!(
+        event["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&waiting.name)),
+        "the event names the gate instance {}: {event}",
+        waiting.name
+    );
+    assert_eq!(count(&telemetry, "gateWaiting", "sent"), 1);
+    controller.abort();
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn an_experiment_the_failure_policy_ends_announces_the_failure_and_the_end() -> Result<()> {
+    let (receiver, got) = start_receiver(Duration::ZERO).await?;
+    let (env, metrics, _assessed) = replicas_fixture("notify-failure").await?;
+    let ns = env.namespace.name().to_string();
+    // An analytics address where nothing listens: every assessment fails.
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
+    let analytics = format!("http://{unused}");
+    let client = iter8_controller::analytics::AnalyticsClient::new(test_client_config(
+        &[analytics.as_str()],
+        Duration::from_secs(2),
+    )?)?;
+    let ctx = controller_context_notifying(
+        &env.client,
+        &analytics,
+        metrics,
+        client,
+        None,
+        NotifierConfig {
+            allowed: vec![format!("http://{receiver}/hooks")],
+            backoff: Duration::from_millis(100),
+            ..NotifierConfig::default()
+        },
+    )?;
+    let telemetry = ctx.telemetry.clone();
+    let controller = tokio::spawn({
+        let ns = ns.clone();
+        async move { iter8_controller::run(ctx, Some(&ns), std::future::pending()).await }
+    });
+    let mut exp = canary("unassessed", "reviews", 10)?;
+    exp.spec.failure_policy = serde_json::from_value(json!({
+        "maxConsecutiveFailures": 2, "action": "rollback"
+    }))?;
+    exp.spec.notifications = serde_json::from_value(json!([{
+        "name": "team",
+        "url": format!("http://{receiver}/hooks/team"),
+        "events": ["failure", "end"],
+    }]))?;
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &exp).await?;
+    let failed = wait_for_phase(&api, "unassessed", Phase::Failed).await?;
+    let received = wait_for(
+        "the failure and the end",
+        Duration::from_secs(15),
+        async || {
+            let got = got.lock().expect("not poisoned").clone();
+            Ok((got.len() >= 2).then_some(got))
+        },
+    )
+    .await?;
+    let events: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body))
+        .collect::<Result<_, _>>()?;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "tools.iter8.experiment.failure",
+            "tools.iter8.experiment.end"
+        ]
+    );
+    assert_eq!(events[0]["data"]["phase"], "Failed");
+    assert_eq!(
+        events[0]["data"]["weights"],
+        json!([{"version": "stable", "weight": 100}, {"version": "next", "weight": 0}]),
+        "announced with traffic back on the baseline"
+    );
+    assert_eq!(
+        failed.status.as_ref().map(|s| s.consecutive_failures),
+        Some(2)
+    );
+    assert_eq!(count(&telemetry, "failure", "sent"), 1);
+    controller.abort();
     env.cleanup().await
 }
