@@ -104,6 +104,8 @@ struct Measured {
     controller_cpu: f64,
     process_cpu: f64,
     rss_mib: (f64, f64, f64),
+    /// The mean size of one Experiment as JSON at the end, and of its managedFields, bytes.
+    objects: (f64, f64),
     load_average: (String, String),
 }
 
@@ -139,7 +141,20 @@ async fn measure(load: &Load) -> Result<Measured> {
     let deadline = load.interval * (load.iterations + 2) + Duration::from_secs(60);
     // What the last poll saw, so that a timeout says how far the experiments got.
     let mut progress = String::new();
+    let expected = load.experiments as f64 * f64::from(load.iterations);
     let waited = wait_for("every experiment to finish", deadline, async || {
+        // The controller's own count first: listing a thousand Experiments every poll would
+        // weigh on the apiserver and on this process's memory, which is measured.
+        let scraped = controller.scrape().await?;
+        let iterated = Histogram::parse(&scraped, "iter8_controller_iteration_duration_seconds")
+            .map_or(0.0, |h| h.count);
+        if iterated < expected {
+            progress = format!(
+                "after {:.0} s: {iterated} of {expected} iterations done",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(None);
+        }
         let list = api.list(&ListParams::default()).await?;
         let done: Vec<u32> = list
             .items
@@ -202,11 +217,12 @@ async fn measure(load: &Load) -> Result<Measured> {
         }
     };
     let wall = started.elapsed();
+    let (rss_after, rss_peak) = rss_mib()?;
+    let objects = object_sizes(&api).await?;
 
     let controller_text = controller.scrape().await?;
     let controller_cpu = cpu_seconds(Some(CONTROLLER_THREADS))? - cpu_before.0;
     let process_cpu = cpu_seconds(None)? - cpu_before.1;
-    let (rss_after, rss_peak) = rss_mib()?;
     controller.stop()?;
     let apiserver_after = apiserver_requests(&client).await?;
     let analytics_text = reqwest::get(format!("http://{analytics}/metrics"))
@@ -240,6 +256,7 @@ async fn measure(load: &Load) -> Result<Measured> {
         controller_cpu,
         process_cpu,
         rss_mib: (rss_before, rss_after, rss_peak),
+        objects,
         load_average: (load_before, load_average()),
     };
     env.cleanup().await?;
@@ -261,6 +278,18 @@ async fn create_experiment(
     exp.spec.duration.min_iterations = load.iterations;
     api.create(&PostParams::default(), &exp).await?;
     Ok(())
+}
+
+/// The mean size as JSON of the Experiments in `api`, and of their managedFields.
+async fn object_sizes(api: &Api<Experiment>) -> Result<(f64, f64)> {
+    let list = api.list(&ListParams::default()).await?;
+    let n = list.items.len().max(1) as f64;
+    let (mut whole, mut managed) = (0usize, 0usize);
+    for e in &list.items {
+        whole += serde_json::to_vec(e)?.len();
+        managed += serde_json::to_vec(&e.metadata.managed_fields)?.len();
+    }
+    Ok((whole as f64 / n, managed as f64 / n))
 }
 
 impl Measured {
@@ -316,6 +345,11 @@ impl Measured {
             format!(
                 "RSS of the test process (controller, analytics, test): {:.0} MiB before the controller, {:.0} MiB at the end, {:.0} MiB peak",
                 self.rss_mib.0, self.rss_mib.1, self.rss_mib.2
+            ),
+            format!(
+                "an Experiment at the end: {:.1} KiB as JSON, of which {:.1} KiB managedFields",
+                self.objects.0 / 1024.0,
+                self.objects.1 / 1024.0
             ),
         ];
         lines.join("\n")

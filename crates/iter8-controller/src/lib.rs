@@ -34,6 +34,12 @@ use kube::{Resource, ResourceExt};
 
 pub use reconcile::{Context, Error, FINALIZER, Settings};
 
+/// How many Experiments the controller reconciles at once by default: enough for a thousand
+/// experiments iterating every 30 s with room to spare (one iteration is a few hundred
+/// milliseconds of API and metric calls), few enough that what is in flight stays small
+/// (docs/performance.md).
+pub const DEFAULT_CONCURRENCY: u16 = 64;
+
 use crate::router::{KINDS, RouteTarget, RouterKind};
 
 /// Runs the controller until `shutdown` resolves. Experiments in `namespace` are watched
@@ -79,7 +85,10 @@ pub async fn run<M: MetricsBackend + 'static>(
     if let Some(requests) = ctx.notifier.take_reconcile_requests() {
         controller = controller.reconcile_on(requests);
     }
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.max_concurrent_reconciles);
     controller
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|outcome| async move {

@@ -63,6 +63,9 @@ struct Args {
     /// How soon to retry after a failure (metrics, analytics, router, conflicts).
     #[arg(long, env = "ITER8_RETRY_AFTER", default_value = "5s", value_parser = interval)]
     retry_after: Duration,
+    /// How many Experiments are reconciled at once (0: no bound).
+    #[arg(long, env = "ITER8_MAX_CONCURRENT_RECONCILES", default_value_t = iter8_controller::DEFAULT_CONCURRENCY)]
+    max_concurrent_reconciles: u16,
     /// Take part in leader election, so that only one replica reconciles.
     #[arg(long, env = "ITER8_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -225,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
                 std::env::var("POD_NAMESPACE").ok(),
             ),
             gate_webhook_allowed_urls: args.gate_webhook_allowed_urls.clone(),
+            max_concurrent_reconciles: args.max_concurrent_reconciles,
         },
         telemetry: telemetry.clone(),
         recorder,

@@ -82,6 +82,10 @@ pub struct Settings {
     /// URLs under which a gate's webhook may be (`--gate-webhook-allowed-urls`): the
     /// controller calls no other address on behalf of whoever can create an Experiment.
     pub gate_webhook_allowed_urls: Vec<String>,
+    /// How many Experiments are reconciled at once (0: no bound). Each reconcile in flight
+    /// holds its Experiment, its requests and their answers; past what the API server can
+    /// serve, more in flight adds memory and queueing, not throughput.
+    pub max_concurrent_reconciles: u16,
 }
 
 impl Settings {
@@ -987,6 +991,7 @@ mod tests {
                 "http://approver.ops:8080/hooks/".into(),
                 "http://gate.ops/confirm".into(),
             ],
+            max_concurrent_reconciles: 0,
         };
         for (url, allowed) in [
             ("http://approver.ops:8080/hooks/confirm", true),

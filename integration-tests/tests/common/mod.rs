@@ -515,6 +515,7 @@ pub fn controller_context_notifying<M: MetricsBackend>(
             retry_after: Duration::from_millis(500),
             shared_metric_namespaces: Vec::new(),
             gate_webhook_allowed_urls: Vec::new(),
+            max_concurrent_reconciles: iter8_controller::DEFAULT_CONCURRENCY,
         },
         telemetry: telemetry.clone(),
         recorder: Recorder::new(
