@@ -16,8 +16,8 @@ use iter8_api::{
     MeanObservation, Observation, RECENT_INTERVALS, RatioMetric, Target, VersionEvidence,
 };
 
+use crate::criteria::{Check, Criterion};
 use crate::histogram::observed_quantile_of;
-use crate::model::{Check, Criterion};
 
 /// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
 /// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,

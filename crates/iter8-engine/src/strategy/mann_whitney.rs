@@ -17,8 +17,8 @@
 use iter8_api::{Action, Decision, Direction, Winner};
 
 use super::{Context, Strategy};
+use crate::criteria::Check;
 use crate::decision::Verdict;
-use crate::model::Check;
 use crate::series::intervals;
 
 /// The Mann-Whitney judge.
