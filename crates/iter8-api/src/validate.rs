@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::evidence::{Evidence, VersionEvidence};
 use crate::request::{
     AssessmentRequest, HistogramObservation, MeanObservation, Observation, Targeted,
 };
@@ -256,35 +257,54 @@ impl AssessmentRequest {
             }
             for (name, b) in &ev.batches {
                 let fields = [b.reference, b.sum, b.count, b.sum_sq, b.cross, b.count_sq];
-                if fields.iter().any(|x| !x.is_finite()) || b.count < 0.0 || b.sum_sq < 0.0 {
+                if fields.iter().any(|x| !x.is_finite())
+                    || b.count < 0.0
+                    || b.sum_sq < 0.0
+                    || b.count_sq < 0.0
+                {
                     return Err(InvalidRequest::new(
                         format!("{at}.batches.{name}"),
-                        "must hold finite numbers, with non-negative count and sumSq",
+                        "must hold finite numbers, with non-negative count, sumSq and countSq",
                     ));
                 }
-            }
-            if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
-                return Err(InvalidRequest::new(
-                    format!("{at}.recent"),
-                    format!(
-                        "{} intervals; at most {}",
-                        ev.recent.len(),
-                        crate::evidence::RECENT_INTERVALS
-                    ),
-                ));
-            }
-            for (k, r) in ev.recent.iter().enumerate() {
-                if r.iteration > e.iteration || r.values.len() != e.targets.len() {
+                if b.batches > e.iteration {
                     return Err(InvalidRequest::new(
-                        format!("{at}.recent[{k}]"),
+                        format!("{at}.batches.{name}.batches"),
                         format!(
-                            "must be at most iteration {} and hold one value per target ({})",
-                            e.iteration,
-                            e.targets.len()
+                            "{} batches in {} iterations; there is at most one per iteration",
+                            b.batches, e.iteration
                         ),
                     ));
                 }
             }
+            if ev.failed_checks > e.iteration {
+                return Err(InvalidRequest::new(
+                    format!("{at}.failedChecks"),
+                    format!(
+                        "{} failed checks in {} iterations; there is at most one per iteration",
+                        ev.failed_checks, e.iteration
+                    ),
+                ));
+            }
+            if let Some(reset) = ev.reset_at.filter(|&r| r == 0 || r > e.iteration) {
+                return Err(InvalidRequest::new(
+                    format!("{at}.resetAt"),
+                    format!(
+                        "iteration {reset}; it must be one of the evidence's iterations (1 to {})",
+                        e.iteration
+                    ),
+                ));
+            }
+            check_recent(&at, e, ev)?;
+        }
+        if let Some(look) = e.final_look.filter(|&l| l == 0 || l > e.iteration) {
+            return Err(InvalidRequest::new(
+                "evidence.finalLook",
+                format!(
+                    "iteration {look}; it must be one of the evidence's iterations (1 to {})",
+                    e.iteration
+                ),
+            ));
         }
         Ok(())
     }
@@ -514,6 +534,59 @@ impl MetricKind {
             Observation::Histogram(_) => Self::Histogram,
         }
     }
+}
+
+/// The recent intervals of one version's evidence: at most [`RECENT_INTERVALS`] of them, in
+/// increasing iterations up to the evidence's own, each with a weight of at most 100, a
+/// non-negative traffic and one value per target.
+///
+/// [`RECENT_INTERVALS`]: crate::evidence::RECENT_INTERVALS
+fn check_recent(at: &str, e: &Evidence, ev: &VersionEvidence) -> Check {
+    if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
+        return Err(InvalidRequest::new(
+            format!("{at}.recent"),
+            format!(
+                "{} intervals; at most {}",
+                ev.recent.len(),
+                crate::evidence::RECENT_INTERVALS
+            ),
+        ));
+    }
+    let mut previous = 0;
+    for (k, r) in ev.recent.iter().enumerate() {
+        let at = format!("{at}.recent[{k}]");
+        if r.iteration <= previous || r.iteration > e.iteration {
+            return Err(InvalidRequest::new(
+                format!("{at}.iteration"),
+                format!(
+                    "iteration {}; the recent intervals are in increasing iterations, after \
+                     {previous} and up to the evidence's iteration {}",
+                    r.iteration, e.iteration
+                ),
+            ));
+        }
+        previous = r.iteration;
+        if let Some(w) = r.weight.filter(|&w| w > 100) {
+            return Err(InvalidRequest::new(
+                format!("{at}.weight"),
+                format!("{w}; a weight is a percentage, at most 100"),
+            ));
+        }
+        if let Some(traffic) = r.traffic {
+            count(&format!("{at}.traffic"), traffic)?;
+        }
+        if r.values.len() != e.targets.len() {
+            return Err(InvalidRequest::new(
+                format!("{at}.values"),
+                format!(
+                    "{} values; there is one per target ({})",
+                    r.values.len(),
+                    e.targets.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_name(at: &str, name: &str) -> Check {
