@@ -267,46 +267,17 @@ impl AssessmentRequest {
                         "must hold finite numbers, with non-negative count, sumSq and countSq",
                     ));
                 }
-                if b.batches > e.iteration {
-                    return Err(InvalidRequest::new(
-                        format!("{at}.batches.{name}.batches"),
-                        format!(
-                            "{} batches in {} iterations; there is at most one per iteration",
-                            b.batches, e.iteration
-                        ),
-                    ));
-                }
+                one_per_iteration(
+                    &format!("{at}.batches.{name}.batches"),
+                    b.batches,
+                    e.iteration,
+                )?;
             }
-            if ev.failed_checks > e.iteration {
-                return Err(InvalidRequest::new(
-                    format!("{at}.failedChecks"),
-                    format!(
-                        "{} failed checks in {} iterations; there is at most one per iteration",
-                        ev.failed_checks, e.iteration
-                    ),
-                ));
-            }
-            if let Some(reset) = ev.reset_at.filter(|&r| r == 0 || r > e.iteration) {
-                return Err(InvalidRequest::new(
-                    format!("{at}.resetAt"),
-                    format!(
-                        "iteration {reset}; it must be one of the evidence's iterations (1 to {})",
-                        e.iteration
-                    ),
-                ));
-            }
+            one_per_iteration(&format!("{at}.failedChecks"), ev.failed_checks, e.iteration)?;
+            evidence_iteration(&format!("{at}.resetAt"), ev.reset_at, e.iteration)?;
             check_recent(&at, e, ev)?;
         }
-        if let Some(look) = e.final_look.filter(|&l| l == 0 || l > e.iteration) {
-            return Err(InvalidRequest::new(
-                "evidence.finalLook",
-                format!(
-                    "iteration {look}; it must be one of the evidence's iterations (1 to {})",
-                    e.iteration
-                ),
-            ));
-        }
-        Ok(())
+        evidence_iteration("evidence.finalLook", e.final_look, e.iteration)
     }
 
     fn check_ratios(&self) -> Check {
@@ -533,6 +504,28 @@ impl MetricKind {
             Observation::Mean(_) => Self::Mean,
             Observation::Histogram(_) => Self::Histogram,
         }
+    }
+}
+
+/// A count of events that happen at most once per iteration, over `iterations` iterations.
+fn one_per_iteration(at: &str, n: u32, iterations: u32) -> Check {
+    if n > iterations {
+        return Err(InvalidRequest::new(
+            at,
+            format!("{n} in {iterations} iterations; there is at most one per iteration"),
+        ));
+    }
+    Ok(())
+}
+
+/// An iteration the evidence covers, if given: 1 to `last`.
+fn evidence_iteration(at: &str, iteration: Option<u32>, last: u32) -> Check {
+    match iteration {
+        Some(i) if i == 0 || i > last => Err(InvalidRequest::new(
+            at,
+            format!("iteration {i}; it must be one of the evidence's iterations (1 to {last})"),
+        )),
+        _ => Ok(()),
     }
 }
 
