@@ -245,6 +245,25 @@ async fn decreasing_cumulative_bucket_counts_are_422_naming_the_bucket() {
 }
 
 #[tokio::test]
+async fn evidence_with_a_weight_over_100_is_422_naming_the_interval() {
+    // The next request as a client would send it: the answer's evidence carried back, with
+    // one recorded weight out of range.
+    let server = TestServer::start(Config::default()).await;
+    let first = example();
+    let answer: AssessmentResponse = server.assess(&first).await.json().await.unwrap();
+    let mut next = first.clone();
+    next["iteration"] = json!(answer.iteration + 1);
+    for v in next["versions"].as_array_mut().unwrap() {
+        v.as_object_mut().unwrap().remove("history");
+    }
+    next["evidence"] = serde_json::to_value(&answer.evidence).unwrap();
+    assert_eq!(server.assess(&next).await.status(), StatusCode::OK);
+    next["evidence"]["versions"][1]["recent"][0]["weight"] = json!(150);
+    let error = expect_invalid(&server, &next, "evidence.versions[1].recent[0].weight").await;
+    assert!(error.reason.contains("at most 100"), "{}", error.reason);
+}
+
+#[tokio::test]
 async fn weights_not_summing_to_100_are_422() {
     let server = TestServer::start(Config::default()).await;
     let mut request = example();

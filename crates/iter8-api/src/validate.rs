@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::evidence::{Evidence, VersionEvidence};
 use crate::request::{
     AssessmentRequest, HistogramObservation, MeanObservation, Observation, Targeted,
 };
@@ -256,37 +257,27 @@ impl AssessmentRequest {
             }
             for (name, b) in &ev.batches {
                 let fields = [b.reference, b.sum, b.count, b.sum_sq, b.cross, b.count_sq];
-                if fields.iter().any(|x| !x.is_finite()) || b.count < 0.0 || b.sum_sq < 0.0 {
+                if fields.iter().any(|x| !x.is_finite())
+                    || b.count < 0.0
+                    || b.sum_sq < 0.0
+                    || b.count_sq < 0.0
+                {
                     return Err(InvalidRequest::new(
                         format!("{at}.batches.{name}"),
-                        "must hold finite numbers, with non-negative count and sumSq",
+                        "must hold finite numbers, with non-negative count, sumSq and countSq",
                     ));
                 }
+                one_per_iteration(
+                    &format!("{at}.batches.{name}.batches"),
+                    b.batches,
+                    e.iteration,
+                )?;
             }
-            if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
-                return Err(InvalidRequest::new(
-                    format!("{at}.recent"),
-                    format!(
-                        "{} intervals; at most {}",
-                        ev.recent.len(),
-                        crate::evidence::RECENT_INTERVALS
-                    ),
-                ));
-            }
-            for (k, r) in ev.recent.iter().enumerate() {
-                if r.iteration > e.iteration || r.values.len() != e.targets.len() {
-                    return Err(InvalidRequest::new(
-                        format!("{at}.recent[{k}]"),
-                        format!(
-                            "must be at most iteration {} and hold one value per target ({})",
-                            e.iteration,
-                            e.targets.len()
-                        ),
-                    ));
-                }
-            }
+            one_per_iteration(&format!("{at}.failedChecks"), ev.failed_checks, e.iteration)?;
+            evidence_iteration(&format!("{at}.resetAt"), ev.reset_at, e.iteration)?;
+            check_recent(&at, e, ev)?;
         }
-        Ok(())
+        evidence_iteration("evidence.finalLook", e.final_look, e.iteration)
     }
 
     fn check_ratios(&self) -> Check {
@@ -514,6 +505,81 @@ impl MetricKind {
             Observation::Histogram(_) => Self::Histogram,
         }
     }
+}
+
+/// A count of events that happen at most once per iteration, over `iterations` iterations.
+fn one_per_iteration(at: &str, n: u32, iterations: u32) -> Check {
+    if n > iterations {
+        return Err(InvalidRequest::new(
+            at,
+            format!("{n} in {iterations} iterations; there is at most one per iteration"),
+        ));
+    }
+    Ok(())
+}
+
+/// An iteration the evidence covers, if given: 1 to `last`.
+fn evidence_iteration(at: &str, iteration: Option<u32>, last: u32) -> Check {
+    match iteration {
+        Some(i) if i == 0 || i > last => Err(InvalidRequest::new(
+            at,
+            format!("iteration {i}; it must be one of the evidence's iterations (1 to {last})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The recent intervals of one version's evidence: at most [`RECENT_INTERVALS`] of them, in
+/// increasing iterations up to the evidence's own, each with a weight of at most 100, a
+/// non-negative traffic and one value per target.
+///
+/// [`RECENT_INTERVALS`]: crate::evidence::RECENT_INTERVALS
+fn check_recent(at: &str, e: &Evidence, ev: &VersionEvidence) -> Check {
+    if ev.recent.len() > crate::evidence::RECENT_INTERVALS {
+        return Err(InvalidRequest::new(
+            format!("{at}.recent"),
+            format!(
+                "{} intervals; at most {}",
+                ev.recent.len(),
+                crate::evidence::RECENT_INTERVALS
+            ),
+        ));
+    }
+    let mut previous = 0;
+    for (k, r) in ev.recent.iter().enumerate() {
+        let at = format!("{at}.recent[{k}]");
+        if r.iteration <= previous || r.iteration > e.iteration {
+            return Err(InvalidRequest::new(
+                format!("{at}.iteration"),
+                format!(
+                    "iteration {}; the recent intervals are in increasing iterations, after \
+                     {previous} and up to the evidence's iteration {}",
+                    r.iteration, e.iteration
+                ),
+            ));
+        }
+        previous = r.iteration;
+        if let Some(w) = r.weight.filter(|&w| w > 100) {
+            return Err(InvalidRequest::new(
+                format!("{at}.weight"),
+                format!("{w}; a weight is a percentage, at most 100"),
+            ));
+        }
+        if let Some(traffic) = r.traffic {
+            count(&format!("{at}.traffic"), traffic)?;
+        }
+        if r.values.len() != e.targets.len() {
+            return Err(InvalidRequest::new(
+                format!("{at}.values"),
+                format!(
+                    "{} values; there is one per target ({})",
+                    r.values.len(),
+                    e.targets.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_name(at: &str, name: &str) -> Check {

@@ -243,3 +243,93 @@ fn evidence_of_other_versions_or_a_later_iteration_is_refused_naming_the_field()
     });
     assert_eq!(e.field, "versions[1].history");
 }
+
+/// The refusal of `valid()` at iteration 3 carrying `evidence()` at iteration 2, with two
+/// recent intervals per version, after `edit` changed the evidence.
+fn evidence_refusal(edit: impl FnOnce(&mut Value)) -> iter8_api::InvalidRequest {
+    refusal(|b| {
+        b["iteration"] = json!(3);
+        let mut e = evidence();
+        e["iteration"] = json!(2);
+        for v in e["versions"].as_array_mut().expect("array") {
+            v["recent"] = json!([
+                {"iteration": 1, "weight": 90, "traffic": 90.0},
+                {"iteration": 2, "weight": 90, "traffic": 10.0}
+            ]);
+        }
+        edit(&mut e);
+        b["evidence"] = e;
+    })
+}
+
+#[test]
+fn evidence_out_of_range_is_refused_naming_the_field() {
+    type Case = (fn(&mut Value), &'static str);
+    let cases: [Case; 9] = [
+        (
+            |e| e["versions"][1]["recent"][1]["weight"] = json!(101),
+            "evidence.versions[1].recent[1].weight",
+        ),
+        (
+            |e| e["versions"][0]["recent"][0]["traffic"] = json!(-1.0),
+            "evidence.versions[0].recent[0].traffic",
+        ),
+        (
+            |e| e["versions"][0]["recent"][1]["iteration"] = json!(1),
+            "evidence.versions[0].recent[1].iteration",
+        ),
+        (
+            |e| e["versions"][0]["recent"][1]["iteration"] = json!(3),
+            "evidence.versions[0].recent[1].iteration",
+        ),
+        (
+            |e| e["versions"][1]["recent"][0]["values"] = json!([0.1]),
+            "evidence.versions[1].recent[0].values",
+        ),
+        (
+            |e| e["versions"][1]["failedChecks"] = json!(3),
+            "evidence.versions[1].failedChecks",
+        ),
+        (
+            |e| e["versions"][0]["resetAt"] = json!(7),
+            "evidence.versions[0].resetAt",
+        ),
+        (|e| e["finalLook"] = json!(0), "evidence.finalLook"),
+        (
+            |e| {
+                e["versions"][0]["batches"] = json!({"latency": {"batches": 5, "reference": 1.0,
+                    "sum": 0.0, "count": 10.0, "sumSq": 0.0, "cross": 0.0, "countSq": 50.0}});
+            },
+            "evidence.versions[0].batches.latency.batches",
+        ),
+    ];
+    for (edit, field) in cases {
+        let e = evidence_refusal(edit);
+        assert_eq!(e.field, field, "{}", e.reason);
+    }
+    let e = evidence_refusal(|e| {
+        e["versions"][0]["batches"] = json!({"latency": {"batches": 2, "reference": 1.0,
+            "sum": 0.0, "count": 10.0, "sumSq": 0.0, "cross": 0.0, "countSq": -1.0}});
+    });
+    assert_eq!(e.field, "evidence.versions[0].batches.latency");
+}
+
+#[test]
+fn evidence_in_range_passes() {
+    let mut body = valid();
+    body["iteration"] = json!(3);
+    let mut e = evidence();
+    e["iteration"] = json!(2);
+    e["finalLook"] = json!(2);
+    for v in e["versions"].as_array_mut().expect("array") {
+        v["recent"] = json!([
+            {"iteration": 1, "weight": 100, "traffic": 90.0},
+            {"iteration": 2, "weight": 0, "traffic": 0.0}
+        ]);
+        v["failedChecks"] = json!(2);
+        v["resetAt"] = json!(2);
+    }
+    body["evidence"] = e;
+    let request: AssessmentRequest = serde_json::from_value(body).expect("decodes");
+    request.validate().expect("valid");
+}

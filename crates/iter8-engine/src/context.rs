@@ -32,7 +32,7 @@ impl Context<'_> {
             match (&row[t], &baseline[t]) {
                 (Some(v), Some(b)) => c.check.holds(v.value(), b.value(), version == 0),
                 (Some(v), None) => {
-                    matches!(c.check, crate::model::Check::Absolute { .. })
+                    matches!(c.check, crate::criteria::Check::Absolute { .. })
                         && c.check.holds(v.value(), f64::NAN, version == 0)
                 }
                 (None, _) => false,
@@ -47,7 +47,7 @@ impl Context<'_> {
     pub fn criterion_probability(&self, version: usize, c: usize) -> f64 {
         let criterion = &self.model.criteria[c];
         match criterion.check {
-            crate::model::Check::Absolute {
+            crate::criteria::Check::Absolute {
                 target,
                 lower,
                 upper,
@@ -59,8 +59,8 @@ impl Context<'_> {
                 }
                 None => 0.0,
             },
-            crate::model::Check::Relative { .. } if version == 0 => 1.0,
-            crate::model::Check::Relative { .. } => self.draws.per_criterion[version][c],
+            crate::criteria::Check::Relative { .. } if version == 0 => 1.0,
+            crate::criteria::Check::Relative { .. } => self.draws.per_criterion[version][c],
         }
     }
 

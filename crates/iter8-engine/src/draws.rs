@@ -8,7 +8,8 @@
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
-use crate::model::{Check, Model};
+use crate::criteria::Check;
+use crate::model::Model;
 
 /// What the draws say, as fractions of the draws.
 #[derive(Debug, Clone)]

@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 
 use iter8_api::{AssessmentRequest, Direction, Observation};
 
-use crate::model::{Check, Model};
+use crate::criteria::Check;
+use crate::model::Model;
 use crate::posterior::Posterior;
 use crate::sequential::{Side, difference_vs_zero, mean_vs_limit, rate_vs_limit};
 use crate::series::difference;
@@ -62,9 +63,6 @@ pub struct Guards {
 /// The mixture scale of the mSPRT, as a fraction of the baseline's value: effects of about
 /// this size are detected fastest.
 const EFFECT_SCALE: f64 = 0.1;
-
-/// Batch means needed before a mean without a sum of squares is tested, or compared.
-pub const MIN_BATCHES: f64 = 10.0;
 
 /// The share of `alpha` kept for the fixed-horizon test of the reward at the last iteration.
 pub const FINAL_LOOK_SHARE: f64 = 0.4;

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod context;
+mod criteria;
 mod decision;
 mod draws;
 mod guards;

@@ -6,12 +6,16 @@ use iter8_api::{
     Version, Warning,
 };
 
+use crate::criteria::{Check, Criterion};
 use crate::histogram::QuantilePosterior;
 use crate::posterior::{MeanPosterior, Posterior, RatePosterior};
 use crate::series::{self, RESET_HOLD, Reset, batch_means_error};
 
 /// Fewer observations than this earn a warning that estimates are wide.
 const FEW_SAMPLES: f64 = 30.0;
+
+/// Batch means needed before a mean without a sum of squares is tested, or compared.
+pub const MIN_BATCHES: f64 = 10.0;
 
 /// Everything the engine derives from a request before drawing.
 #[derive(Debug)]
@@ -34,71 +38,6 @@ pub struct Model {
     pub assumed_spread: Vec<(usize, usize)>,
     /// The evidence after this iteration: the request's, with this iteration folded in.
     pub evidence: Evidence,
-}
-
-/// One criterion, compiled.
-#[derive(Debug, Clone)]
-pub struct Criterion {
-    /// Where it is in the request, e.g. `criteria.objectives[0]`.
-    pub field: String,
-    /// The criterion in words.
-    pub description: String,
-    /// What is checked.
-    pub check: Check,
-}
-
-/// The checks criteria compile to.
-#[derive(Debug, Clone, Copy)]
-pub enum Check {
-    /// `lower <= value <= upper`.
-    Absolute {
-        /// Index into `Model::targets`.
-        target: usize,
-        /// Lower limit, inclusive.
-        lower: Option<f64>,
-        /// Upper limit, inclusive.
-        upper: Option<f64>,
-    },
-    /// The candidate is at most `max_degradation` worse than the baseline.
-    Relative {
-        /// Index into `Model::targets`.
-        target: usize,
-        /// Which direction is better.
-        direction: Direction,
-        /// Tolerated degradation as a fraction of the baseline.
-        max_degradation: f64,
-    },
-}
-
-impl Check {
-    /// Whether `value` meets the check, given the baseline's value of the same target.
-    pub fn holds(&self, value: f64, baseline: f64, is_baseline: bool) -> bool {
-        match *self {
-            Check::Absolute { lower, upper, .. } => {
-                !value.is_nan()
-                    && lower.is_none_or(|l| value >= l)
-                    && upper.is_none_or(|u| value <= u)
-            }
-            Check::Relative {
-                direction,
-                max_degradation,
-                ..
-            } => {
-                is_baseline
-                    || match direction {
-                        Direction::Lower => value <= (1.0 + max_degradation) * baseline,
-                        Direction::Higher => value >= (1.0 - max_degradation) * baseline,
-                    }
-            }
-        }
-    }
-
-    /// The target index the check reads.
-    pub fn target(&self) -> usize {
-        match *self {
-            Check::Absolute { target, .. } | Check::Relative { target, .. } => target,
-        }
-    }
 }
 
 impl Model {
@@ -196,12 +135,11 @@ impl Model {
 
     /// Whether the spread of a target's estimate is known well enough to test or compare it:
     /// always for rates and quantiles; for a mean, from a sum of squares or from at least
-    /// [`crate::guards::MIN_BATCHES`] batch means, never from an assumed one.
+    /// [`MIN_BATCHES`] batch means, never from an assumed one.
     pub fn spread_estimated(&self, version: usize, target: usize) -> bool {
         match &self.posteriors[version][target] {
             Some(Posterior::Mean(m)) => {
-                !self.assumed_spread.contains(&(version, target))
-                    && m.dof() + 1.0 >= crate::guards::MIN_BATCHES
+                !self.assumed_spread.contains(&(version, target)) && m.dof() + 1.0 >= MIN_BATCHES
             }
             Some(_) => true,
             None => false,

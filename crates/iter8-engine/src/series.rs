@@ -16,8 +16,8 @@ use iter8_api::{
     MeanObservation, Observation, RECENT_INTERVALS, RatioMetric, Target, VersionEvidence,
 };
 
+use crate::criteria::{Check, Criterion};
 use crate::histogram::observed_quantile_of;
-use crate::model::{Check, Criterion};
 
 /// A cumulative count below this fraction of an earlier one is a reset or a wrong query.
 /// Smaller dips are normal: Prometheus' `increase()` extrapolates to the edges of its window,
@@ -153,11 +153,13 @@ fn fold_point(
         let Some((weight, now)) = data else {
             continue;
         };
+        let mut restarted = BTreeSet::new();
         for (name, past) in &ev.last {
             if let Some(current) = now.get(name)
                 && size(current) < size(past) * RESET_FRACTION
             {
                 ev.reset_at = Some(point.iteration);
+                restarted.insert(name.clone());
                 resets.push(Reset {
                     version: vi,
                     metric: name.clone(),
@@ -170,8 +172,9 @@ fn fold_point(
         let summary = IntervalSummary {
             iteration: point.iteration,
             weight: *weight,
+            // A count that went backwards leaves the interval's traffic unknown, not negative.
             traffic: match (traffic(ratios, now), traffic(ratios, before)) {
-                (Some(n), Some(b)) => finite(n - b),
+                (Some(n), Some(b)) => finite(n - b).filter(|&d| d >= 0.0),
                 (Some(n), None) if before.is_empty() => finite(n),
                 _ => None,
             },
@@ -183,7 +186,16 @@ fn fold_point(
             check: None,
         };
         for (name, o) in now.iter() {
-            if let Some(Observation::Mean(m)) = difference(o, before.get(name))
+            // After a reset the cumulative mean holds only what came since, so its batches
+            // start again from it: a spread over the older batches would belong to more
+            // data than the mean it is the error of, and be too small.
+            let batch = if restarted.contains(name) {
+                ev.batches.remove(name);
+                Some(o.clone())
+            } else {
+                difference(o, before.get(name))
+            };
+            if let Some(Observation::Mean(m)) = batch
                 && m.count > 0.0
                 && m.sum.is_finite()
             {
@@ -443,7 +455,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn error_rate() -> Target {
+    pub(super) fn error_rate() -> Target {
         Target {
             metric: "error-rate".into(),
             quantile: None,
@@ -544,6 +556,83 @@ mod tests {
         let (se, dof) = batch_means_error(&expected.versions[0].batches["latency"]).expect("se");
         assert_eq!(dof, 5.0);
         assert!(se > 0.0 && se.is_finite());
+    }
+}
+
+#[cfg(test)]
+mod resets {
+    use serde_json::json;
+
+    use super::tests::error_rate;
+    use super::*;
+
+    /// The evidence after folding, one iteration at a time, cumulative latency means of
+    /// 100 values per interval (interval means 250 + k) whose counter restarts after
+    /// iteration `reset` (the process restarted: the series starts again from nothing).
+    fn folded(iterations: u32, reset: u32) -> (Evidence, MeanObservation) {
+        let mut evidence = None;
+        let mut last = None;
+        let (mut sum, mut count) = (0.0, 0.0);
+        for k in 1..=iterations {
+            if k == reset + 1 {
+                (sum, count) = (0.0, 0.0);
+            }
+            sum += 100.0 * (250.0 + f64::from(k % 3));
+            count += 100.0;
+            let step: AssessmentRequest = serde_json::from_value(json!({
+                "kind": "performanceTest", "iteration": k,
+                "versions": [{"name": "a", "weight": 100,
+                    "metrics": {"latency": {"mean": {"sum": sum, "count": count}}}}],
+                "evidence": evidence
+            }))
+            .expect("decodes");
+            evidence = Some(fold(&step, &[], &[]).0);
+            last = Some(MeanObservation {
+                sum,
+                count,
+                sum_of_squares: None,
+            });
+        }
+        (evidence.expect("folded"), last.expect("observed"))
+    }
+
+    #[test]
+    fn after_a_reset_a_means_batches_cover_the_data_of_its_cumulative_observation() {
+        let (e, now) = folded(16, 12);
+        let b = e.versions[0].batches["latency"];
+        // The mean the model reads is the cumulative one: 4 intervals since the reset. Its
+        // spread must come from those 4 batches, not from the 15 before and after.
+        assert_eq!(b.count, now.count);
+        assert_eq!(b.batches, 4);
+        let mean = b.reference + b.sum / b.count;
+        assert!((mean - now.sum / now.count).abs() < 1e-9);
+        // Without a reset, every interval is a batch.
+        let (e, now) = folded(16, 16);
+        assert_eq!(e.versions[0].batches["latency"].count, now.count);
+        assert_eq!(e.versions[0].batches["latency"].batches, 16);
+    }
+
+    #[test]
+    fn a_count_that_dips_leaves_the_traffic_unknown_and_the_evidence_valid() {
+        // Prometheus' extrapolation can shrink a cumulative count a little (not a reset).
+        let request = |iteration: u32, requests: f64, evidence: Option<Evidence>| {
+            serde_json::from_value::<AssessmentRequest>(json!({
+                "kind": "performanceTest", "iteration": iteration,
+                "ratios": [{"name": "error-rate", "numerator": "errors", "denominator": "requests"}],
+                "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]},
+                "versions": [{"name": "a", "weight": 100,
+                    "metrics": {"requests": {"counter": requests}, "errors": {"counter": 1.0}}}],
+                "evidence": evidence
+            }))
+            .expect("decodes")
+        };
+        let (first, _) = fold(&request(1, 1000.0, None), &[error_rate()], &[]);
+        let (second, resets) = fold(&request(2, 980.0, Some(first)), &[error_rate()], &[]);
+        assert!(resets.is_empty());
+        assert_eq!(second.versions[0].recent[1].traffic, None);
+        request(3, 1500.0, Some(second))
+            .validate()
+            .expect("the engine's own evidence is valid");
     }
 }
 

@@ -188,6 +188,28 @@ fn fixed_thresholds_steps_while_interval_checks_pass_and_promotes_at_the_maximum
 }
 
 #[test]
+fn fixed_thresholds_with_default_parameters_ramps_to_half_and_promotes_there() {
+    // maxCandidateWeight left at 100: the ramp stops at 50 %, where a passing check promotes.
+    let strategy = json!({"algorithm": "fixed_thresholds"});
+    let step = assess(ab(
+        5,
+        version("a", 60, 5, (3000.0, 15.0, 150.0)),
+        version("b", 40, 5, (2000.0, 10.0, 100.0)),
+        strategy.clone(),
+    ));
+    assert_eq!(step.decision.action, Action::Continue);
+    assert_eq!(split(&step), vec![50, 50]);
+    let promote = assess(ab(
+        6,
+        version("a", 50, 6, (2400.0, 12.0, 120.0)),
+        version("b", 50, 6, (2400.0, 12.0, 120.0)),
+        strategy,
+    ));
+    assert_eq!(promote.decision.action, Action::Promote);
+    assert!(promote.decision.reason.contains("maximum weight 50"));
+}
+
+#[test]
 fn fixed_thresholds_rolls_back_after_max_failed_checks() {
     // 2 % errors in every interval: five failed checks with the default limit.
     let response = assess(ab(

@@ -22,38 +22,21 @@ use crate::scenario::{
 /// broken.
 pub use iter8_engine::MIN_OBSERVATIONS_TO_REJECT;
 
-/// A strategy as the benchmark configures it.
+/// A strategy as the benchmark configures it: the algorithm, with the product's defaults for
+/// every parameter (`maxCandidateWeight`, `minIterations`, ...), as a user who names only the
+/// algorithm gets them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     /// The algorithm.
     pub algorithm: Algorithm,
     /// Monte-Carlo draws per request.
     pub draws: u32,
-    /// `minIterations` (the canary lifetime of `mann_whitney`).
-    pub min_iterations: u32,
-    /// `maxCandidateWeight` (the maximum weight of `fixed_thresholds`).
-    pub max_candidate_weight: u32,
 }
 
 impl Policy {
-    /// The benchmark's settings for an algorithm: engine defaults, except the Flagger-like
-    /// maximum weight of 50 % for `fixed_thresholds` and the 24-interval (two runs of 12)
-    /// lifetime of `mann_whitney`.
+    /// The benchmark's settings for an algorithm: engine defaults but for the draws.
     pub fn for_algorithm(algorithm: Algorithm, draws: u32) -> Policy {
-        Policy {
-            algorithm,
-            draws,
-            min_iterations: if algorithm == Algorithm::MannWhitney {
-                24
-            } else {
-                1
-            },
-            max_candidate_weight: if algorithm == Algorithm::FixedThresholds {
-                50
-            } else {
-                100
-            },
-        }
+        Policy { algorithm, draws }
     }
 
     /// Whether the algorithm can run a scenario with this many versions.
@@ -76,6 +59,9 @@ pub struct Outcome {
     pub bad_requests: f64,
     /// Reward lost against always serving the right version, over the horizon.
     pub lost_reward: f64,
+    /// The largest weight any candidate held while an interval was served, before the
+    /// decision.
+    pub candidate_peak: u32,
     /// The decision reason of the last response.
     pub reason: String,
     /// Per iteration, the split in force and the engine's answer (only when traced).
@@ -198,13 +184,11 @@ pub fn experiment(scenario: &Scenario, policy: &Policy) -> ExperimentSpec {
         },
         strategy: Strategy {
             algorithm: policy.algorithm,
-            max_candidate_weight: policy.max_candidate_weight,
             draws: policy.draws,
             ..Strategy::default()
         },
         on_termination: TerminationPolicy::default(),
         duration: Duration {
-            min_iterations: policy.min_iterations,
             max_iterations: scenario.horizon,
             ..Duration::default()
         },
@@ -245,12 +229,15 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         better_rolled_back: None,
         bad_requests: 0.0,
         lost_reward: 0.0,
+        candidate_peak: 0,
         reason: String::new(),
         trace: Vec::new(),
     };
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
         let split = ledger.weights.clone();
+        let peak = split.iter().skip(1).copied().max().unwrap_or(0);
+        outcome.candidate_peak = outcome.candidate_peak.max(peak);
         let mut remaining = scenario.requests_at(iteration);
         let mut weight_left: u32 = split.iter().sum();
         for v in 0..n {

@@ -3,11 +3,17 @@
 //!
 //! Every interval, the candidate's point values *of that interval alone* (differences of the
 //! history snapshots) are checked against the criteria. While the latest check passes the
-//! candidate gains `maxCandidateWeightIncrement` points, up to `maxCandidateWeight`; a
-//! passing check at the maximum weight promotes it. After `maxFailedChecks` failed interval
-//! checks in total, it is rolled back. An interval in which the candidate had traffic but no
-//! data counts as a failed check, as in Flagger. There is no error control: every interval
-//! is a test.
+//! candidate gains `maxCandidateWeightIncrement` points, up to its maximum weight; a passing
+//! check at the maximum weight promotes it. After `maxFailedChecks` failed interval checks in
+//! total, it is rolled back. An interval in which the candidate had traffic but no data counts
+//! as a failed check, as in Flagger. There is no error control: every interval is a test.
+//!
+//! The maximum weight is `maxCandidateWeight`, except at 100, its default (which for the
+//! other algorithms means "no cap"): then it is [`DEFAULT_MAX_WEIGHT`], Flagger's usual
+//! `maxWeight`. A ramp to 100 % would hand the candidate all the traffic before it is
+//! promoted, with no baseline left to compare a relative criterion with; at 50 % the
+//! baseline serves at least half the requests until promotion, so a candidate that breaks
+//! a criterion never gets most of the traffic.
 
 use iter8_api::{Action, Decision};
 
@@ -17,6 +23,18 @@ use crate::decision::Verdict;
 /// Per-interval threshold checks with a step ramp.
 pub struct FixedThresholds;
 
+/// The maximum weight when `maxCandidateWeight` is left at 100.
+pub const DEFAULT_MAX_WEIGHT: u32 = 50;
+
+/// The weight at which the ramp stops and a passing check promotes.
+fn max_weight(s: &iter8_api::Strategy) -> u32 {
+    if s.max_candidate_weight >= 100 {
+        DEFAULT_MAX_WEIGHT
+    } else {
+        s.max_candidate_weight
+    }
+}
+
 impl Strategy for FixedThresholds {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
         let s = &ctx.request.strategy;
@@ -24,9 +42,8 @@ impl Strategy for FixedThresholds {
         let checks = interval_checks(ctx);
         let next = match checks.last() {
             Some(&(_, false)) => current,
-            _ => (current + s.max_candidate_weight_increment).min(s.max_candidate_weight),
-        }
-        .min(100);
+            _ => (current + s.max_candidate_weight_increment).min(max_weight(s)),
+        };
         vec![100 - next, next]
     }
 
@@ -37,7 +54,8 @@ impl Strategy for FixedThresholds {
         let checks = interval_checks(ctx);
         let failed = ctx.model.evidence.versions[1].failed_checks as usize;
         let latest = checks.last().copied();
-        let at_max = req.versions[1].weight >= s.max_candidate_weight;
+        let max = max_weight(s);
+        let at_max = req.versions[1].weight >= max;
         let last = req.max_iterations.is_some_and(|m| req.iteration >= m);
         let (action, version, reason) = if failed >= s.max_failed_checks as usize {
             (
@@ -57,9 +75,9 @@ impl Strategy for FixedThresholds {
                 Action::Promote,
                 Some(names[1].to_string()),
                 format!(
-                    "{} passed its interval check at the maximum weight {} ({failed} failed \
-                     checks)",
-                    names[1], s.max_candidate_weight
+                    "{} passed its interval check at the maximum weight {max} ({failed} \
+                     failed checks)",
+                    names[1]
                 ),
             )
         } else {

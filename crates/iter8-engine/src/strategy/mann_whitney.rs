@@ -1,7 +1,7 @@
 //! `mann_whitney`: Kayenta (NetflixACAJudge) semantics, for users who migrate and for
 //! comparison.
 //!
-//! The canary lifetime is `minIterations` intervals, in two runs of half that length. Every
+//! The canary lifetime (see [`lifetime`]) is split into two runs of half its length. Every
 //! live candidate holds `maxCandidateWeightIncrement` percent of the traffic. At the end of a
 //! run, each metric the criteria and the reward read is compared between candidate and
 //! baseline on the run's per-interval values (differences of the history snapshots): a
@@ -17,8 +17,8 @@
 use iter8_api::{Action, Decision, Direction, Winner};
 
 use super::{Context, Strategy};
+use crate::criteria::Check;
 use crate::decision::Verdict;
-use crate::model::Check;
 use crate::series::intervals;
 
 /// The Mann-Whitney judge.
@@ -34,6 +34,12 @@ const CONFIDENCE: f64 = 0.98;
 const TOLERANCE: f64 = 0.25;
 /// Per-interval values each side needs for a metric to be classified.
 const MIN_POINTS: usize = 3;
+/// The shortest lifetime whose runs can both score: each run holds [`MIN_POINTS`] intervals
+/// with candidate data, and the first interval has none (the experiment starts with all
+/// traffic on the baseline).
+pub const MIN_LIFETIME: u32 = 2 * (MIN_POINTS as u32 + 1);
+/// The lifetime when `minIterations` is too short to be one: Kayenta's two runs of 12.
+pub const DEFAULT_LIFETIME: u32 = 24;
 
 impl Strategy for MannWhitney {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
@@ -137,10 +143,24 @@ struct Status {
     second: Vec<Option<f64>>,
 }
 
+/// The canary lifetime in iterations: `minIterations` when it is at least [`MIN_LIFETIME`],
+/// otherwise (at its default of 1, say) [`DEFAULT_LIFETIME`] or the whole experiment if that is
+/// shorter, and never less than [`MIN_LIFETIME`]. A lifetime too short to hold
+/// [`MIN_POINTS`] intervals per run could only ever score 0.
+pub fn lifetime(min_iterations: u32, max_iterations: Option<u32>) -> u32 {
+    if min_iterations >= MIN_LIFETIME {
+        min_iterations
+    } else {
+        max_iterations
+            .map_or(DEFAULT_LIFETIME, |m| m.min(DEFAULT_LIFETIME))
+            .max(MIN_LIFETIME)
+    }
+}
+
 fn judge(ctx: &Context<'_>) -> Status {
     let req = ctx.request;
     let n = req.versions.len();
-    let lifetime = req.min_iterations.max(2);
+    let lifetime = lifetime(req.min_iterations, req.max_iterations);
     let half = lifetime / 2;
     let mut status = Status {
         lifetime,
@@ -303,6 +323,21 @@ mod tests {
         assert!(lo > 0.0);
         let (lo, _, hi) = hodges_lehmann(&x, &x, 0.98).expect("data");
         assert!(lo < 0.0 && hi > 0.0);
+    }
+
+    #[test]
+    fn the_lifetime_holds_two_runs_that_can_score() {
+        // Defaults (minIterations 1, maxIterations 20): the whole experiment, two runs of 10.
+        assert_eq!(lifetime(1, Some(20)), 20);
+        assert_eq!(lifetime(1, Some(1000)), DEFAULT_LIFETIME);
+        assert_eq!(lifetime(1, None), DEFAULT_LIFETIME);
+        assert_eq!(lifetime(3, Some(4)), MIN_LIFETIME);
+        assert_eq!(lifetime(30, Some(40)), 30);
+        for (min, max) in [(1, Some(20)), (1, Some(2)), (7, None), (8, Some(8))] {
+            let half = lifetime(min, max) / 2;
+            // The first interval has no candidate data: each run still holds MIN_POINTS.
+            assert!(half as usize > MIN_POINTS, "{min} {max:?}");
+        }
     }
 
     #[test]
