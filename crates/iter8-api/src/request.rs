@@ -195,7 +195,8 @@ pub struct Strategy {
     /// The traffic algorithm.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// The most traffic (percent) any candidate may get.
+    /// The most traffic (percent) any candidate may get. With `fixed_thresholds`, the weight
+    /// at which its ramp stops and a passing check promotes; left at 100, that is 50.
     #[serde(default = "default_max_candidate_weight")]
     #[schemars(range(min = 0, max = 100))]
     pub max_candidate_weight: u32,
@@ -296,10 +297,12 @@ pub enum Algorithm {
     /// The split given in `strategy.split`, unchanged.
     FixedSplit,
     /// Flagger/Argo Rollouts: per-interval threshold checks on point values, a step ramp,
-    /// promotion at the maximum weight, rollback after `maxFailedChecks` failed checks.
+    /// promotion at the maximum weight (`maxCandidateWeight`, 50 when left at 100), rollback
+    /// after `maxFailedChecks` failed checks.
     FixedThresholds,
     /// Kayenta: Mann-Whitney tests with Hodges-Lehmann intervals on per-interval values,
-    /// scored at the end of each half of the `minIterations` canary lifetime.
+    /// scored at the end of each half of the canary lifetime: `minIterations` when it is at
+    /// least 8, else `maxIterations` up to 24 (never under 8).
     MannWhitney,
 }
 
