@@ -24,6 +24,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -438,8 +439,16 @@ impl DedicatedController {
                         &[&analytics_url],
                         Duration::from_secs(5),
                     )?)?;
-                    let ctx =
+                    let mut ctx =
                         controller_context(&client, &analytics_url, metrics, analytics, None)?;
+                    // The bound on reconciles in flight, as `--max-concurrent-reconciles`.
+                    Arc::get_mut(&mut ctx)
+                        .context("the context is not shared yet")?
+                        .settings
+                        .max_concurrent_reconciles = env_or(
+                        "ITER8_SCALE_CONCURRENCY",
+                        iter8_controller::DEFAULT_CONCURRENCY,
+                    );
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                     let _ = ready_tx.send(listener.local_addr()?);
                     tokio::spawn(axum::serve(listener, ctx.telemetry.router()).into_future());
