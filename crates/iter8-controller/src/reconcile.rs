@@ -27,7 +27,10 @@ use kube::{Resource, ResourceExt};
 
 use crate::assessor::Assessor;
 use crate::conflict;
-use crate::lifecycle::{self, AtGate, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::digest::metric_digest;
+use crate::lifecycle::{
+    self, AtGate, Failure, Held, MetricRead, MetricsChecked, Note, Requeue, Stamp, Transition,
+};
 use crate::notifier::Notifier;
 use crate::notify;
 use crate::plan::{self, Step, parse_interval, system_time};
@@ -329,7 +332,25 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let spec = self.exp.spec.clone();
         let status = lifecycle::attempted(self.status());
         self.observe_lateness();
-        let observations = match self.collect(&status, iteration).await {
+        // What each Metric says now, compared with what it said when the experiment first
+        // read it: a criterion may not change its meaning mid-run.
+        let metrics = match self.read_metrics(iteration).await {
+            Ok(metrics) => metrics,
+            Err(failure) => return self.hold(status, failure).await,
+        };
+        let read: Vec<_> = metrics.iter().map(|(read, _)| read.clone()).collect();
+        let status = match lifecycle::metrics_checked(
+            &spec,
+            status.clone(),
+            iteration,
+            &read,
+            &self.stamp(),
+        ) {
+            MetricsChecked::Unchanged(status) => status,
+            MetricsChecked::Missing(failure) => return self.hold(status, failure).await,
+            MetricsChecked::Changed(t) => return self.commit(t).await,
+        };
+        let observations = match self.collect(&status, iteration, metrics).await {
             Ok(collected) => collected,
             Err(failure) => return self.hold(status, failure).await,
         };
@@ -696,12 +717,44 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
     }
 
-    /// Collects every metric of every version. A backend failure holds the iteration; a
-    /// version without data is passed on as such (the engine never counts it as a pass).
+    /// Reads every Metric the experiment names, in `spec.metrics` order, from a namespace it
+    /// may use; a Metric that does not exist is read as `None` (for
+    /// [`lifecycle::metrics_checked`] to judge), a failed read holds the iteration.
+    async fn read_metrics(
+        &self,
+        iteration: u32,
+    ) -> Result<Vec<(MetricRead, Option<Metric>)>, Failure> {
+        let mut read = Vec::with_capacity(self.exp.spec.metrics.len());
+        for m in &self.exp.spec.metrics {
+            let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
+            if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
+                return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
+            }
+            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
+            let metric = api.get_opt(&m.metric.name).await.map_err(|e| {
+                Failure::metrics(
+                    iteration,
+                    &format!("reading Metric {ns}/{}: {e}", m.metric.name),
+                )
+            })?;
+            let seen = MetricRead {
+                name: m.name.clone(),
+                resource: format!("{ns}/{}", m.metric.name),
+                digest: metric.as_ref().map(|m| metric_digest(&m.spec)),
+            };
+            read.push((seen, metric));
+        }
+        Ok(read)
+    }
+
+    /// Collects every metric of every version, from the Metrics [`Self::read_metrics`] found
+    /// (all of them exist by now). A backend failure holds the iteration; a version without
+    /// data is passed on as such (the engine never counts it as a pass).
     async fn collect(
         &self,
         status: &ExperimentStatus,
         iteration: u32,
+        metrics: Vec<(MetricRead, Option<Metric>)>,
     ) -> Result<Collected, Failure> {
         let spec = &self.exp.spec;
         let failed = |reason: String| Failure::metrics(iteration, &reason);
@@ -711,17 +764,10 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .map_or_else(SystemTime::now, system_time);
         let now = SystemTime::now();
         let mut definitions = Vec::with_capacity(spec.metrics.len());
-        for m in &spec.metrics {
+        for (m, (read, metric)) in spec.metrics.iter().zip(metrics) {
+            let metric =
+                metric.ok_or_else(|| failed(format!("Metric {} not found", read.resource)))?;
             let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
-            if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
-                return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
-            }
-            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
-            let metric = api
-                .get_opt(&m.metric.name)
-                .await
-                .map_err(|e| failed(format!("reading Metric {ns}/{}: {e}", m.metric.name)))?
-                .ok_or_else(|| failed(format!("Metric {ns}/{} not found", m.metric.name)))?;
             let credentials = match &metric.spec.auth {
                 Some(auth) => Some(
                     self.credentials(ns, &auth.secret_name)

@@ -620,6 +620,13 @@ pub struct ExperimentStatus {
     /// Attempts that failed in a row (reset by a completed iteration).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
+    /// A digest of each Metric's spec as the experiment first read it, by the name its
+    /// criteria use (the first 128 bits of SHA-256 of the spec's canonical JSON, in hex). A
+    /// Metric whose spec no longer has this digest pauses the experiment (`MetricChanged`):
+    /// a criterion keeps the meaning it had when the experiment began.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub metric_digests: BTreeMap<String, String>,
     /// The spec generation the failure policy paused at; a newer spec resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at_generation: Option<i64>,
@@ -831,10 +838,8 @@ mod ledger_tests {
             weights: vec![70, 30],
             evidence: None,
         };
-        let observed = BTreeMap::from([(
-            "requests".to_owned(),
-            iter8_api::Observation::Counter(10.0),
-        )]);
+        let observed =
+            BTreeMap::from([("requests".to_owned(), iter8_api::Observation::Counter(10.0))]);
         let request = ledger.request(&spec, vec![BTreeMap::new(), observed.clone()]);
         assert_eq!(request.iteration, 3);
         let names: Vec<&str> = request.versions.iter().map(|v| v.name.as_str()).collect();
