@@ -701,6 +701,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     retry_after: Duration::from_millis(500),
                     shared_metric_namespaces: Vec::new(),
                     gate_webhook_allowed_urls: Vec::new(),
+                    metric_backends: Default::default(),
                 },
                 telemetry: telemetry.clone(),
                 recorder: Recorder::new(

@@ -328,6 +328,84 @@ async fn a_metric_with_credentials_in_a_foreign_namespace_is_refused() -> Result
     h.finish().await
 }
 
+/// A Metric in the Experiment's own namespace names where its queries go, and a Secret whose
+/// credentials go with them: without an allow-list, whoever can write a Metric could make the
+/// controller send them (and requests of its own) anywhere. An address nobody allowed is
+/// refused before the Secret is read and before anything is sent.
+#[tokio::test]
+async fn a_metric_backend_nobody_allowed_gets_no_request_and_no_credentials() -> Result<()> {
+    let h = Harness::new("sec-metric-backend").await?;
+    // Where the Metric points: a listener that counts every connection it gets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let target = listener.local_addr()?;
+    let connections = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = connections.clone();
+    let accepting = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    // The Secret it names does not exist: had the controller read it before the allow-list
+    // check, the iteration would be held as `BackendUnavailable` ("Secret ... not found").
+    let metrics: Api<iter8_crd::Metric> = Api::namespaced(h.env.client.clone(), h.ns());
+    metrics
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                "metadata": {"name": "exfiltrate"},
+                "spec": {"type": "counter",
+                         "http": {"url": format!("http://{target}/collect?v={{{{label \"version\"}}}}"),
+                                  "jsonPath": "$.v"},
+                         "auth": {"type": "bearer", "secretName": "prometheus-credentials"}}
+            }))?,
+        )
+        .await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    let mut exp = canary("sender", "reviews", 10)?;
+    exp.spec.metrics[0].metric.name = "exfiltrate".into();
+    let api = h.experiments();
+    api.create(&PostParams::default(), &exp).await?;
+    let held = wait_for(
+        "the MetricBackendNotAllowed condition",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("sender").await?;
+            Ok((condition_reason(&exp, "MetricsAvailable").as_deref()
+                == Some("MetricBackendNotAllowed"))
+            .then_some(exp))
+        },
+    )
+    .await?;
+    let status = held.status.clone().context("status")?;
+    let message = status.message.unwrap_or_default();
+    for words in [
+        format!("Metric {}/exfiltrate (`requests`)", h.ns()),
+        "spec.http.url".to_owned(),
+        format!("http://{target}/collect"),
+        "--metric-backend-allowed-urls".to_owned(),
+    ] {
+        assert!(message.contains(&words), "{words:?} in {message}");
+    }
+    wait_for_warning(&h.env.client, h.ns(), "sender", "MetricBackendNotAllowed").await?;
+    // Held over several retries: nothing sent there, nothing assessed, traffic unmoved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = api.get("sender").await?.status.context("status")?;
+    assert!(status.consecutive_failures >= 2, "retried and counted");
+    assert_eq!(status.completed_iterations, 0);
+    assert!(h.assessed.iterations().is_empty());
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached the address nobody allowed"
+    );
+    assert_eq!(reviews_split(&h.env.client, h.ns()).await?, [100, 0]);
+    accepting.abort();
+    h.finish().await
+}
+
 #[tokio::test]
 async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificate() -> Result<()> {
     let pki = TestPki::new("iter8 test CA")?;

@@ -136,6 +136,27 @@ impl Failure {
         }
     }
 
+    /// A Metric names a backend address (`field`, rendered to `url`) the controller may not
+    /// send queries or credentials to; its Secret was not read and nothing was sent.
+    pub fn metric_backend_not_allowed(
+        iteration: u32,
+        metric: &MetricRead,
+        field: &str,
+        url: &str,
+    ) -> Self {
+        Self {
+            condition: METRICS_AVAILABLE,
+            reason: "MetricBackendNotAllowed",
+            message: format!(
+                "iteration {iteration} held: Metric {} (`{}`) {field} is {url}, which is not an \
+                 allowed metrics backend (the controller's --prometheus-url or \
+                 --metric-backend-allowed-urls; chart value metricBackends.allowedUrls); its \
+                 Secret was not read and nothing was sent",
+                metric.resource, metric.name
+            ),
+        }
+    }
+
     /// The analytics service gave no usable answer.
     pub fn analytics(
         spec: &ExperimentSpec,

@@ -25,6 +25,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
+use crate::analytics::Endpoints;
 use crate::assessor::Assessor;
 use crate::conflict;
 use crate::digest::metric_digest;
@@ -85,12 +86,22 @@ pub struct Settings {
     /// URLs under which a gate's webhook may be (`--gate-webhook-allowed-urls`): the
     /// controller calls no other address on behalf of whoever can create an Experiment.
     pub gate_webhook_allowed_urls: Vec<String>,
+    /// Where a Metric that names its own address may send queries (and its Secret's
+    /// credentials): `--prometheus-url` and `--metric-backend-allowed-urls`. A Metric naming
+    /// any other address is refused before its Secret is read.
+    pub metric_backends: Endpoints,
 }
 
 impl Settings {
     /// Whether an Experiment in `experiment_ns` may use the Metrics of `metric_ns`.
     pub fn may_use_metrics_of(&self, experiment_ns: &str, metric_ns: &str) -> bool {
         metric_ns == experiment_ns || self.shared_metric_namespaces.iter().any(|n| n == metric_ns)
+    }
+
+    /// Whether a Metric may send a query to `url` (an address [`iter8_metrics::destination`]
+    /// gives): at or under an allowed base URL, whatever its query string.
+    pub fn may_query_metrics_at(&self, url: &str) -> bool {
+        self.metric_backends.allows_request(url)
     }
 
     /// Whether a gate's webhook at `url` may be called: same scheme, host and port as an
@@ -767,6 +778,28 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         for (m, (read, metric)) in spec.metrics.iter().zip(metrics) {
             let metric =
                 metric.ok_or_else(|| failed(format!("Metric {} not found", read.resource)))?;
+            // Where its queries would go, for every version (labels may fill in the host),
+            // before its Secret is read or anything is sent.
+            for v in &spec.versions {
+                let query = Query {
+                    name: &m.name,
+                    spec: &metric.spec,
+                    labels: &v.labels,
+                    namespace: self.ns,
+                    start,
+                    now,
+                    credentials: None,
+                };
+                match iter8_metrics::destination(&query) {
+                    Ok(Some((field, url))) if !self.ctx.settings.may_query_metrics_at(&url) => {
+                        return Err(Failure::metric_backend_not_allowed(
+                            iteration, &read, field, &url,
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(failed(e.to_string())),
+                }
+            }
             let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
             let credentials = match &metric.spec.auth {
                 Some(auth) => Some(
@@ -1023,6 +1056,7 @@ mod tests {
                 "http://approver.ops:8080/hooks/".into(),
                 "http://gate.ops/confirm".into(),
             ],
+            metric_backends: Endpoints::default(),
         };
         for (url, allowed) in [
             ("http://approver.ops:8080/hooks/confirm", true),
@@ -1044,5 +1078,42 @@ mod tests {
         ] {
             assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
         }
+    }
+
+    #[test]
+    fn a_metric_may_query_only_the_default_prometheus_and_allowed_backends() {
+        let settings = Settings {
+            analytics_url: "http://iter8-analytics:8080".into(),
+            retry_after: Duration::from_secs(1),
+            shared_metric_namespaces: Vec::new(),
+            gate_webhook_allowed_urls: Vec::new(),
+            metric_backends: Endpoints::only([
+                "http://prometheus.monitoring:9090",
+                "https://api.datadoghq.com/api/v1",
+            ])
+            .expect("valid"),
+        };
+        for (url, allowed) in [
+            ("http://prometheus.monitoring:9090", true),
+            ("http://prometheus.monitoring:9090/", true),
+            (
+                "https://api.datadoghq.com/api/v1/query?query=sum(x)&from=1",
+                true,
+            ),
+            ("http://prometheus.monitoring:9091", false),
+            ("https://api.datadoghq.com/api/v2/query", false),
+            ("http://169.254.169.254/latest/meta-data", false),
+            ("http://prometheus.monitoring:9090@evil.example", false),
+            ("http://user:pw@prometheus.monitoring:9090", false),
+        ] {
+            assert_eq!(settings.may_query_metrics_at(url), allowed, "{url}");
+        }
+        assert!(
+            !Settings {
+                metric_backends: Endpoints::default(),
+                ..settings
+            }
+            .may_query_metrics_at("http://prometheus.monitoring:9090")
+        );
     }
 }

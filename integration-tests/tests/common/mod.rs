@@ -515,6 +515,8 @@ pub fn controller_context_notifying<M: MetricsBackend>(
             retry_after: Duration::from_millis(500),
             shared_metric_namespaces: Vec::new(),
             gate_webhook_allowed_urls: Vec::new(),
+            // Only Metrics that name no address (the backends' default) may be queried.
+            metric_backends: Endpoints::default(),
         },
         telemetry: telemetry.clone(),
         recorder: Recorder::new(
