@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use iter8_api::{Action as Decided, Observation};
-use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
+use iter8_crd::{
+    Experiment, ExperimentStatus, Metric, MetricRef, PendingIteration, Phase, VersionSpec,
+};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -781,15 +783,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             // Where its queries would go, for every version (labels may fill in the host),
             // before its Secret is read or anything is sent.
             for v in &spec.versions {
-                let query = Query {
-                    name: &m.name,
-                    spec: &metric.spec,
-                    labels: &v.labels,
-                    namespace: self.ns,
-                    start,
-                    now,
-                    credentials: None,
-                };
+                let query = self.query(m, &metric, v, (start, now), None);
                 match iter8_metrics::destination(&query) {
                     Ok(Some((field, url))) if !self.ctx.settings.may_query_metrics_at(&url) => {
                         return Err(Failure::metric_backend_not_allowed(
@@ -816,15 +810,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let mut queries = Vec::with_capacity(spec.versions.len() * definitions.len());
         for (i, v) in spec.versions.iter().enumerate() {
             for (m, metric, credentials) in &definitions {
-                let query = Query {
-                    name: &m.name,
-                    spec: &metric.spec,
-                    labels: &v.labels,
-                    namespace: self.ns,
-                    start,
-                    now,
-                    credentials: credentials.as_ref(),
-                };
+                let query = self.query(m, metric, v, (start, now), credentials.as_ref());
                 let metrics = &self.ctx.metrics;
                 queries.push(async move { (i, v, *m, metrics.observe(&query).await) });
             }
@@ -850,6 +836,27 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             by_version,
             missing: (!missing.is_empty()).then(|| format!("no data for {}", missing.join("; "))),
         })
+    }
+
+    /// The query of metric `m` (defined by `metric`) for version `v` over `window`
+    /// (the experiment's start, now).
+    fn query<'q>(
+        &'q self,
+        m: &'q MetricRef,
+        metric: &'q Metric,
+        v: &'q VersionSpec,
+        (start, now): (SystemTime, SystemTime),
+        credentials: Option<&'q Credentials>,
+    ) -> Query<'q> {
+        Query {
+            name: &m.name,
+            spec: &metric.spec,
+            labels: &v.labels,
+            namespace: self.ns,
+            start,
+            now,
+            credentials,
+        }
     }
 
     async fn credentials(&self, ns: &str, name: &str) -> Result<Credentials, String> {
