@@ -128,13 +128,16 @@ fn shared_metric_namespaces(given: &[String], pod_namespace: Option<String>) -> 
 }
 
 /// Where Metrics may send queries: the default Prometheus (Metrics that name no address use
-/// it anyway) and the allowed base URLs.
+/// it anyway) and the allowed base URLs. A default that is no plain base URL (one with
+/// credentials in it, say) still serves Metrics that name no address; it is just not an
+/// address a Metric can name, and it does not stop the controller.
 fn metric_backends(
     prometheus_url: Option<&str>,
     allowed: &[String],
 ) -> Result<Endpoints, iter8_controller::analytics::AnalyticsError> {
+    let default = prometheus_url.filter(|url| Endpoints::only([*url]).is_ok());
     Endpoints::only(
-        prometheus_url
+        default
             .into_iter()
             .chain(allowed.iter().map(String::as_str)),
     )
@@ -345,5 +348,9 @@ mod tests {
         .expect("valid");
         assert!(both.allows_request("http://thanos.monitoring:9090/api/v1/query?query=up"));
         assert!(metric_backends(None, &["http://u:p@thanos".to_owned()]).is_err());
+        // A default Prometheus URL with credentials in it is used as before, not matched.
+        let with_credentials =
+            metric_backends(Some("http://u:p@prometheus:9090"), &[]).expect("starts");
+        assert!(!with_credentials.allows_request("http://prometheus:9090"));
     }
 }
