@@ -712,6 +712,40 @@ fn notifications_grant_get_on_their_named_secrets_only_and_configure_the_control
 }
 
 #[test]
+fn metric_backend_allowed_urls_reach_the_controller_and_only_the_prometheus_url_by_default()
+-> Result<()> {
+    // By default nothing but defaults.prometheusURL (which the controller always allows).
+    let docs = render(&["defaults.prometheusURL=http://prometheus.monitoring:9090"])?;
+    let defaults = one(&docs, "ConfigMap", "iter8-defaults");
+    assert_eq!(
+        defaults["data"]["ITER8_PROMETHEUS_URL"],
+        "http://prometheus.monitoring:9090"
+    );
+    assert!(
+        defaults["data"]
+            .get("ITER8_METRIC_BACKEND_ALLOWED_URLS")
+            .is_none(),
+        "{defaults}"
+    );
+    let docs = render(&[
+        "metricBackends.allowedUrls={https://api.datadoghq.com/api/v1,http://thanos.monitoring:9090}",
+    ])?;
+    let defaults = one(&docs, "ConfigMap", "iter8-defaults");
+    assert_eq!(
+        defaults["data"]["ITER8_METRIC_BACKEND_ALLOWED_URLS"],
+        "https://api.datadoghq.com/api/v1,http://thanos.monitoring:9090"
+    );
+    // The schema refuses what the controller would refuse at startup.
+    let refused = render(&["metricBackends.allowedUrls={https://api.example/v1?key}"])
+        .expect_err("a URL with a query is refused by the schema");
+    assert!(
+        refused.to_string().contains("metricBackends.allowedUrls"),
+        "{refused}"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_metric_library_can_be_turned_off_or_narrowed() -> Result<()> {
     let docs = render(&["metricLibrary.enabled=false"])?;
     assert!(of_kind(&docs, "Metric").is_empty());

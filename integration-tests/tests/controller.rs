@@ -702,6 +702,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     shared_metric_namespaces: Vec::new(),
                     gate_webhook_allowed_urls: Vec::new(),
                     max_concurrent_reconciles: iter8_controller::DEFAULT_CONCURRENCY,
+                    metric_backends: Default::default(),
                 },
                 telemetry: telemetry.clone(),
                 recorder: Recorder::new(

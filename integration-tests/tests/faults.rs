@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use iter8_api::Action;
 use iter8_crd::{Experiment, Phase};
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use common::*;
@@ -363,5 +363,90 @@ async fn a_deleted_route_is_reported_and_ends_the_experiment_by_policy() -> Resu
     let warned = wait_for_warning(&h.env.client, h.ns(), "orphan", "FailurePolicy").await?;
     assert!(warned.iter().any(|w| w == "RouterNotFound"), "{warned:?}");
     assert_each_iteration_once(&h.env.client, h.ns(), &failed, &h.assessed.iterations()).await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_metric_edited_mid_run_pauses_the_experiment_until_it_is_restored() -> Result<()> {
+    let h = Harness::new("fault-metric-edited").await?;
+    let api = h.undecided_canary("edited").await?;
+    wait_for_iterations(&api, "edited", 2).await?;
+    let metrics: Api<iter8_crd::Metric> = Api::namespaced(h.env.client.clone(), h.ns());
+    let original = metrics.get("errors").await?.spec;
+    let recorded = api.get("edited").await?.status.expect("status");
+    assert_eq!(
+        recorded.metric_digests.keys().collect::<Vec<_>>(),
+        ["conversions", "errors", "requests"],
+        "each Metric's digest is recorded when first read"
+    );
+    // Someone makes `errors` count something else while the experiment runs.
+    let patch = json!({"spec": {"prometheus": {"query": "sum(increase(http_4xx_total{ {{labels}} }[{{elapsed}}s]))"}}});
+    metrics
+        .patch("errors", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let paused = wait_for(
+        "Ready=False, reason MetricChanged",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("edited").await?;
+            Ok(
+                (condition(&exp, "Ready") == Some(("False".into(), "MetricChanged".into())))
+                    .then_some(exp),
+            )
+        },
+    )
+    .await?;
+    let status = paused.status.clone().expect("status");
+    assert_eq!(status.phase, Phase::Paused);
+    assert_eq!(
+        condition(&paused, "MetricsAvailable"),
+        Some(("False".into(), "MetricChanged".into()))
+    );
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!("Metric {}/errors (`errors`) changed", h.ns())),
+        "{message}"
+    );
+    assert!(message.contains("iter8 resume"), "{message}");
+    let held_at = status.completed_iterations;
+    let held = recorded_split(&paused);
+    // Held: no iteration, no assessment on the new definition, the route's split untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = api.get("edited").await?;
+    let still_status = still.status.clone().expect("status");
+    assert_eq!(
+        (still_status.phase, still_status.completed_iterations),
+        (Phase::Paused, held_at)
+    );
+    assert!(
+        h.assessed.iterations().iter().all(|&i| i <= held_at),
+        "nothing assessed after the edit: {:?}",
+        h.assessed.iterations()
+    );
+    assert_eq!(
+        reviews_split(&h.env.client, h.ns()).await?.to_vec(),
+        held,
+        "the route keeps the split in force when the Metric changed"
+    );
+    wait_for_warning(&h.env.client, h.ns(), "edited", "MetricChanged").await?;
+    // Restored to what the experiment first read, and resumed: it goes on.
+    metrics
+        .patch(
+            "errors",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": original})),
+        )
+        .await?;
+    merge_spec(
+        &api,
+        "edited",
+        json!({"manualOverride": {"action": "resume"}}),
+    )
+    .await?;
+    let resumed = wait_for_iterations(&api, "edited", held_at + 1).await?;
+    assert_eq!(
+        resumed.status.expect("status").metric_digests,
+        recorded.metric_digests
+    );
     h.finish().await
 }

@@ -224,15 +224,24 @@ impl Rig {
             default_prometheus_address: Some(prometheus.url().to_owned()),
             default_timeout: Duration::from_secs(2),
         })?;
-        let (controller, _) = start_controller_with(
-            &env.client,
-            &ns,
-            &format!("http://{}", assessed.addr),
-            backends,
+        let analytics_url = format!("http://{}", assessed.addr);
+        let analytics = iter8_controller::analytics::AnalyticsClient::new(test_client_config(
+            &[&analytics_url],
             Duration::from_secs(5),
-            None,
-        )
-        .await?;
+        )?)?;
+        let mut ctx = controller_context(&env.client, &analytics_url, backends, analytics, None)?;
+        // The Metrics name the real Prometheus's address, which the operator allowed
+        // (`--metric-backend-allowed-urls`): the allowed path, end to end.
+        Arc::get_mut(&mut ctx)
+            .context("a fresh context has one owner")?
+            .settings
+            .metric_backends = iter8_controller::analytics::Endpoints::only([prometheus.url()])?;
+        let controller = {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                iter8_controller::run(ctx, Some(&ns), std::future::pending()).await;
+            })
+        };
         let (load, answered) = follow_route(
             env.client.clone(),
             ns,

@@ -328,6 +328,113 @@ async fn a_metric_with_credentials_in_a_foreign_namespace_is_refused() -> Result
     h.finish().await
 }
 
+/// A Metric in the Experiment's own namespace names where its queries go, and a Secret whose
+/// credentials go with them: without an allow-list, whoever can write a Metric could make the
+/// controller send them (and requests of its own) anywhere. The controller here runs the real
+/// metrics backends, so without the allow-list the token would reach the listener below; with
+/// it, the Metric is refused and nothing is sent.
+#[tokio::test]
+async fn a_metric_backend_nobody_allowed_gets_no_request_and_no_credentials() -> Result<()> {
+    let env = TestEnv::new("sec-metric-backend").await?;
+    let ns = env.namespace.name().to_owned();
+    install_crds(&env.client).await?;
+    create_metrics(&env.client, &ns).await?;
+    // Where the Metric points: a listener that records what reaches it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let target = listener.local_addr()?;
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorded = received.clone();
+    let accepting = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut socket, &mut head)
+                .await
+                .unwrap_or(0);
+            recorded
+                .lock()
+                .expect("not poisoned")
+                .push(String::from_utf8_lossy(&head[..n]).into_owned());
+        }
+    });
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "prometheus-credentials"},
+                "stringData": {"token": "the-teams-token"}
+            }))?,
+        )
+        .await?;
+    let metrics: Api<iter8_crd::Metric> = Api::namespaced(env.client.clone(), &ns);
+    metrics
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                "metadata": {"name": "exfiltrate"},
+                "spec": {"type": "counter",
+                         "http": {"url": format!("http://{target}/collect?v={{{{label \"version\"}}}}"),
+                                  "jsonPath": "$.v"},
+                         "auth": {"type": "bearer", "secretName": "prometheus-credentials"}}
+            }))?,
+        )
+        .await?;
+    create_http_route(&env.client, &ns, "reviews").await?;
+    // The real backends; only their default Prometheus (none here) is allowed.
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    let (controller, _) = start_controller_with(
+        &env.client,
+        &ns,
+        &format!("http://{}", assessed.addr),
+        Backends::new(Settings::default())?,
+        Duration::from_secs(5),
+        None,
+    )
+    .await?;
+    let mut exp = canary("sender", "reviews", 10)?;
+    exp.spec.metrics[0].metric.name = "exfiltrate".into();
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &exp).await?;
+    let held = wait_for(
+        "the MetricBackendNotAllowed condition",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("sender").await?;
+            Ok((condition_reason(&exp, "MetricsAvailable").as_deref()
+                == Some("MetricBackendNotAllowed"))
+            .then_some(exp))
+        },
+    )
+    .await?;
+    let status = held.status.clone().context("status")?;
+    let message = status.message.unwrap_or_default();
+    for words in [
+        format!("Metric {ns}/exfiltrate (`requests`)"),
+        "spec.http.url".to_owned(),
+        format!("http://{target}/collect"),
+        "--metric-backend-allowed-urls".to_owned(),
+    ] {
+        assert!(message.contains(&words), "{words:?} in {message}");
+    }
+    wait_for_warning(&env.client, &ns, "sender", "MetricBackendNotAllowed").await?;
+    // Held over several retries: nothing sent there, nothing assessed, traffic unmoved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = api.get("sender").await?.status.context("status")?;
+    assert!(status.consecutive_failures >= 2, "retried and counted");
+    assert_eq!(status.completed_iterations, 0);
+    assert!(assessed.iterations().is_empty());
+    assert_eq!(
+        *received.lock().expect("not poisoned"),
+        Vec::<String>::new(),
+        "no request (and no token) reached the address nobody allowed"
+    );
+    assert_eq!(reviews_split(&env.client, &ns).await?, [100, 0]);
+    controller.abort();
+    accepting.abort();
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn a_controller_reaches_analytics_over_mtls_with_the_ca_and_its_certificate() -> Result<()> {
     let pki = TestPki::new("iter8 test CA")?;

@@ -80,6 +80,18 @@ impl Endpoints {
             })
         })
     }
+
+    /// Whether a request to `url` stays under one of the endpoints ([`Self::allows_under`]),
+    /// whatever its query string: for APIs that take their parameters there, such as an HTTP
+    /// metrics backend's. A URL with credentials is still refused.
+    pub fn allows_request(&self, url: &str) -> bool {
+        let Ok(mut url) = Url::parse(url) else {
+            return false;
+        };
+        url.set_query(None);
+        url.set_fragment(None);
+        self.allows_under(url.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +147,24 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
         ] {
             assert!(!e.allows_under(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_request_under_an_endpoint_may_carry_a_query_and_nothing_else_passes() {
+        let e = only(&["https://api.datadoghq.com/api/v1", "http://prometheus:9090"]);
+        assert!(e.allows_request("https://api.datadoghq.com/api/v1/query?query=sum(x)&from=1"));
+        assert!(e.allows_request("http://prometheus:9090"));
+        assert!(e.allows_request("http://prometheus:9090/api/v1/query?query=up#frag"));
+        for url in [
+            "https://api.datadoghq.com/api/v2/query?query=x",
+            "https://api.datadoghq.com.evil.example/api/v1/query",
+            "https://u:p@api.datadoghq.com/api/v1/query",
+            "http://prometheus:9091/api/v1/query",
+            "http://169.254.169.254/latest/meta-data?x=http://prometheus:9090",
+            "not a url",
+        ] {
+            assert!(!e.allows_request(url), "{url}");
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod assessor;
 pub mod conditions;
 pub mod conflict;
+pub mod digest;
 pub mod fence;
 pub mod leader;
 pub mod lifecycle;

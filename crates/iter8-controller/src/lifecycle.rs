@@ -136,6 +136,27 @@ impl Failure {
         }
     }
 
+    /// A Metric names a backend address (`field`, rendered to `url`) the controller may not
+    /// send queries or credentials to; its Secret was not read and nothing was sent.
+    pub fn metric_backend_not_allowed(
+        iteration: u32,
+        metric: &MetricRead,
+        field: &str,
+        url: &str,
+    ) -> Self {
+        Self {
+            condition: METRICS_AVAILABLE,
+            reason: "MetricBackendNotAllowed",
+            message: format!(
+                "iteration {iteration} held: Metric {} (`{}`) {field} is {url}, which is not an \
+                 allowed metrics backend (the controller's --prometheus-url or \
+                 --metric-backend-allowed-urls; chart value metricBackends.allowedUrls); its \
+                 Secret was not read and nothing was sent",
+                metric.resource, metric.name
+            ),
+        }
+    }
+
     /// The analytics service gave no usable answer.
     pub fn analytics(
         spec: &ExperimentSpec,
@@ -298,6 +319,104 @@ pub fn attempted(mut status: ExperimentStatus) -> ExperimentStatus {
         status.paused_at_generation = None;
     }
     status
+}
+
+/// A Metric the experiment names, as read for this iteration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricRead {
+    /// The name the experiment's criteria use (`spec.metrics[].name`).
+    pub name: String,
+    /// The Metric resource, `namespace/name`.
+    pub resource: String,
+    /// The digest of its spec ([`crate::digest::metric_digest`]); `None`: it does not exist.
+    pub digest: Option<String>,
+}
+
+/// What the Metrics read for an iteration allow ([`metrics_checked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsChecked {
+    /// Each is as the experiment first read it (recorded in this status if read for the
+    /// first time): go on collecting.
+    Unchanged(ExperimentStatus),
+    /// A Metric the experiment never read does not exist: a failed attempt, like a backend
+    /// that does not answer.
+    Missing(Failure),
+    /// A Metric changed or was deleted since the experiment first read it: nothing is
+    /// assessed on the new definition; the experiment pauses, holding its split, until a
+    /// person acts (write this, publish its Event).
+    Changed(Transition),
+}
+
+/// Compares the Metrics read for `iteration` with the digests recorded when the experiment
+/// first read them (`status.metricDigests`), and records those read for the first time. The
+/// sequential tests assume each criterion means the same throughout: a Metric whose query,
+/// backend, type or anything else changed mid-run would silently change it. So a change
+/// pauses the experiment (split held, as the failure policy's pause does) with the
+/// `MetricChanged` reason; restoring the Metric's spec and resuming (`iter8 resume`, or any
+/// spec change) goes on, and the next iteration finds the digests equal again.
+pub fn metrics_checked(
+    spec: &ExperimentSpec,
+    mut status: ExperimentStatus,
+    iteration: u32,
+    read: &[MetricRead],
+    at: &Stamp,
+) -> MetricsChecked {
+    let mut changes = Vec::new();
+    for metric in read {
+        let recorded = status.metric_digests.get(&metric.name);
+        match (recorded, &metric.digest) {
+            (Some(was), Some(is)) if was == is => {}
+            (Some(_), Some(_)) => changes.push(format!(
+                "Metric {} (`{}`) changed",
+                metric.resource, metric.name
+            )),
+            (Some(_), None) => changes.push(format!(
+                "Metric {} (`{}`) was deleted",
+                metric.resource, metric.name
+            )),
+            (None, Some(is)) => {
+                status
+                    .metric_digests
+                    .insert(metric.name.clone(), is.clone());
+            }
+            (None, None) => {
+                return MetricsChecked::Missing(Failure::metrics(
+                    iteration,
+                    &format!("Metric {} not found", metric.resource),
+                ));
+            }
+        }
+    }
+    if changes.is_empty() {
+        return MetricsChecked::Unchanged(status);
+    }
+    let held = current_weights(spec, &status);
+    let message = format!(
+        "iteration {iteration} not assessed: {} since the experiment first read it; paused, \
+         holding {}. A criterion must mean the same for the whole experiment: restore the \
+         Metric's spec and run `iter8 resume`, or end this experiment (`iter8 terminate`) \
+         and start a new one to use the new definition",
+        changes.join(", "),
+        weights_summary(&spec.versions, &held)
+    );
+    status.phase = Phase::Paused;
+    status.paused_at_generation = at.generation;
+    status.pending = None;
+    set(
+        &mut status,
+        at,
+        METRICS_AVAILABLE,
+        false,
+        "MetricChanged",
+        &message,
+    );
+    set(&mut status, at, READY, false, "MetricChanged", &message);
+    status.message = Some(message.clone());
+    MetricsChecked::Changed(Transition {
+        status,
+        notes: vec![Note::warning("MetricChanged", "Iterate", message)],
+        requeue: Requeue::AwaitChange,
+    })
 }
 
 /// Metrics were collected. `missing` says which versions had no data for which metric, if
@@ -1431,6 +1550,119 @@ mod tests {
         assert_eq!(
             (resumed.phase, resumed.paused_at_generation),
             (Phase::Running, None)
+        );
+    }
+
+    fn read(name: &str, digest: Option<&str>) -> MetricRead {
+        MetricRead {
+            name: name.into(),
+            resource: format!("team/{name}-metric"),
+            digest: digest.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_metric_changed_or_deleted_mid_run_pauses_and_its_restored_spec_goes_on() {
+        let spec = spec();
+        let first = [read("latency", Some("aa")), read("errors", Some("bb"))];
+        // First read: recorded, nothing else changes.
+        let MetricsChecked::Unchanged(recorded) =
+            metrics_checked(&spec, running(1, [70, 30]), 2, &first, &stamp(2000))
+        else {
+            panic!("the first read records");
+        };
+        assert_eq!(
+            recorded.metric_digests,
+            [
+                ("errors".into(), "bb".into()),
+                ("latency".into(), "aa".into())
+            ]
+            .into()
+        );
+        assert_eq!(recorded.phase, Phase::Running);
+        // (what was read, whether it goes on, the words the condition must carry)
+        let table: [(&[MetricRead], bool, &str); 4] = [
+            (&first, true, ""),
+            (
+                &[read("latency", Some("cc")), read("errors", Some("bb"))],
+                false,
+                "Metric team/latency-metric (`latency`) changed",
+            ),
+            (
+                &[read("latency", Some("aa")), read("errors", None)],
+                false,
+                "Metric team/errors-metric (`errors`) was deleted",
+            ),
+            (
+                &[read("latency", Some("cc")), read("errors", Some("dd"))],
+                false,
+                "`latency`) changed, Metric team/errors-metric (`errors`) changed",
+            ),
+        ];
+        for (now, goes_on, words) in table {
+            match metrics_checked(&spec, recorded.clone(), 3, now, &stamp(2100)) {
+                MetricsChecked::Unchanged(status) => {
+                    assert!(goes_on, "{now:?}");
+                    assert_eq!(status, recorded, "nothing to record: {now:?}");
+                }
+                MetricsChecked::Changed(t) => {
+                    assert!(!goes_on, "{now:?}");
+                    // Held where it is, not counted as a failure, waiting for a person.
+                    assert_eq!(t.status.phase, Phase::Paused);
+                    assert_eq!(t.status.paused_at_generation, Some(4));
+                    assert_eq!(recorded_weights(&t.status), [70, 30]);
+                    assert_eq!(t.status.consecutive_failures, 0);
+                    assert_eq!(t.status.metric_digests, recorded.metric_digests);
+                    assert_eq!(
+                        condition(&t.status, METRICS_AVAILABLE),
+                        ("False".into(), "MetricChanged".into())
+                    );
+                    assert_eq!(
+                        condition(&t.status, READY),
+                        ("False".into(), "MetricChanged".into())
+                    );
+                    let message = t.status.message.clone().unwrap_or_default();
+                    assert!(message.contains(words), "{message}");
+                    assert!(message.contains("iter8 resume"), "{message}");
+                    assert!(message.contains("holding stable=70,next=30"), "{message}");
+                    assert_eq!(reasons(&t), ["MetricChanged"]);
+                    assert!(t.notes[0].warning);
+                    assert_eq!(t.requeue, Requeue::AwaitChange);
+                    let step = crate::plan::plan(&spec, &t.status, Some(4), std::time::UNIX_EPOCH);
+                    assert!(matches!(step, crate::plan::Step::Idle), "{step:?}");
+                    // `iter8 resume` moves the generation: the next attempt reads again, and
+                    // a restored Metric goes on.
+                    let resumed = attempted(t.status);
+                    assert_eq!(resumed.phase, Phase::Running);
+                    assert!(matches!(
+                        metrics_checked(&spec, resumed, 3, &first, &stamp(2200)),
+                        MetricsChecked::Unchanged(_)
+                    ));
+                }
+                MetricsChecked::Missing(f) => panic!("{now:?}: {f:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_metric_missing_before_it_was_ever_read_is_a_failed_attempt() {
+        let checked = metrics_checked(
+            &spec(),
+            running(0, [100, 0]),
+            1,
+            &[read("latency", Some("aa")), read("errors", None)],
+            &stamp(2000),
+        );
+        let MetricsChecked::Missing(failure) = checked else {
+            panic!("{checked:?}");
+        };
+        assert_eq!(failure.reason, "BackendUnavailable");
+        assert!(
+            failure
+                .message
+                .contains("Metric team/errors-metric not found"),
+            "{}",
+            failure.message
         );
     }
 

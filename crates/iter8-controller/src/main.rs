@@ -48,6 +48,12 @@ struct Args {
     /// The Prometheus URL for metrics that name none.
     #[arg(long, env = "ITER8_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// Further addresses Metrics may query and send their Secrets' credentials to
+    /// (`prometheus.address`, rendered `http.url`): comma-separated base URLs, matched by
+    /// scheme, host, port and path prefix, whatever the query string. `--prometheus-url` is
+    /// always allowed; a Metric naming any other address is refused before its Secret is read.
+    #[arg(long, env = "ITER8_METRIC_BACKEND_ALLOWED_URLS", value_delimiter = ',')]
+    metric_backend_allowed_urls: Vec<String>,
     /// Namespaces whose Metrics (and their Secrets) any Experiment may use, comma-separated;
     /// by default the controller's own namespace if `POD_NAMESPACE` names it (the chart sets
     /// it; its metric library is there), else none: never the lease's fallback `default`.
@@ -122,6 +128,22 @@ fn shared_metric_namespaces(given: &[String], pod_namespace: Option<String>) -> 
         .filter(|ns| !ns.trim().is_empty())
         .into_iter()
         .collect()
+}
+
+/// Where Metrics may send queries: the default Prometheus (Metrics that name no address use
+/// it anyway) and the allowed base URLs. A default that is no plain base URL (one with
+/// credentials in it, say) still serves Metrics that name no address; it is just not an
+/// address a Metric can name, and it does not stop the controller.
+fn metric_backends(
+    prometheus_url: Option<&str>,
+    allowed: &[String],
+) -> Result<Endpoints, iter8_controller::analytics::AnalyticsError> {
+    let default = prometheus_url.filter(|url| Endpoints::only([*url]).is_ok());
+    Endpoints::only(
+        default
+            .into_iter()
+            .chain(allowed.iter().map(String::as_str)),
+    )
 }
 
 /// The default notification receivers, parsed from JSON.
@@ -229,6 +251,11 @@ async fn main() -> anyhow::Result<()> {
             ),
             gate_webhook_allowed_urls: args.gate_webhook_allowed_urls.clone(),
             max_concurrent_reconciles: args.max_concurrent_reconciles,
+            metric_backends: metric_backends(
+                args.prometheus_url.as_deref(),
+                &args.metric_backend_allowed_urls,
+            )
+            .context("--prometheus-url / --metric-backend-allowed-urls")?,
         },
         telemetry: telemetry.clone(),
         recorder,
@@ -308,5 +335,26 @@ mod tests {
             shared_metric_namespaces(&given, Some("iter8-system".into())),
             ["metrics"]
         );
+    }
+
+    #[test]
+    fn metrics_may_query_the_default_prometheus_and_the_allowed_urls_only() {
+        let only_default =
+            metric_backends(Some("http://prometheus.monitoring:9090"), &[]).expect("valid");
+        assert!(only_default.allows_request("http://prometheus.monitoring:9090/"));
+        assert!(!only_default.allows_request("http://thanos.monitoring:9090"));
+        let none = metric_backends(None, &[]).expect("valid");
+        assert!(!none.allows_request("http://prometheus.monitoring:9090"));
+        let both = metric_backends(
+            Some("http://prometheus.monitoring:9090"),
+            &["http://thanos.monitoring:9090".to_owned()],
+        )
+        .expect("valid");
+        assert!(both.allows_request("http://thanos.monitoring:9090/api/v1/query?query=up"));
+        assert!(metric_backends(None, &["http://u:p@thanos".to_owned()]).is_err());
+        // A default Prometheus URL with credentials in it is used as before, not matched.
+        let with_credentials =
+            metric_backends(Some("http://u:p@prometheus:9090"), &[]).expect("starts");
+        assert!(!with_credentials.allows_request("http://prometheus:9090"));
     }
 }

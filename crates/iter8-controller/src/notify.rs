@@ -37,7 +37,8 @@ pub fn kinds_for(note: &Note, phase: Phase) -> &'static [NotificationKind] {
         "RolledBack" => &[Rollback, End],
         "Inconclusive" | "Completed" | "Terminated" => &[End],
         "FailurePolicy" if phase.is_terminal() => &[Failure, End],
-        "FailurePolicy" | "StatusTooLarge" => &[Failure],
+        // Paused until a person acts.
+        "FailurePolicy" | "StatusTooLarge" | "MetricChanged" => &[Failure],
         "AwaitingApproval" => &[GateWaiting],
         _ => &[],
     }
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn each_lifecycle_event_maps_to_its_notifications_in_order() {
         use NotificationKind::*;
-        let table: [(&'static str, Phase, &[NotificationKind]); 12] = [
+        let table: [(&'static str, Phase, &[NotificationKind]); 13] = [
             ("Started", Phase::Running, &[Start]),
             ("Iteration", Phase::Running, &[Iteration]),
             ("Promoted", Phase::Completed, &[Promote, End]),
@@ -330,6 +331,7 @@ mod tests {
             ("FailurePolicy", Phase::Failed, &[Failure, End]),
             ("FailurePolicy", Phase::Paused, &[Failure]),
             ("StatusTooLarge", Phase::Paused, &[Failure]),
+            ("MetricChanged", Phase::Paused, &[Failure]),
             ("AwaitingApproval", Phase::Running, &[GateWaiting]),
             // A single failed attempt is retried: the failure policy decides when it matters.
             ("AnalyticsUnavailable", Phase::Running, &[]),

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use iter8_api::{Action as Decided, Observation};
-use iter8_crd::{Experiment, ExperimentStatus, Metric, PendingIteration, Phase};
+use iter8_crd::{
+    Experiment, ExperimentStatus, Metric, MetricRef, PendingIteration, Phase, VersionSpec,
+};
 use iter8_metrics::{Credentials, MetricsBackend, MetricsError, Query};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -25,9 +27,13 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
+use crate::analytics::Endpoints;
 use crate::assessor::Assessor;
 use crate::conflict;
-use crate::lifecycle::{self, AtGate, Failure, Held, Note, Requeue, Stamp, Transition};
+use crate::digest::metric_digest;
+use crate::lifecycle::{
+    self, AtGate, Failure, Held, MetricRead, MetricsChecked, Note, Requeue, Stamp, Transition,
+};
 use crate::notifier::Notifier;
 use crate::notify;
 use crate::plan::{self, Step, parse_interval, system_time};
@@ -86,12 +92,22 @@ pub struct Settings {
     /// holds its Experiment, its requests and their answers; past what the API server can
     /// serve, more in flight adds memory and queueing, not throughput.
     pub max_concurrent_reconciles: u16,
+    /// Where a Metric that names its own address may send queries (and its Secret's
+    /// credentials): `--prometheus-url` and `--metric-backend-allowed-urls`. A Metric naming
+    /// any other address is refused before its Secret is read.
+    pub metric_backends: Endpoints,
 }
 
 impl Settings {
     /// Whether an Experiment in `experiment_ns` may use the Metrics of `metric_ns`.
     pub fn may_use_metrics_of(&self, experiment_ns: &str, metric_ns: &str) -> bool {
         metric_ns == experiment_ns || self.shared_metric_namespaces.iter().any(|n| n == metric_ns)
+    }
+
+    /// Whether a Metric may send a query to `url` (an address [`iter8_metrics::destination`]
+    /// gives): at or under an allowed base URL, whatever its query string.
+    pub fn may_query_metrics_at(&self, url: &str) -> bool {
+        self.metric_backends.allows_request(url)
     }
 
     /// Whether a gate's webhook at `url` may be called: same scheme, host and port as an
@@ -333,7 +349,25 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let spec = self.exp.spec.clone();
         let status = lifecycle::attempted(self.status());
         self.observe_lateness();
-        let observations = match self.collect(&status, iteration).await {
+        // What each Metric says now, compared with what it said when the experiment first
+        // read it: a criterion may not change its meaning mid-run.
+        let metrics = match self.read_metrics(iteration).await {
+            Ok(metrics) => metrics,
+            Err(failure) => return self.hold(status, failure).await,
+        };
+        let read: Vec<_> = metrics.iter().map(|(read, _)| read.clone()).collect();
+        let status = match lifecycle::metrics_checked(
+            &spec,
+            status.clone(),
+            iteration,
+            &read,
+            &self.stamp(),
+        ) {
+            MetricsChecked::Unchanged(status) => status,
+            MetricsChecked::Missing(failure) => return self.hold(status, failure).await,
+            MetricsChecked::Changed(t) => return self.commit(t).await,
+        };
+        let observations = match self.collect(&status, iteration, metrics).await {
             Ok(collected) => collected,
             Err(failure) => return self.hold(status, failure).await,
         };
@@ -710,12 +744,44 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         }
     }
 
-    /// Collects every metric of every version. A backend failure holds the iteration; a
-    /// version without data is passed on as such (the engine never counts it as a pass).
+    /// Reads every Metric the experiment names, in `spec.metrics` order, from a namespace it
+    /// may use; a Metric that does not exist is read as `None` (for
+    /// [`lifecycle::metrics_checked`] to judge), a failed read holds the iteration.
+    async fn read_metrics(
+        &self,
+        iteration: u32,
+    ) -> Result<Vec<(MetricRead, Option<Metric>)>, Failure> {
+        let mut read = Vec::with_capacity(self.exp.spec.metrics.len());
+        for m in &self.exp.spec.metrics {
+            let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
+            if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
+                return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
+            }
+            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
+            let metric = api.get_opt(&m.metric.name).await.map_err(|e| {
+                Failure::metrics(
+                    iteration,
+                    &format!("reading Metric {ns}/{}: {e}", m.metric.name),
+                )
+            })?;
+            let seen = MetricRead {
+                name: m.name.clone(),
+                resource: format!("{ns}/{}", m.metric.name),
+                digest: metric.as_ref().map(|m| metric_digest(&m.spec)),
+            };
+            read.push((seen, metric));
+        }
+        Ok(read)
+    }
+
+    /// Collects every metric of every version, from the Metrics [`Self::read_metrics`] found
+    /// (all of them exist by now). A backend failure holds the iteration; a version without
+    /// data is passed on as such (the engine never counts it as a pass).
     async fn collect(
         &self,
         status: &ExperimentStatus,
         iteration: u32,
+        metrics: Vec<(MetricRead, Option<Metric>)>,
     ) -> Result<Collected, Failure> {
         let spec = &self.exp.spec;
         let failed = |reason: String| Failure::metrics(iteration, &reason);
@@ -725,17 +791,24 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             .map_or_else(SystemTime::now, system_time);
         let now = SystemTime::now();
         let mut definitions = Vec::with_capacity(spec.metrics.len());
-        for m in &spec.metrics {
-            let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
-            if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
-                return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
+        for (m, (read, metric)) in spec.metrics.iter().zip(metrics) {
+            let metric =
+                metric.ok_or_else(|| failed(format!("Metric {} not found", read.resource)))?;
+            // Where its queries would go, for every version (labels may fill in the host),
+            // before its Secret is read or anything is sent.
+            for v in &spec.versions {
+                let query = self.query(m, &metric, v, (start, now), None);
+                match iter8_metrics::destination(&query) {
+                    Ok(Some((field, url))) if !self.ctx.settings.may_query_metrics_at(&url) => {
+                        return Err(Failure::metric_backend_not_allowed(
+                            iteration, &read, field, &url,
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(failed(e.to_string())),
+                }
             }
-            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
-            let metric = api
-                .get_opt(&m.metric.name)
-                .await
-                .map_err(|e| failed(format!("reading Metric {ns}/{}: {e}", m.metric.name)))?
-                .ok_or_else(|| failed(format!("Metric {ns}/{} not found", m.metric.name)))?;
+            let ns = m.metric.namespace.as_deref().unwrap_or(self.ns);
             let credentials = match &metric.spec.auth {
                 Some(auth) => Some(
                     self.credentials(ns, &auth.secret_name)
@@ -751,15 +824,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         let mut queries = Vec::with_capacity(spec.versions.len() * definitions.len());
         for (i, v) in spec.versions.iter().enumerate() {
             for (m, metric, credentials) in &definitions {
-                let query = Query {
-                    name: &m.name,
-                    spec: &metric.spec,
-                    labels: &v.labels,
-                    namespace: self.ns,
-                    start,
-                    now,
-                    credentials: credentials.as_ref(),
-                };
+                let query = self.query(m, metric, v, (start, now), credentials.as_ref());
                 let metrics = &self.ctx.metrics;
                 queries.push(async move { (i, v, *m, metrics.observe(&query).await) });
             }
@@ -785,6 +850,27 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             by_version,
             missing: (!missing.is_empty()).then(|| format!("no data for {}", missing.join("; "))),
         })
+    }
+
+    /// The query of metric `m` (defined by `metric`) for version `v` over `window`
+    /// (the experiment's start, now).
+    fn query<'q>(
+        &'q self,
+        m: &'q MetricRef,
+        metric: &'q Metric,
+        v: &'q VersionSpec,
+        (start, now): (SystemTime, SystemTime),
+        credentials: Option<&'q Credentials>,
+    ) -> Query<'q> {
+        Query {
+            name: &m.name,
+            spec: &metric.spec,
+            labels: &v.labels,
+            namespace: self.ns,
+            start,
+            now,
+            credentials,
+        }
     }
 
     async fn credentials(&self, ns: &str, name: &str) -> Result<Credentials, String> {
@@ -992,6 +1078,7 @@ mod tests {
                 "http://gate.ops/confirm".into(),
             ],
             max_concurrent_reconciles: 0,
+            metric_backends: Endpoints::default(),
         };
         for (url, allowed) in [
             ("http://approver.ops:8080/hooks/confirm", true),
@@ -1013,5 +1100,43 @@ mod tests {
         ] {
             assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
         }
+    }
+
+    #[test]
+    fn a_metric_may_query_only_the_default_prometheus_and_allowed_backends() {
+        let settings = Settings {
+            analytics_url: "http://iter8-analytics:8080".into(),
+            retry_after: Duration::from_secs(1),
+            shared_metric_namespaces: Vec::new(),
+            gate_webhook_allowed_urls: Vec::new(),
+            max_concurrent_reconciles: 0,
+            metric_backends: Endpoints::only([
+                "http://prometheus.monitoring:9090",
+                "https://api.datadoghq.com/api/v1",
+            ])
+            .expect("valid"),
+        };
+        for (url, allowed) in [
+            ("http://prometheus.monitoring:9090", true),
+            ("http://prometheus.monitoring:9090/", true),
+            (
+                "https://api.datadoghq.com/api/v1/query?query=sum(x)&from=1",
+                true,
+            ),
+            ("http://prometheus.monitoring:9091", false),
+            ("https://api.datadoghq.com/api/v2/query", false),
+            ("http://169.254.169.254/latest/meta-data", false),
+            ("http://prometheus.monitoring:9090@evil.example", false),
+            ("http://user:pw@prometheus.monitoring:9090", false),
+        ] {
+            assert_eq!(settings.may_query_metrics_at(url), allowed, "{url}");
+        }
+        assert!(
+            !Settings {
+                metric_backends: Endpoints::default(),
+                ..settings
+            }
+            .may_query_metrics_at("http://prometheus.monitoring:9090")
+        );
     }
 }

@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 
 use iter8_api::{
-    Action, Criteria, Decision, ExperimentKind, RatioMetric, Strategy, VersionAssessment,
-    VersionWeight, Winner,
+    Action, AssessmentRequest, Criteria, Decision, ExperimentKind, RatioMetric, Strategy,
+    VersionAssessment, VersionWeight, Winner,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 
-use crate::ledger::Ledger;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Design, Ledger};
 
 /// The most entries kept in `status.history`, which is for people (`kubectl describe`,
 /// reports): the engine never reads it; what it needs is in `status.ledger`.
@@ -620,6 +621,13 @@ pub struct ExperimentStatus {
     /// Attempts that failed in a row (reset by a completed iteration).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
+    /// A digest of each Metric's spec as the experiment first read it, by the name its
+    /// criteria use (the first 128 bits of SHA-256 of the spec's canonical JSON, in hex). A
+    /// Metric whose spec no longer has this digest pauses the experiment (`MetricChanged`):
+    /// a criterion keeps the meaning it had when the experiment began.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub metric_digests: BTreeMap<String, String>,
     /// The spec generation the failure policy paused at; a newer spec resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at_generation: Option<i64>,
@@ -762,6 +770,85 @@ impl ExperimentSpec {
             (Action::Promote, TerminationPolicy::ToWinner) => on(winner.unwrap_or(0)),
             (_, TerminationPolicy::ToWinner) => on(0),
         }
+    }
+}
+
+impl Design for ExperimentSpec {
+    fn question(&self) -> AssessmentRequest {
+        AssessmentRequest {
+            kind: self.kind,
+            iteration: 1,
+            min_iterations: self.duration.min_iterations,
+            max_iterations: Some(self.duration.max_iterations),
+            versions: self
+                .versions
+                .iter()
+                .map(|v| iter8_api::Version {
+                    name: v.name.clone(),
+                    weight: 0,
+                    metrics: BTreeMap::new(),
+                    history: Vec::new(),
+                })
+                .collect(),
+            ratios: self.ratios.clone(),
+            criteria: self.criteria.clone(),
+            strategy: self.strategy.clone(),
+            evidence: None,
+        }
+    }
+
+    fn initial_weights(&self) -> Vec<u32> {
+        ExperimentSpec::initial_weights(self)
+    }
+
+    fn final_weights(&self, decision: &Decision, current: &[u32]) -> Vec<u32> {
+        ExperimentSpec::final_weights(self, decision, current)
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+
+    fn spec() -> ExperimentSpec {
+        serde_json::from_value(serde_json::json!({
+            "kind": "canary",
+            "versions": [{"name": "stable"}, {"name": "next"}],
+            "duration": {"maxIterations": 5}
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn the_first_request_is_iteration_1_at_the_start_split_without_evidence() {
+        let spec = spec();
+        let request = Ledger::start(&spec).request(&spec, Vec::new());
+        assert_eq!(request.iteration, 1);
+        let weights: Vec<u32> = request.versions.iter().map(|v| v.weight).collect();
+        assert_eq!(weights, vec![100, 0]);
+        assert!(request.evidence.is_none());
+        assert!(request.versions.iter().all(|v| v.history.is_empty()));
+        assert_eq!(request.max_iterations, Some(5));
+    }
+
+    #[test]
+    fn a_request_carries_each_versions_observations_and_the_ledgers_split_and_evidence() {
+        let spec = spec();
+        let ledger = Ledger {
+            completed: 2,
+            weights: vec![70, 30],
+            evidence: None,
+        };
+        let observed =
+            BTreeMap::from([("requests".to_owned(), iter8_api::Observation::Counter(10.0))]);
+        let request = ledger.request(&spec, vec![BTreeMap::new(), observed.clone()]);
+        assert_eq!(request.iteration, 3);
+        let names: Vec<&str> = request.versions.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["stable", "next"]);
+        let weights: Vec<u32> = request.versions.iter().map(|v| v.weight).collect();
+        assert_eq!(weights, [70, 30]);
+        assert!(request.versions[0].metrics.is_empty());
+        assert_eq!(request.versions[1].metrics, observed);
     }
 }
 

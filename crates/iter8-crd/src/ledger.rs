@@ -6,14 +6,29 @@
 //! always asked the same question from the same state: the start split
 //! (`spec.initial_weights()`), the first iteration in which a candidate has no data yet, and
 //! the evidence kept between iterations.
+//!
+//! The ledger reads the experiment through [`Design`], which `ExperimentSpec` implements: the
+//! status that holds a ledger lives beside the spec, so naming the spec here would make the
+//! two modules import each other.
 
 use std::collections::BTreeMap;
 
-use iter8_api::{Action, AssessmentRequest, AssessmentResponse, Evidence, Observation};
+use iter8_api::{Action, AssessmentRequest, AssessmentResponse, Decision, Evidence, Observation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::ExperimentSpec;
+/// What a ledger needs to know of the experiment it keeps (implemented by `ExperimentSpec`).
+pub trait Design {
+    /// The request as the experiment fixes it: kind, versions by name in order (weight 0, no
+    /// metrics), iteration limits, ratios, criteria and strategy; iteration 1, no evidence.
+    /// [`Ledger::request`] fills in what changes between iterations.
+    fn question(&self) -> AssessmentRequest;
+    /// The split the experiment starts from.
+    fn initial_weights(&self) -> Vec<u32>;
+    /// The split left in place when the experiment ends with `decision` while `current` is
+    /// in force.
+    fn final_weights(&self, decision: &Decision, current: &[u32]) -> Vec<u32>;
+}
 
 /// What an experiment keeps between iterations: everything the next assessment needs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -33,7 +48,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// The state before the first iteration: nothing completed, `spec.initial_weights()`.
-    pub fn start(spec: &ExperimentSpec) -> Ledger {
+    pub fn start(spec: &impl Design) -> Ledger {
         Ledger {
             completed: 0,
             weights: spec.initial_weights(),
@@ -45,42 +60,24 @@ impl Ledger {
     /// (per version, in version order; a missing entry is a version without data).
     pub fn request(
         &self,
-        spec: &ExperimentSpec,
+        spec: &impl Design,
         observations: Vec<BTreeMap<String, Observation>>,
     ) -> AssessmentRequest {
-        let versions = spec
-            .versions
-            .iter()
-            .zip(
-                observations
-                    .into_iter()
-                    .chain(std::iter::repeat_with(BTreeMap::new)),
-            )
-            .enumerate()
-            .map(|(i, (v, metrics))| iter8_api::Version {
-                name: v.name.clone(),
-                weight: self.weights.get(i).copied().unwrap_or(0),
-                metrics,
-                history: Vec::new(),
-            })
-            .collect();
-        AssessmentRequest {
-            kind: spec.kind,
-            iteration: self.completed + 1,
-            min_iterations: spec.duration.min_iterations,
-            max_iterations: Some(spec.duration.max_iterations),
-            versions,
-            ratios: spec.ratios.clone(),
-            criteria: spec.criteria.clone(),
-            strategy: spec.strategy.clone(),
-            evidence: self.evidence.clone(),
+        let mut request = spec.question();
+        let mut observations = observations.into_iter();
+        for (i, version) in request.versions.iter_mut().enumerate() {
+            version.weight = self.weights.get(i).copied().unwrap_or(0);
+            version.metrics = observations.next().unwrap_or_default();
         }
+        request.iteration = self.completed + 1;
+        request.evidence = self.evidence.clone();
+        request
     }
 
     /// The state after `response` (already validated): one more iteration completed, its
     /// evidence kept, and the split in force becomes the answer's split, or the final split
     /// (`spec.final_weights`) when the decision ends the experiment.
-    pub fn record(&self, spec: &ExperimentSpec, response: &AssessmentResponse) -> Ledger {
+    pub fn record(&self, spec: &impl Design, response: &AssessmentResponse) -> Ledger {
         let weights = if response.decision.action == Action::Continue {
             response.split.iter().map(|w| w.weight).collect()
         } else {
@@ -102,29 +99,4 @@ fn evidence_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> ExperimentSpec {
-        serde_json::from_value(serde_json::json!({
-            "kind": "canary",
-            "versions": [{"name": "stable"}, {"name": "next"}],
-            "duration": {"maxIterations": 5}
-        }))
-        .expect("spec")
-    }
-
-    #[test]
-    fn the_first_request_is_iteration_1_at_the_start_split_without_evidence() {
-        let spec = spec();
-        let request = Ledger::start(&spec).request(&spec, Vec::new());
-        assert_eq!(request.iteration, 1);
-        let weights: Vec<u32> = request.versions.iter().map(|v| v.weight).collect();
-        assert_eq!(weights, vec![100, 0]);
-        assert!(request.evidence.is_none());
-        assert!(request.versions.iter().all(|v| v.history.is_empty()));
-    }
 }

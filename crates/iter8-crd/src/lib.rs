@@ -12,7 +12,7 @@ pub mod rules;
 pub use experiment::*;
 pub use gate::*;
 pub use iter8_api::duration::{self, parse_duration};
-pub use ledger::Ledger;
+pub use ledger::{Design, Ledger};
 pub use metric::*;
 pub use notification::*;
 

@@ -81,7 +81,7 @@ fn observations(k: u32) -> Vec<BTreeMap<String, Observation>> {
 }
 
 #[test]
-fn status_with_16_versions_256_buckets_and_a_full_history_stays_within_budget() {
+fn status_with_16_versions_256_buckets_64_metric_digests_and_a_full_history_stays_within_budget() {
     let max_iterations = 10_000;
     let spec = spec(max_iterations);
     let mut ledger = Ledger::start(&spec);
@@ -117,6 +117,15 @@ fn status_with_16_versions_256_buckets_and_a_full_history_stays_within_budget() 
             ledger: Some(ledger.clone()),
         }),
         ledger: Some(ledger),
+        // The most Metrics an experiment names (64), with long names.
+        metric_digests: (0..64)
+            .map(|i| {
+                (
+                    format!("{i:02}-{}", "m".repeat(60)),
+                    "0123456789abcdef".repeat(2),
+                )
+            })
+            .collect(),
         ..ExperimentStatus::default()
     };
     let bytes = serde_json::to_vec(&status).expect("serialises").len();

@@ -73,9 +73,7 @@ impl HttpBackend {
         let ctx = crate::context(query);
         let bad =
             |what: &str, e: crate::template::TemplateError| invalid(name, format!("{what}: {e}"));
-        let url = render(&provider.url, &ctx, Carrier::Url).map_err(|e| bad("http.url", e))?;
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| invalid(name, format!("http.url does not render to a URL: {e}")))?;
+        let url = url(query, provider)?;
         let client = self.clients.client(query)?;
         let mut req = match provider.method {
             HttpMethod::Get => client.get(url),
@@ -138,6 +136,16 @@ fn path_error(metric: &str, e: PathError) -> MetricsError {
         PathError::Missing(p) => no_data(metric, format!("nothing at `{p}` in the response")),
         other => invalid(metric, other.to_string()),
     }
+}
+
+/// The URL `query` is sent to: `http.url` rendered for the version (the one rendering both
+/// the request and the controller's allow-list check use).
+pub fn url(query: &Query<'_>, provider: &HttpProvider) -> Result<reqwest::Url, MetricsError> {
+    let name = query.name;
+    let url = render(&provider.url, &crate::context(query), Carrier::Url)
+        .map_err(|e| invalid(name, format!("http.url: {e}")))?;
+    reqwest::Url::parse(&url)
+        .map_err(|e| invalid(name, format!("http.url does not render to a URL: {e}")))
 }
 
 fn number(metric: &str, path: &JsonPath, doc: &Value) -> Result<f64, MetricsError> {

@@ -167,6 +167,20 @@ impl MetricsBackend for HttpBackend {
     }
 }
 
+/// Where a Metric's request for `query` goes, as the Metric itself says: `prometheus.address`,
+/// or `http.url` rendered for the version, with the field it comes from; `None` for a
+/// Prometheus metric that names no address (it uses the controller's default). Callers check
+/// it against an allow-list before they read the Metric's Secret or send anything.
+pub fn destination(query: &Query<'_>) -> Result<Option<(&'static str, String)>, MetricsError> {
+    match &query.spec.provider {
+        Provider::Prometheus(p) => Ok(p
+            .address
+            .clone()
+            .map(|address| ("spec.prometheus.address", address))),
+        Provider::Http(p) => http::url(query, p).map(|url| Some(("spec.http.url", url.into()))),
+    }
+}
+
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -190,4 +204,47 @@ pub(crate) fn timeout(query: &Query<'_>, settings: &Settings) -> Duration {
         .map_or(settings.default_timeout, |s| {
             Duration::from_secs(u64::from(s))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(value: serde_json::Value) -> MetricSpec {
+        serde_json::from_value(value).expect("valid metric")
+    }
+
+    fn destination_of(spec: &MetricSpec) -> Result<Option<(&'static str, String)>, MetricsError> {
+        let labels = BTreeMap::from([("host".to_owned(), "team-a.example".to_owned())]);
+        destination(&Query {
+            name: "m",
+            spec,
+            labels: &labels,
+            namespace: "team",
+            start: UNIX_EPOCH,
+            now: UNIX_EPOCH + Duration::from_secs(60),
+            credentials: None,
+        })
+    }
+
+    #[test]
+    fn the_destination_is_the_field_the_metric_sets_rendered_for_the_version() {
+        let default = spec(serde_json::json!({"type": "counter", "prometheus": {"query": "x"}}));
+        assert_eq!(destination_of(&default), Ok(None));
+        let own = spec(serde_json::json!({"type": "counter",
+            "prometheus": {"address": "http://prom:9090", "query": "x"}}));
+        assert_eq!(
+            destination_of(&own),
+            Ok(Some(("spec.prometheus.address", "http://prom:9090".into())))
+        );
+        let http = spec(serde_json::json!({"type": "counter",
+            "http": {"url": "https://{{label \"host\"}}/q?ns={{namespace}}&t={{now}}", "jsonPath": "$.v"}}));
+        assert_eq!(
+            destination_of(&http),
+            Ok(Some((
+                "spec.http.url",
+                "https://team-a.example/q?ns=team&t=60".into()
+            )))
+        );
+    }
 }

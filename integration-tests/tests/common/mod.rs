@@ -516,6 +516,8 @@ pub fn controller_context_notifying<M: MetricsBackend>(
             shared_metric_namespaces: Vec::new(),
             gate_webhook_allowed_urls: Vec::new(),
             max_concurrent_reconciles: iter8_controller::DEFAULT_CONCURRENCY,
+            // Only Metrics that name no address (the backends' default) may be queried.
+            metric_backends: Endpoints::default(),
         },
         telemetry: telemetry.clone(),
         recorder: Recorder::new(
