@@ -598,6 +598,22 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             "spec.strategy.split: Invalid value: fixed_split needs the split",
         ),
         (
+            "mann-whitney-too-short-to-judge",
+            edited(&|s| {
+                s["strategy"] = json!({"algorithm": "mann_whitney"});
+                s["duration"] = json!({"minIterations": 1, "maxIterations": 7});
+            }),
+            "spec.duration.maxIterations: Invalid value: mann_whitney needs at least 8 iterations",
+        ),
+        (
+            "mann-whitney-lifetime-beyond-the-kept-intervals",
+            edited(&|s| {
+                s["strategy"] = json!({"algorithm": "mann_whitney"});
+                s["duration"] = json!({"minIterations": 64, "maxIterations": 70});
+            }),
+            "spec.duration.minIterations: Invalid value: mann_whitney judges the last 32 intervals",
+        ),
+        (
             "unknown-algorithm",
             edited(&|s| s["strategy"] = json!({"algorithm": "thompson"})),
             "spec.strategy.algorithm: Unsupported value: \"thompson\"",

@@ -330,7 +330,7 @@ fn versions(names: &[&str]) -> Value {
 /// A canary of v2 against v1 on HTTPRoute `sample` with a 5 % error-rate SLO.
 ///
 /// Callers leave `max_iterations` well above 12: the mean-latency objective is shown met only
-/// from `iter8_engine::guards::MIN_BATCHES` (10) intervals of the candidate's own data, and the
+/// from `iter8_engine::model::MIN_BATCHES` (10) intervals of the candidate's own data, and the
 /// candidate has none before the first split reaches the gateway; a slow machine loses more.
 fn canary(name: &str, min_iterations: u32, max_iterations: u32) -> Result<Experiment> {
     Ok(serde_json::from_value(json!({

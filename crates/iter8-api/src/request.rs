@@ -196,7 +196,8 @@ pub struct Strategy {
     #[serde(default)]
     pub algorithm: Algorithm,
     /// The most traffic (percent) any candidate may get. With `fixed_thresholds`, the weight
-    /// at which its ramp stops and a passing check promotes; left at 100, that is 50.
+    /// at which its ramp stops and a passing check promotes; at 100 (the default, or set so)
+    /// that is 50, so the baseline keeps half the traffic until promotion.
     #[serde(default = "default_max_candidate_weight")]
     #[schemars(range(min = 0, max = 100))]
     pub max_candidate_weight: u32,
@@ -302,7 +303,8 @@ pub enum Algorithm {
     FixedThresholds,
     /// Kayenta: Mann-Whitney tests with Hodges-Lehmann intervals on per-interval values,
     /// scored at the end of each half of the canary lifetime: `minIterations` when it is at
-    /// least 8, else `maxIterations` up to 24 (never under 8).
+    /// least 8, else `maxIterations` up to 24 (never under 8). It needs `maxIterations` of at
+    /// least 8 and `minIterations` of at most 32 (the intervals the evidence keeps).
     MannWhitney,
 }
 

@@ -63,7 +63,26 @@ pub struct Requirements {
     /// Whether `criteria.objectives` or `criteria.relativeObjectives` must name at least one
     /// criterion (the verdict is meeting them).
     pub objectives: bool,
+    /// Bounds on the experiment's length, for judges that need a number of intervals.
+    pub iterations: Option<IterationBounds>,
 }
+
+/// Bounds on `minIterations` and `maxIterations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IterationBounds {
+    /// `maxIterations` must be at least this: fewer iterations could never reach a verdict.
+    pub max_at_least: u32,
+    /// `minIterations` must be at most this: a longer lifetime would be judged on intervals
+    /// the evidence no longer keeps.
+    pub min_at_most: u32,
+}
+
+/// `mann_whitney` scores two runs of at least 4 intervals each (so it needs 8 iterations), on
+/// intervals the evidence keeps ([`crate::evidence::RECENT_INTERVALS`]).
+pub const MANN_WHITNEY_ITERATIONS: IterationBounds = IterationBounds {
+    max_at_least: 8,
+    min_at_most: crate::evidence::RECENT_INTERVALS as u32,
+};
 
 impl Requirements {
     const NONE: Requirements = Requirements {
@@ -71,6 +90,7 @@ impl Requirements {
         split: SplitUse::Optional,
         rewards: false,
         objectives: false,
+        iterations: None,
     };
 
     /// Checks an experiment's shape against these requirements; `subject` names who has
@@ -110,7 +130,41 @@ impl Requirements {
                 Self::rewards_reason(subject),
             ));
         }
+        if let Some(bounds) = self.iterations {
+            if shape
+                .max_iterations
+                .is_some_and(|m| m < bounds.max_at_least)
+            {
+                return Err(InvalidRequest::new(
+                    "maxIterations",
+                    Self::max_iterations_reason(subject, bounds),
+                ));
+            }
+            if shape.min_iterations > bounds.min_at_most {
+                return Err(InvalidRequest::new(
+                    "minIterations",
+                    Self::min_iterations_reason(subject, bounds),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Why too few iterations are refused.
+    pub fn max_iterations_reason(subject: &str, bounds: IterationBounds) -> String {
+        format!(
+            "{subject} needs at least {} iterations to reach a verdict",
+            bounds.max_at_least
+        )
+    }
+
+    /// Why a lifetime longer than the kept intervals is refused.
+    pub fn min_iterations_reason(subject: &str, bounds: IterationBounds) -> String {
+        format!(
+            "{subject} judges the last {} intervals at most; minIterations (its lifetime) \
+             must not exceed that",
+            bounds.min_at_most
+        )
     }
 
     /// Why a wrong number of versions is refused ("canary needs exactly two versions ...").
@@ -156,6 +210,10 @@ pub struct Shape {
     pub rewards: bool,
     /// Whether `criteria.objectives` or `criteria.relativeObjectives` names at least one.
     pub objectives: bool,
+    /// `minIterations`.
+    pub min_iterations: u32,
+    /// `maxIterations`, if given.
+    pub max_iterations: Option<u32>,
 }
 
 impl ExperimentKind {
@@ -222,11 +280,13 @@ impl Algorithm {
             ..Requirements::NONE
         };
         match self {
-            Algorithm::Safe
-            | Algorithm::Progressive
-            | Algorithm::Top2
-            | Algorithm::Uniform
-            | Algorithm::MannWhitney => computes_its_split,
+            Algorithm::Safe | Algorithm::Progressive | Algorithm::Top2 | Algorithm::Uniform => {
+                computes_its_split
+            }
+            Algorithm::MannWhitney => Requirements {
+                iterations: Some(MANN_WHITNEY_ITERATIONS),
+                ..computes_its_split
+            },
             // These move traffic between a baseline and one candidate.
             Algorithm::CheckAndIncrement
             | Algorithm::EpsilonTGreedy
@@ -262,6 +322,8 @@ mod tests {
             split: false,
             rewards: true,
             objectives: true,
+            min_iterations: 1,
+            max_iterations: Some(20),
         }
     }
 
@@ -304,6 +366,32 @@ mod tests {
                     .is_ok(),
                 "{a:?}"
             );
+        }
+    }
+
+    #[test]
+    fn mann_whitney_needs_eight_iterations_and_a_lifetime_the_evidence_keeps() {
+        let check = |min_iterations, max_iterations| {
+            let shape = Shape {
+                min_iterations,
+                max_iterations,
+                ..shape(2)
+            };
+            Algorithm::MannWhitney
+                .requirements()
+                .check("mann_whitney", "strategy.algorithm", &shape)
+                .map_err(|e| e.field)
+        };
+        assert_eq!(check(1, Some(20)), Ok(()));
+        assert_eq!(check(1, None), Ok(()));
+        assert_eq!(check(32, Some(40)), Ok(()));
+        assert_eq!(check(1, Some(7)), Err("maxIterations".into()));
+        assert_eq!(check(33, Some(40)), Err("minIterations".into()));
+        assert_eq!(check(64, Some(70)), Err("minIterations".into()));
+        for a in Algorithm::ALL {
+            if a != Algorithm::MannWhitney {
+                assert_eq!(a.requirements().iterations, None, "{a:?}");
+            }
         }
     }
 

@@ -168,6 +168,8 @@ impl AssessmentRequest {
             split: self.strategy.split.is_some(),
             rewards: !c.rewards.is_empty(),
             objectives: !c.objectives.is_empty() || !c.relative_objectives.is_empty(),
+            min_iterations: self.min_iterations,
+            max_iterations: self.max_iterations,
         };
         self.kind
             .requirements()
@@ -565,8 +567,11 @@ fn check_recent(at: &str, e: &Evidence, ev: &VersionEvidence) -> Check {
                 format!("{w}; a weight is a percentage, at most 100"),
             ));
         }
+        // Engines before 2026-12-01 wrote a negative traffic after a count dipped (Prometheus
+        // extrapolation); an experiment running across an upgrade sends it back. It is read as
+        // unknown (`series::latest_traffic`), so only its size is checked.
         if let Some(traffic) = r.traffic {
-            count(&format!("{at}.traffic"), traffic)?;
+            count(&format!("{at}.traffic"), traffic.abs())?;
         }
         if r.values.len() != e.targets.len() {
             return Err(InvalidRequest::new(

@@ -469,7 +469,8 @@ pub struct Duration {
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub interval: String,
     /// No version is promoted before this iteration. With `mann_whitney`, the canary
-    /// lifetime when it is at least 8 (else `maxIterations` up to 24, never under 8).
+    /// lifetime when it is at least 8 (else `maxIterations` up to 24, never under 8); at most
+    /// 32 there.
     #[serde(default = "default_min_iterations")]
     #[schemars(range(min = 1, max = 10000))]
     pub min_iterations: u32,

@@ -132,6 +132,27 @@ fn push(rules: &mut Vec<Rule>, unless: &str, subject: &str, needs: Requirements)
             ".criteria.rewards",
         );
     }
+    if let Some(bounds) = needs.iterations {
+        // `duration` and its fields have schema defaults (20 and 1), which meet any bound.
+        add(
+            &format!(
+                "!has(self.duration) || !has(self.duration.maxIterations) || \
+                 self.duration.maxIterations >= {}",
+                bounds.max_at_least
+            ),
+            Requirements::max_iterations_reason(subject, bounds),
+            ".duration.maxIterations",
+        );
+        add(
+            &format!(
+                "!has(self.duration) || !has(self.duration.minIterations) || \
+                 self.duration.minIterations <= {}",
+                bounds.min_at_most
+            ),
+            Requirements::min_iterations_reason(subject, bounds),
+            ".duration.minIterations",
+        );
+    }
 }
 
 #[cfg(test)]

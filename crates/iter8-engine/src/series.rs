@@ -364,12 +364,14 @@ pub fn intervals(e: &Evidence, version: usize, target: &Target) -> Vec<Interval>
 }
 
 /// The traffic a version saw in the latest interval and its weight then; `None` without a
-/// traffic metric or without an earlier interval to difference against.
+/// traffic metric, without an earlier interval to difference against, or with a negative
+/// traffic (a dipped count, as older engines recorded it: unknown, not less than none).
 pub fn latest_traffic(e: &Evidence, version: usize) -> Option<(f64, u32)> {
     let [.., _, now] = e.versions[version].recent.as_slice() else {
         return None;
     };
-    Some((now.traffic?, now.weight.unwrap_or(0)))
+    let traffic = now.traffic.filter(|t| *t >= 0.0)?;
+    Some((traffic, now.weight.unwrap_or(0)))
 }
 
 /// Whether some version's weight in the latest interval differs from its weight in the
@@ -522,6 +524,12 @@ mod tests {
             .collect();
         assert_eq!(values, vec![Some(0.01), Some(0.02), Some(0.06)]);
         assert_eq!(latest_traffic(&e, 0), Some((100.0, 50)));
+        // A negative traffic, as engines before 2026-12-01 recorded a dipped count: unknown.
+        let mut old = e.clone();
+        if let Some(last) = old.versions[0].recent.last_mut() {
+            last.traffic = Some(-0.11);
+        }
+        assert_eq!(latest_traffic(&old, 0), None);
     }
 
     #[test]

@@ -331,9 +331,19 @@ mod tests {
         assert_eq!(lifetime(1, Some(20)), 20);
         assert_eq!(lifetime(1, Some(1000)), DEFAULT_LIFETIME);
         assert_eq!(lifetime(1, None), DEFAULT_LIFETIME);
-        assert_eq!(lifetime(3, Some(4)), MIN_LIFETIME);
         assert_eq!(lifetime(30, Some(40)), 30);
-        for (min, max) in [(1, Some(20)), (1, Some(2)), (7, None), (8, Some(8))] {
+        // The API refuses what this could not judge: fewer than MIN_LIFETIME iterations, a
+        // lifetime longer than the intervals the evidence keeps.
+        let bounds = iter8_api::requirements::MANN_WHITNEY_ITERATIONS;
+        assert_eq!(bounds.max_at_least, MIN_LIFETIME);
+        assert!(DEFAULT_LIFETIME <= bounds.min_at_most);
+        for (min, max) in [
+            (1, Some(20)),
+            (1, Some(8)),
+            (7, None),
+            (8, Some(8)),
+            (32, None),
+        ] {
             let half = lifetime(min, max) / 2;
             // The first interval has no candidate data: each run still holds MIN_POINTS.
             assert!(half as usize > MIN_POINTS, "{min} {max:?}");
