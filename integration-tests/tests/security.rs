@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -812,4 +813,147 @@ fn captured_log() -> String {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         })
         .unwrap_or_default()
+}
+
+/// A listener that records the head of every request that reaches it.
+async fn recording_listener() -> Result<(
+    std::net::SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorded = received.clone();
+    let accepting = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut socket, &mut head)
+                .await
+                .unwrap_or(0);
+            recorded
+                .lock()
+                .expect("not poisoned")
+                .push(String::from_utf8_lossy(&head[..n]).into_owned());
+        }
+    });
+    Ok((addr, received, accepting))
+}
+
+/// An allowed backend that answers every request with a 307 to `to`: the allow-list is
+/// checked on the Metric's address, so following the redirect would carry the query and its
+/// credentials (an API-key header, a bearer token) to an address nobody allowed.
+#[tokio::test]
+async fn a_redirect_from_an_allowed_metric_backend_is_not_followed() -> Result<()> {
+    let env = TestEnv::new("sec-metric-redirect").await?;
+    let ns = env.namespace.name().to_owned();
+    install_crds(&env.client).await?;
+    create_metrics(&env.client, &ns).await?;
+    let (target, received, accepting) = recording_listener().await?;
+    let redirects = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = redirects.clone();
+    let redirector = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", format!("http://{target}/stolen"))],
+            )
+        }
+    });
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let allowed_addr = allowed.local_addr()?;
+    tokio::spawn(axum::serve(allowed, redirector).into_future());
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "backend-credentials"},
+                "stringData": {"token": "the-teams-token"}
+            }))?,
+        )
+        .await?;
+    let metrics: Api<iter8_crd::Metric> = Api::namespaced(env.client.clone(), &ns);
+    for (name, spec) in [
+        (
+            "via-http",
+            json!({"type": "counter",
+                   "http": {"url": format!("http://{allowed_addr}/q?v={{{{label \"version\"}}}}"),
+                            "jsonPath": "$.v",
+                            "headers": {"X-Api-Key": "{{token}}"}},
+                   "auth": {"type": "bearer", "secretName": "backend-credentials"}}),
+        ),
+        (
+            "via-prometheus",
+            json!({"type": "counter",
+                   "prometheus": {"address": format!("http://{allowed_addr}"),
+                                  "query": "sum(errors{ {{labels}} })"},
+                   "auth": {"type": "bearer", "secretName": "backend-credentials"}}),
+        ),
+    ] {
+        metrics
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                    "metadata": {"name": name}, "spec": spec
+                }))?,
+            )
+            .await?;
+    }
+    create_http_route(&env.client, &ns, "reviews").await?;
+    let assessed = AssessmentLog::start(start_analytics().await?).await?;
+    let analytics_url = format!("http://{}", assessed.addr);
+    let mut ctx = controller_context(
+        &env.client,
+        &analytics_url,
+        Backends::new(Settings::default())?,
+        AnalyticsClient::new(test_client_config(
+            &[analytics_url.as_str()],
+            Duration::from_secs(5),
+        )?)?,
+        None,
+    )?;
+    Arc::get_mut(&mut ctx)
+        .context("a fresh context has one owner")?
+        .settings
+        .metric_backends =
+        iter8_controller::analytics::Endpoints::only([format!("http://{allowed_addr}").as_str()])?;
+    let controller = {
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            iter8_controller::run(ctx, Some(&ns), std::future::pending()).await;
+        })
+    };
+    let mut exp = canary("redirected", "reviews", 10)?;
+    exp.spec.metrics[0].metric.name = "via-http".into();
+    exp.spec.metrics[1].metric.name = "via-prometheus".into();
+    let api: Api<Experiment> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &exp).await?;
+    // Both backends were asked (and answered with redirects) over several attempts.
+    wait_for(
+        "several redirected attempts",
+        Duration::from_secs(30),
+        async || {
+            let status = api.get("redirected").await?.status.unwrap_or_default();
+            Ok((status.consecutive_failures >= 2
+                && redirects.load(std::sync::atomic::Ordering::SeqCst) >= 4)
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        *received.lock().expect("not poisoned"),
+        Vec::<String>::new(),
+        "no request, token or API key followed the redirect"
+    );
+    let status = api.get("redirected").await?.status.context("status")?;
+    assert_eq!(status.completed_iterations, 0, "nothing assessed");
+    assert_eq!(reviews_split(&env.client, &ns).await?, [100, 0]);
+    controller.abort();
+    accepting.abort();
+    env.cleanup().await
 }

@@ -1,9 +1,13 @@
 //! A stable digest of a Metric's spec, recorded in `status.metricDigests` when an experiment
 //! first reads it, so that a Metric edited mid-run is noticed ([`crate::lifecycle::metrics_checked`]).
 //!
-//! The digest is taken over canonical JSON (object keys sorted at every level, no
-//! whitespace), so it does not depend on the order in which fields are declared or a map
-//! iterates, only on what the spec says.
+//! The digest covers what gives the data its meaning: the metric's type and its provider (the
+//! backend's address, the query or URL, method, headers, body, JSON paths). Not its
+//! description, units, timeout or credentials: rewording a description (a chart upgrade of
+//! the Metric library) or rotating credentials into a new Secret changes no criterion and
+//! must not pause running experiments. It is taken over canonical JSON (object keys sorted
+//! at every level, no whitespace), so it does not depend on the order in which fields are
+//! declared or a map iterates.
 
 use iter8_crd::MetricSpec;
 use serde_json::Value;
@@ -15,7 +19,7 @@ const DIGEST_BYTES: usize = 16;
 pub fn metric_digest(spec: &MetricSpec) -> String {
     // A derived Serialize of plain data cannot fail; `Null` would only make every spec equal
     // to every other, so the fallback is never reached in practice.
-    let value = serde_json::to_value(spec).unwrap_or(Value::Null);
+    let value = serde_json::json!({"type": spec.kind, "provider": spec.provider});
     let mut canonical = String::new();
     write_canonical(&value, &mut canonical);
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
@@ -79,9 +83,30 @@ mod tests {
         ));
         assert_eq!(d.len(), 32);
         assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
-        // The canonical form is `{"prometheus":{"query":"x"},"type":"counter"}`: a change of
-        // this value would make every running experiment see its Metrics as changed.
-        assert_eq!(d, "f0d5cbe51fa09ea748b866eab2fab18c");
+        // The canonical form is `{"provider":{"prometheus":{"query":"x"}},"type":"counter"}`: a
+        // change of this value would make every running experiment see its Metrics as changed.
+        assert_eq!(d, "d9e3b53e18e4fcfaa484ac5a0236bf19");
+    }
+
+    #[test]
+    fn descriptions_units_timeouts_and_credentials_do_not_change_the_digest() {
+        let base = latency();
+        let original = metric_digest(&metric(base.clone()));
+        let edits: [fn(&mut Value); 4] = [
+            |m| m["description"] = json!("p95 latency, reworded"),
+            |m| m["units"] = json!("ms"),
+            |m| m["timeoutSeconds"] = json!(5),
+            |m| m["auth"] = json!({"type": "bearer", "secretName": "rotated"}),
+        ];
+        for edit in edits {
+            let mut changed = base.clone();
+            edit(&mut changed);
+            assert_eq!(
+                metric_digest(&metric(changed.clone())),
+                original,
+                "{changed}"
+            );
+        }
     }
 
     #[test]
@@ -104,7 +129,7 @@ mod tests {
         let edits: [fn(&mut Value); 4] = [
             |m| m["prometheus"]["query"] = json!("sum(x)"),
             |m| m["prometheus"]["address"] = json!("http://other:9090"),
-            |m| m["timeoutSeconds"] = json!(5),
+            |m| m["prometheus"]["query"] = json!("sum by (le) (increase(other_bucket[1m]))"),
             |m| m["type"] = json!("counter"),
         ];
         for edit in edits {

@@ -311,6 +311,17 @@ pub fn gate_open_awaiting_versions(
     awaiting_versions(status, &before, not_ready, at)
 }
 
+/// The status of an attempt that failed before its data were assessed, without the Metric
+/// digests [`metrics_checked`] recorded in it: a digest stands for the definition data were
+/// judged under, so a Metric fixed after a failed first attempt is not a change.
+pub fn unassessed(
+    mut status: ExperimentStatus,
+    recorded: &std::collections::BTreeMap<String, String>,
+) -> ExperimentStatus {
+    status.metric_digests = recorded.clone();
+    status
+}
+
 /// An iteration attempt begins: a paused experiment (resumed, or past the generation the
 /// failure policy paused it at) runs again.
 pub fn attempted(mut status: ExperimentStatus) -> ExperimentStatus {
@@ -338,10 +349,11 @@ pub enum MetricsChecked {
     /// Each is as the experiment first read it (recorded in this status if read for the
     /// first time): go on collecting.
     Unchanged(ExperimentStatus),
-    /// A Metric the experiment never read does not exist: a failed attempt, like a backend
-    /// that does not answer.
+    /// A Metric does not exist (never created, or deleted mid-run): a failed attempt, like a
+    /// backend that does not answer, so the failure policy decides (by default, traffic back
+    /// on the baseline) rather than a split held with nothing watching it.
     Missing(Failure),
-    /// A Metric changed or was deleted since the experiment first read it: nothing is
+    /// A Metric changed since the experiment first assessed data from it: nothing is
     /// assessed on the new definition; the experiment pauses, holding its split, until a
     /// person acts (write this, publish its Event).
     Changed(Transition),
@@ -370,10 +382,15 @@ pub fn metrics_checked(
                 "Metric {} (`{}`) changed",
                 metric.resource, metric.name
             )),
-            (Some(_), None) => changes.push(format!(
-                "Metric {} (`{}`) was deleted",
-                metric.resource, metric.name
-            )),
+            (Some(_), None) => {
+                return MetricsChecked::Missing(Failure::metrics(
+                    iteration,
+                    &format!(
+                        "Metric {} (`{}`) was deleted mid-run",
+                        metric.resource, metric.name
+                    ),
+                ));
+            }
             (None, Some(is)) => {
                 status
                     .metric_digests
@@ -1562,7 +1579,7 @@ mod tests {
     }
 
     #[test]
-    fn a_metric_changed_or_deleted_mid_run_pauses_and_its_restored_spec_goes_on() {
+    fn a_metric_changed_mid_run_pauses_and_its_restored_spec_goes_on() {
         let spec = spec();
         let first = [read("latency", Some("aa")), read("errors", Some("bb"))];
         // First read: recorded, nothing else changes.
@@ -1581,17 +1598,12 @@ mod tests {
         );
         assert_eq!(recorded.phase, Phase::Running);
         // (what was read, whether it goes on, the words the condition must carry)
-        let table: [(&[MetricRead], bool, &str); 4] = [
+        let table: [(&[MetricRead], bool, &str); 3] = [
             (&first, true, ""),
             (
                 &[read("latency", Some("cc")), read("errors", Some("bb"))],
                 false,
                 "Metric team/latency-metric (`latency`) changed",
-            ),
-            (
-                &[read("latency", Some("aa")), read("errors", None)],
-                false,
-                "Metric team/errors-metric (`errors`) was deleted",
             ),
             (
                 &[read("latency", Some("cc")), read("errors", Some("dd"))],
@@ -1642,6 +1654,58 @@ mod tests {
                 MetricsChecked::Missing(f) => panic!("{now:?}: {f:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_metric_deleted_mid_run_is_a_failed_attempt_the_failure_policy_decides() {
+        let spec = spec();
+        let mut status = running(2, [50, 50]);
+        status.metric_digests = [
+            ("errors".into(), "bb".into()),
+            ("latency".into(), "aa".into()),
+        ]
+        .into();
+        let checked = metrics_checked(
+            &spec,
+            status,
+            3,
+            &[read("latency", Some("aa")), read("errors", None)],
+            &stamp(2000),
+        );
+        let MetricsChecked::Missing(failure) = checked else {
+            panic!("not a pause holding 50 % on the candidate unwatched: {checked:?}");
+        };
+        assert!(
+            failure
+                .message
+                .contains("Metric team/errors-metric (`errors`) was deleted"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn digests_of_an_attempt_that_failed_before_assessment_are_not_kept() {
+        let MetricsChecked::Unchanged(checked) = metrics_checked(
+            &spec(),
+            running(0, [100, 0]),
+            1,
+            &[read("latency", Some("aa"))],
+            &stamp(2000),
+        ) else {
+            panic!("the first read records");
+        };
+        assert!(!checked.metric_digests.is_empty());
+        let held = unassessed(checked, &Default::default());
+        assert!(
+            held.metric_digests.is_empty(),
+            "a fixed Metric is read afresh"
+        );
+        // The next attempt, with the Metric fixed, records the new definition and goes on.
+        assert!(matches!(
+            metrics_checked(&spec(), held, 1, &[read("latency", Some("ff"))], &stamp(2001)),
+            MetricsChecked::Unchanged(s) if s.metric_digests.get("latency").map(String::as_str) == Some("ff")
+        ));
     }
 
     #[test]

@@ -356,6 +356,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             Err(failure) => return self.hold(status, failure).await,
         };
         let read: Vec<_> = metrics.iter().map(|(read, _)| read.clone()).collect();
+        let recorded = status.metric_digests.clone();
         let status = match lifecycle::metrics_checked(
             &spec,
             status.clone(),
@@ -369,7 +370,11 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         };
         let observations = match self.collect(&status, iteration, metrics).await {
             Ok(collected) => collected,
-            Err(failure) => return self.hold(status, failure).await,
+            Err(failure) => {
+                return self
+                    .hold(lifecycle::unassessed(status, &recorded), failure)
+                    .await;
+            }
         };
         let (status, notes) = lifecycle::collected(
             status,
@@ -393,7 +398,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             Ok(r) => r,
             Err(e) => {
                 let failure = Failure::analytics(&spec, iteration, &current, &e);
-                return self.hold(status, failure).await;
+                return self
+                    .hold(lifecycle::unassessed(status, &recorded), failure)
+                    .await;
             }
         };
         let action = response.decision.action;

@@ -20,7 +20,7 @@ pub(crate) struct ClientPool {
 impl ClientPool {
     pub(crate) fn new() -> Result<Self, reqwest::Error> {
         Ok(Self {
-            plain: reqwest::Client::builder().build()?,
+            plain: builder().build()?,
             with_ca: Arc::default(),
         })
     }
@@ -46,13 +46,23 @@ impl ClientPool {
         if certs.is_empty() {
             return Err(invalid(query.name, "the CA bundle holds no certificate"));
         }
-        let client = reqwest::Client::builder()
+        let client = builder()
             .tls_certs_only(certs)
             .build()
             .map_err(|e| invalid(query.name, format!("cannot use the CA certificate: {e}")))?;
         cache.insert(ca.clone(), client.clone());
         Ok(client)
     }
+}
+
+/// Every backend client: the controller checks a Metric's address against the operator's
+/// allow-list (`--metric-backend-allowed-urls`) before it sends anything, so a redirect must not
+/// take the request (and headers carrying the Metric's credentials) to another address, nor
+/// an environment proxy see it.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
 }
 
 /// The `Authorization` header for this query, if it has credentials.
