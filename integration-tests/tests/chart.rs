@@ -742,6 +742,12 @@ fn metric_backend_allowed_urls_reach_the_controller_and_only_the_prometheus_url_
         refused.to_string().contains("metricBackends.allowedUrls"),
         "{refused}"
     );
+    let refused = render(&["metricBackends.allowedUrls={http://user:secret@thanos:9090}"])
+        .expect_err("a URL with credentials is refused by the schema");
+    assert!(
+        refused.to_string().contains("metricBackends.allowedUrls"),
+        "{refused}"
+    );
     Ok(())
 }
 

@@ -598,6 +598,16 @@ async fn invalid_experiments_are_rejected_at_admission_naming_the_field() -> Res
             "spec.strategy.split: Invalid value: fixed_split needs the split",
         ),
         (
+            "duplicate-metric-names",
+            edited(&|s| {
+                s["metrics"] = json!([
+                    {"name": "m", "metric": {"name": "errors"}},
+                    {"name": "m", "metric": {"name": "requests"}}
+                ]);
+            }),
+            "spec.metrics[1]: Duplicate value: {\"name\":\"m\"}",
+        ),
+        (
             "mann-whitney-too-short-to-judge",
             edited(&|s| {
                 s["strategy"] = json!({"algorithm": "mann_whitney"});

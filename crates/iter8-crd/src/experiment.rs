@@ -122,9 +122,13 @@ pub struct ExperimentSpec {
     /// The traffic router whose weights the experiment sets; absent for a performance test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<Router>,
-    /// The metrics collected every iteration, each a reference to a `Metric` resource.
+    /// The metrics collected every iteration, each a reference to a `Metric` resource, under
+    /// a name unique in the list (criteria and `status.metricDigests` use it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // A list keyed by name: the API server refuses a duplicate name itself ("Duplicate
+    // value"), where a CEL rule over 64 entries would exceed its cost budget.
     #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub metrics: Vec<MetricRef>,
     /// Rates derived from two counters (errors per request, conversions per request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
