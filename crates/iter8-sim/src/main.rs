@@ -114,4 +114,12 @@ fn main() {
         args.threads,
         started.elapsed().as_secs_f64()
     );
+    let refused: usize = summaries.iter().map(|s| s.refused).sum();
+    if refused > 0 {
+        eprintln!(
+            "the engine refused {refused} requests the shared request path built: a defect, \
+             and the tables above do not score those runs"
+        );
+        std::process::exit(1);
+    }
 }

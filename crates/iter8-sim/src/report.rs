@@ -41,6 +41,9 @@ pub struct Summary {
     pub iterations: f64,
     /// Runs undecided at the horizon.
     pub undecided: usize,
+    /// Runs in which the engine refused a request of the shared request path (counted as
+    /// neither correct nor undecided: the benchmark and its CI form fail on any).
+    pub refused: usize,
 }
 
 impl Summary {
@@ -232,7 +235,7 @@ fn summarize(scenario: &Scenario, policy: &Policy, outcomes: &[&Outcome]) -> Sum
         oracle: oracle::power(scenario),
         strategy: policy.algorithm.name(),
         runs: outcomes.len(),
-        correct: count(&|o| o.promoted.unwrap_or(0) == scenario.right),
+        correct: count(&|o| !o.refused && o.promoted.unwrap_or(0) == scenario.right),
         false_promotions: count(&|o| {
             o.promoted
                 .is_some_and(|v| v != 0 && !scenario.better_than_baseline(v))
@@ -257,7 +260,8 @@ fn summarize(scenario: &Scenario, policy: &Policy, outcomes: &[&Outcome]) -> Sum
         } else {
             decided.iter().sum::<f64>() / decided.len() as f64
         },
-        undecided: count(&|o| o.decided_at.is_none()),
+        undecided: count(&|o| !o.refused && o.decided_at.is_none()),
+        refused: count(&|o| o.refused),
     }
 }
 
@@ -348,6 +352,31 @@ mod tests {
         assert!((binomial_at_least(4, 100, 0.01) - 0.0184).abs() < 1e-4);
         assert!((binomial_at_most(92, 100, 0.97) - 0.0106).abs() < 1e-4);
         assert!((binomial_at_least(0, 10, 0.3) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_refused_request_is_counted_as_refused_never_as_a_correct_or_undecided_run() {
+        let scenarios = crate::scenario::all();
+        // A null scenario: keeping the baseline is its right answer, which a run that ended
+        // on a refusal would otherwise score as correct.
+        let null = scenarios
+            .iter()
+            .find(|s| s.family == Family::Null)
+            .expect("a null scenario");
+        let policy = Policy::for_algorithm(iter8_api::Algorithm::Safe, 64);
+        let refused = Outcome {
+            promoted: None,
+            decided_at: None,
+            better_rolled_back: None,
+            bad_requests: 0.0,
+            lost_reward: 0.0,
+            candidate_peak: 0,
+            reason: "invalid request".into(),
+            refused: true,
+            trace: Vec::new(),
+        };
+        let s = summarize(null, &policy, &[&refused]);
+        assert_eq!((s.refused, s.correct, s.undecided), (1, 0, 0));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Outcome {
     pub candidate_peak: u32,
     /// The decision reason of the last response.
     pub reason: String,
+    /// The engine refused a request built by the shared request path: a defect of the product
+    /// (it refused its own evidence), never an outcome to score.
+    pub refused: bool,
     /// Per iteration, the split in force and the engine's answer (only when traced).
     pub trace: Vec<String>,
 }
@@ -231,6 +234,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
         lost_reward: 0.0,
         candidate_peak: 0,
         reason: String::new(),
+        refused: false,
         trace: Vec::new(),
     };
     for iteration in 1..=scenario.horizon {
@@ -264,6 +268,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
             Ok(r) => r,
             Err(e) => {
                 outcome.reason = format!("invalid request: {e:?}");
+                outcome.refused = true;
                 return outcome;
             }
         };

@@ -53,7 +53,15 @@ fn run(ids: &[&str], replicates: usize) -> Vec<Summary> {
     assert_eq!(scenarios.len(), ids.len(), "unknown scenario in {ids:?}");
     let policies = [(0, Policy::for_algorithm(Algorithm::Safe, DRAWS))];
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
-    run_all(&scenarios, &policies, replicates, seed(), threads)
+    let summaries = run_all(&scenarios, &policies, replicates, seed(), threads);
+    for s in &summaries {
+        assert_eq!(
+            s.refused, 0,
+            "{} {}: the engine refused requests the shared path built",
+            s.scenario, s.strategy
+        );
+    }
+    summaries
 }
 
 #[test]
