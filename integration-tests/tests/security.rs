@@ -341,22 +341,7 @@ async fn a_metric_backend_nobody_allowed_gets_no_request_and_no_credentials() ->
     install_crds(&env.client).await?;
     create_metrics(&env.client, &ns).await?;
     // Where the Metric points: a listener that records what reaches it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let target = listener.local_addr()?;
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let recorded = received.clone();
-    let accepting = tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut head = vec![0u8; 4096];
-            let n = tokio::io::AsyncReadExt::read(&mut socket, &mut head)
-                .await
-                .unwrap_or(0);
-            recorded
-                .lock()
-                .expect("not poisoned")
-                .push(String::from_utf8_lossy(&head[..n]).into_owned());
-        }
-    });
+    let (target, received, accepting) = recording_listener().await?;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
     secrets
         .create(

@@ -365,15 +365,9 @@ mod tests {
             .expect("a null scenario");
         let policy = Policy::for_algorithm(iter8_api::Algorithm::Safe, 64);
         let refused = Outcome {
-            promoted: None,
-            decided_at: None,
-            better_rolled_back: None,
-            bad_requests: 0.0,
-            lost_reward: 0.0,
-            candidate_peak: 0,
             reason: "invalid request".into(),
             refused: true,
-            trace: Vec::new(),
+            ..Outcome::default()
         };
         let s = summarize(null, &policy, &[&refused]);
         assert_eq!((s.refused, s.correct, s.undecided), (1, 0, 0));

@@ -46,7 +46,7 @@ impl Policy {
 }
 
 /// What happened in one experiment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// The promoted version, if any.
     pub promoted: Option<usize>,
@@ -226,17 +226,7 @@ pub fn simulate_traced(scenario: &Scenario, policy: &Policy, seed: u64, trace: b
     // The same state, request building and answer folding as the controller and `iter8 run`:
     // the experiment starts at the spec's initial split (all traffic on the baseline).
     let mut ledger = Ledger::start(&spec);
-    let mut outcome = Outcome {
-        promoted: None,
-        decided_at: None,
-        better_rolled_back: None,
-        bad_requests: 0.0,
-        lost_reward: 0.0,
-        candidate_peak: 0,
-        reason: String::new(),
-        refused: false,
-        trace: Vec::new(),
-    };
+    let mut outcome = Outcome::default();
     for iteration in 1..=scenario.horizon {
         // Route this interval's requests by the split, and draw what they do.
         let split = ledger.weights.clone();
