@@ -287,13 +287,12 @@ pub fn awaiting_versions(
 /// stays valid, `status.gate` stays set), but the status says the gate is open and what it
 /// waits for, and a paused experiment resumed at its gate waits Running.
 pub fn gate_open_awaiting_versions(
-    status: ExperimentStatus,
+    mut status: ExperimentStatus,
     gate: &str,
     iteration: u32,
     not_ready: &NotReady,
     at: &Stamp,
 ) -> Transition {
-    let mut status = status;
     if status.phase == Phase::Paused {
         status = attempted(status);
         set(

@@ -538,12 +538,11 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         // A gate may have held the split for hours since its versions were found ready: look
         // again before traffic moves. Not ready: the split stays pending, the gate's opening is
         // not recorded (the approval stays valid) and this is retried.
-        let status = if gated.is_some() {
+        let status = if let Some((gate, _)) = &gated {
             let current = lifecycle::current_weights(&self.exp.spec, &self.status());
             match self.readiness(Some(&current), &pending.weights).await {
                 Ok(account) => lifecycle::versions_ready(status, &account, &self.stamp()),
                 Err(not_ready) => {
-                    let gate = gated.as_ref().map_or("", |(name, _)| name.as_str());
                     let t = lifecycle::gate_open_awaiting_versions(
                         self.status(),
                         gate,
