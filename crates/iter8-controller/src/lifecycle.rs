@@ -8,6 +8,8 @@
 //! is recorded as *pending* before its split reaches the router, so a controller that stops
 //! in between finishes it without deciding again.
 
+use std::time::Duration;
+
 use iter8_api::{Action as Decided, AssessmentResponse, Decision, VersionWeight};
 use iter8_crd::{
     Approval, ApprovalRecord, ExperimentSpec, ExperimentStatus, FailureAction, Gate, GateStatus,
@@ -15,6 +17,7 @@ use iter8_crd::{
     weights_summary,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
 
 use crate::conditions::{
     self, ANALYTICS_AVAILABLE, COMPLETED, GATE_OPEN, METRICS_AVAILABLE, READY, TRAFFIC_APPLIED,
@@ -196,15 +199,20 @@ pub enum Held {
 // ---------------------------------------------------------------------------------------------
 // Transitions
 
-/// The experiment starts with `weights` on the router.
+/// The experiment starts with `weights` on the router; its first iteration is due one
+/// interval plus `offset` ([`crate::plan::start_offset`]) from now.
 pub fn started(
     spec: &ExperimentSpec,
     mut status: ExperimentStatus,
     weights: &[u32],
+    offset: Duration,
     at: &Stamp,
 ) -> Transition {
     status.phase = Phase::Running;
     status.start_time = Some(at.now.clone());
+    let interval =
+        crate::plan::parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
+    status.first_iteration_due = after(&at.now, interval + offset);
     record_weights(spec, &mut status, weights);
     let summary = weights_summary(&spec.versions, weights);
     set(
@@ -1183,6 +1191,12 @@ pub fn completion_reason(decision: Option<&Decision>) -> &'static str {
     }
 }
 
+/// `t` plus `d`; `None` past the end of time.
+fn after(t: &Time, d: Duration) -> Option<Time> {
+    let d = SignedDuration::try_from(d).ok()?;
+    t.0.checked_add(d).ok().map(Time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1219,6 +1233,7 @@ mod tests {
             &spec(),
             ExperimentStatus::default(),
             &[100, 0],
+            Duration::ZERO,
             &stamp(1000),
         )
         .status;
@@ -1287,11 +1302,14 @@ mod tests {
             &spec(),
             ExperimentStatus::default(),
             &[100, 0],
+            Duration::from_secs(7),
             &stamp(1000),
         );
         assert_eq!(t.status.phase, Phase::Running);
         assert_eq!(recorded_weights(&t.status), [100, 0]);
         assert_eq!(t.status.start_time, Some(stamp(1000).now));
+        // One interval (the spec's 30s) plus the offset.
+        assert_eq!(t.status.first_iteration_due, Some(stamp(1037).now));
         assert_eq!(
             condition(&t.status, READY),
             ("True".into(), "Started".into())
@@ -1952,7 +1970,7 @@ mod tests {
             condition(&ready, VERSIONS_READY),
             ("True".into(), "Ready".into())
         );
-        let started = started(&spec(), ready, &[100, 0], &stamp(2001));
+        let started = started(&spec(), ready, &[100, 0], Duration::ZERO, &stamp(2001));
         assert_eq!(started.status.phase, Phase::Running);
 
         // Mid-experiment, a weight increase waits: the split in force and the ledger stay,

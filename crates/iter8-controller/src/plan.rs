@@ -120,15 +120,44 @@ pub fn plan(
     }
 }
 
-/// When the next iteration is due: one interval after the last one, or after the start;
+/// When the next iteration is due: one interval after the last one; the first at
+/// `firstIterationDue` (one interval after the start when an older controller started it);
 /// `None` before the experiment starts.
 pub fn next_iteration_due(spec: &ExperimentSpec, status: &ExperimentStatus) -> Option<SystemTime> {
-    let interval = parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
-    let since = status
-        .last_iteration_time
-        .as_ref()
-        .or(status.start_time.as_ref())?;
-    Some(system_time(since) + interval)
+    let interval = interval_of(spec);
+    match (&status.last_iteration_time, &status.first_iteration_due) {
+        (Some(last), _) => Some(system_time(last) + interval),
+        (None, Some(first)) => Some(system_time(first)),
+        (None, None) => Some(system_time(status.start_time.as_ref()?) + interval),
+    }
+}
+
+/// The widest spread of first iterations: a longer interval still spreads its starts over
+/// at most a minute, so no experiment waits long for its first look.
+pub const MAX_START_SPREAD: Duration = Duration::from_secs(60);
+
+/// How long after its first interval an experiment's first iteration is due: an offset in
+/// `[0, min(interval, MAX_START_SPREAD))` from a hash of `key` (`namespace/name`), as
+/// Prometheus spreads its targets' scrapes. A thousand experiments created within seconds
+/// would otherwise fall due within the same seconds at every iteration, and ask the API
+/// server for more than it serves (docs/performance.md).
+pub fn start_offset(spec: &ExperimentSpec, key: &str) -> Duration {
+    let spread = interval_of(spec).min(MAX_START_SPREAD).as_millis() as u64;
+    if spread == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(fnv1a(key.as_bytes()) % spread)
+}
+
+fn interval_of(spec: &ExperimentSpec) -> Duration {
+    parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30))
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike the standard hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Helpers on the spec that only the controller needs.
@@ -223,6 +252,54 @@ mod tests {
             plan(&spec(), &status, Some(1), now(1030)),
             Step::Iterate { iteration: 1 }
         );
+    }
+
+    #[test]
+    fn the_first_iteration_waits_for_its_recorded_due_time_and_later_ones_do_not() {
+        let mut status = running(0, 0);
+        status.first_iteration_due = Some(at(1047));
+        assert_eq!(
+            plan(&spec(), &status, Some(1), now(1030)),
+            Step::Wait(Duration::from_secs(17))
+        );
+        assert_eq!(
+            plan(&spec(), &status, Some(1), now(1047)),
+            Step::Iterate { iteration: 1 }
+        );
+        // Once an iteration completed, the next is one interval after it.
+        let mut later = running(1, 1050);
+        later.first_iteration_due = Some(at(1047));
+        assert_eq!(
+            plan(&spec(), &later, Some(1), now(1060)),
+            Step::Wait(Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn experiments_created_together_have_their_first_iterations_spread_over_the_interval() {
+        // A thousand experiments, as a GitOps sync would create them: at most a few share
+        // any one second of a 30 s interval, and the same name always gets the same offset.
+        let spec = spec();
+        let mut per_second = [0u32; 30];
+        for i in 0..1000 {
+            let offset = start_offset(&spec, &format!("team-a/exp-{i}"));
+            assert!(offset < Duration::from_secs(30), "{offset:?}");
+            per_second[offset.as_secs() as usize] += 1;
+        }
+        let busiest = per_second.iter().max().copied().unwrap_or(0);
+        assert!(busiest <= 2 * 1000 / 30, "{per_second:?}");
+        assert_eq!(
+            start_offset(&spec, "team-a/exp-7"),
+            start_offset(&spec, "team-a/exp-7")
+        );
+        // A long interval spreads over at most a minute.
+        let mut hourly = spec.clone();
+        hourly.duration.interval = "1h".into();
+        let longest = (0..1000)
+            .map(|i| start_offset(&hourly, &format!("team-a/exp-{i}")))
+            .max()
+            .unwrap_or_default();
+        assert!(longest < MAX_START_SPREAD && longest > Duration::from_secs(50));
     }
 
     #[test]

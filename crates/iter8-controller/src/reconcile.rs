@@ -277,7 +277,9 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 if let Err(e) = self.set_router(&weights).await {
                     return self.router_failed(status, e).await;
                 }
-                let t = lifecycle::started(&self.exp.spec, status, &weights, &self.stamp());
+                let key = format!("{}/{}", self.ns, self.exp.name_any());
+                let offset = plan::start_offset(&self.exp.spec, &key);
+                let t = lifecycle::started(&self.exp.spec, status, &weights, offset, &self.stamp());
                 self.commit(t).await
             }
             Step::FinishPending(pending) => self.finish(pending).await,

@@ -591,6 +591,11 @@ pub struct ExperimentStatus {
     /// When the first iteration started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the first iteration is due: one interval after the start, plus an offset within
+    /// the interval (at most a minute) taken from the experiment's name, so that experiments
+    /// started together (a GitOps sync applying many) do not iterate together ever after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_iteration_due: Option<Time>,
     /// When the last iteration completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_iteration_time: Option<Time>,

@@ -102,6 +102,11 @@ pub fn render(e: &Experiment, events: Option<&[Event]>, now: i64) -> String {
             &format!("{} ({} ago)", start.0, age(start, now)),
         );
     }
+    if let (0, Some(due)) = (status.completed_iterations, &status.first_iteration_due)
+        && !status.phase.is_terminal()
+    {
+        field(&mut out, "First iteration", &format!("due at {}", due.0));
+    }
     field(&mut out, "Weights", &get::weights(e));
     field(
         &mut out,
