@@ -139,7 +139,7 @@ fn controller_rules() -> BTreeSet<Rule> {
             &[],
         ),
         rule("iter8.tools", "experiments/status", &["update"], &[]),
-        rule("iter8.tools", "metrics", &["get"], &[]),
+        rule("iter8.tools", "metrics", &["get", "list", "watch"], &[]),
         rule(
             "gateway.networking.k8s.io",
             "httproutes",
@@ -776,11 +776,16 @@ fn a_watch_namespace_scopes_the_controller_and_its_rbac() -> Result<()> {
         binding["roleRef"]["name"], "iter8-controller-iter8-system",
         "the ClusterRole, granted in one namespace"
     );
-    // Experiments in `apps` may use the library in the release namespace: get only.
+    // Experiments in `apps` may use the library in the release namespace: read and watch.
     let metrics_role = one(&docs, "Role", "iter8-controller-metrics");
     assert_eq!(
         rules(metrics_role),
-        BTreeSet::from([rule("iter8.tools", "metrics", &["get"], &[])])
+        BTreeSet::from([rule(
+            "iter8.tools",
+            "metrics",
+            &["get", "list", "watch"],
+            &[]
+        )])
     );
     let c = container(one(&docs, "Deployment", "iter8-controller"));
     assert_eq!(

@@ -740,6 +740,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                 ),
                 superseded: Default::default(),
                 notifier: Notifier::new(client.clone(), telemetry, NotifierConfig::default())?,
+                caches: Default::default(),
             });
             let election = iter8_controller::leader::LeaderElection::new(
                 client,

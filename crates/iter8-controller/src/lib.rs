@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assessor;
+pub mod caches;
 pub mod conditions;
 pub mod conflict;
 pub mod digest;
@@ -26,11 +27,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use iter8_crd::Experiment;
+use iter8_crd::{Experiment, Metric};
 use iter8_metrics::MetricsBackend;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 pub use reconcile::{Context, Error, FINALIZER, Settings};
@@ -58,6 +59,28 @@ pub async fn run<M: MetricsBackend + 'static>(
     };
     let mut controller = Controller::new(experiments, watcher::Config::default().any_semantic());
     let store = controller.store();
+    // The caches' watches run as long as this controller does.
+    let mut watches = Vec::new();
+    let mut metric_stores = Vec::new();
+    for scope in metric_scopes(namespace, &ctx.settings.shared_metric_namespaces) {
+        let api: Api<Metric> = match &scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let writer = reflector::store::Writer::default();
+        metric_stores.push((scope, writer.as_reader()));
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|m| m.managed_fields_mut().clear())
+            .reflect(writer)
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::debug!(%e, "Metric watch");
+                }
+            });
+        watches.push(AbortOnDrop(tokio::spawn(stream)));
+    }
+    let mut route_stores = Vec::new();
     for kind in KINDS {
         let resource = kind.api_resource();
         let gvk =
@@ -73,14 +96,24 @@ pub async fn run<M: MetricsBackend + 'static>(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
             None => Api::all_with(client.clone(), &resource),
         };
+        // One watch both fills the cache and triggers reconciles, so a reconcile a hand edit
+        // triggered reads that edit from the cache.
+        let writer = reflector::store::Writer::new(resource.clone());
+        route_stores.push((kind.kind(), writer.as_reader()));
+        let reflected = watcher::watcher(routes, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|r| r.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
         let store = store.clone();
-        controller = controller.watches_with(
-            routes,
-            resource,
-            watcher::Config::default().any_semantic(),
+        controller = controller.watches_stream_with(
+            reflected,
             move |route| experiments_using(&store, kind, &route),
+            resource,
         );
     }
+    ctx.caches.set(metric_stores, route_stores);
+    let caches = ctx.caches.clone();
     // Delivery outcomes ask for a reconcile: the reconciler is the one status writer, and
     // records them in `NotificationsDelivered`.
     if let Some(requests) = ctx.notifier.take_reconcile_requests() {
@@ -98,6 +131,23 @@ pub async fn run<M: MetricsBackend + 'static>(
             }
         })
         .await;
+    caches.clear();
+    drop(watches);
+}
+
+/// The namespaces whose Metrics are watched: all when the controller watches all, else its
+/// own and each shared one (the only ones an Experiment may use).
+fn metric_scopes(namespace: Option<&str>, shared: &[String]) -> Vec<Option<String>> {
+    let Some(ns) = namespace else {
+        return vec![None];
+    };
+    let mut scopes = vec![Some(ns.to_string())];
+    for s in shared {
+        if !scopes.iter().any(|scope| scope.as_deref() == Some(s)) {
+            scopes.push(Some(s.clone()));
+        }
+    }
+    scopes
 }
 
 /// Why [`run_elected`] returned.

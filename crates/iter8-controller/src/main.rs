@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use iter8_controller::analytics::{AnalyticsClient, ClientConfig, CredentialFiles, Endpoints};
+use iter8_controller::caches::Caches;
 use iter8_controller::fence::fenced_client;
 use iter8_controller::leader::{LeaderElection, Leadership, Timing};
 use iter8_controller::notifier::{Notifier, NotifierConfig};
@@ -237,9 +238,10 @@ async fn main() -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+    let caches = Caches::default();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        router: Arc::new(KubeRouter::new(client.clone())),
+        router: Arc::new(KubeRouter::with_caches(client.clone(), caches.clone())),
         analytics: Arc::new(analytics),
         metrics,
         settings: Settings {
@@ -261,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
         recorder,
         superseded: Default::default(),
         notifier,
+        caches,
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

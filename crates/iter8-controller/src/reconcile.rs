@@ -29,6 +29,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::analytics::Endpoints;
 use crate::assessor::Assessor;
+use crate::caches::Caches;
 use crate::conflict;
 use crate::digest::metric_digest;
 use crate::lifecycle::{
@@ -71,6 +72,8 @@ pub struct Context<M> {
     pub superseded: Superseded,
     /// Sends notifications of the lifecycle's Events, off the reconcile path.
     pub notifier: Notifier,
+    /// Watch caches of Metrics and routes, filled while [`crate::run`] runs.
+    pub caches: Caches,
 }
 
 /// Controller-wide settings.
@@ -765,13 +768,20 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
             if !self.ctx.settings.may_use_metrics_of(self.ns, ns) {
                 return Err(Failure::metric_not_allowed(iteration, ns, &m.metric.name));
             }
-            let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
-            let metric = api.get_opt(&m.metric.name).await.map_err(|e| {
-                Failure::metrics(
-                    iteration,
-                    &format!("reading Metric {ns}/{}: {e}", m.metric.name),
-                )
-            })?;
+            // From the watch cache; one missing from it may be new, so the API server has
+            // the last word before it is judged deleted.
+            let metric = match self.ctx.caches.metric(ns, &m.metric.name) {
+                Some(cached) => Some(Metric::clone(&cached)),
+                None => {
+                    let api: Api<Metric> = Api::namespaced(self.ctx.client.clone(), ns);
+                    api.get_opt(&m.metric.name).await.map_err(|e| {
+                        Failure::metrics(
+                            iteration,
+                            &format!("reading Metric {ns}/{}: {e}", m.metric.name),
+                        )
+                    })?
+                }
+            };
             let seen = MetricRead {
                 name: m.name.clone(),
                 resource: format!("{ns}/{}", m.metric.name),

@@ -14,6 +14,7 @@ use iter8_api::{AssessmentRequest, AssessmentResponse};
 use iter8_controller::analytics::AnalyticsError;
 use iter8_controller::analytics::{AnalyticsClient, ClientConfig, Endpoints};
 use iter8_controller::assessor::Assessor;
+use iter8_controller::caches::Caches;
 use iter8_controller::notifier::{Notifier, NotifierConfig};
 use iter8_controller::router::{KubeRouter, RouteSplit, RouteTarget, RouterError, Routes};
 use iter8_controller::telemetry::Telemetry;
@@ -491,7 +492,8 @@ pub fn controller_context_notifying<M: MetricsBackend>(
     notifications: NotifierConfig,
 ) -> Result<Arc<Context<M>>> {
     let telemetry = Telemetry::new()?;
-    let router = KubeRouter::new(client.clone());
+    let caches = Caches::default();
+    let router = KubeRouter::with_caches(client.clone(), caches.clone());
     let (router, analytics): (Arc<dyn Routes>, Arc<dyn Assessor>) = match gate {
         Some(gate) => (
             Arc::new(Gated {
@@ -529,6 +531,7 @@ pub fn controller_context_notifying<M: MetricsBackend>(
         ),
         superseded: Default::default(),
         notifier: Notifier::new(client.clone(), telemetry, notifications)?,
+        caches,
     }))
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 pub use http_route::HttpRoute;
 pub use virtual_service::VirtualService;
 
+use crate::caches::Caches;
 use crate::conflict::{Backoff, is_conflict};
 
 /// The field manager iter8 applies router weights as.
@@ -266,16 +267,24 @@ impl Routes for KubeRouter {
     }
 }
 
-/// Router access through the API server.
+/// Router access through the API server, reading routes from the watch cache when it has
+/// them.
 #[derive(Clone)]
 pub struct KubeRouter {
     client: kube::Client,
+    caches: Caches,
 }
 
 impl KubeRouter {
-    /// A router client.
+    /// A router client that reads every route from the API server.
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        Self::with_caches(client, Caches::default())
+    }
+
+    /// A router client that reads routes from `caches` (the controller's) when they hold
+    /// them, and from the API server otherwise.
+    pub fn with_caches(client: kube::Client, caches: Caches) -> Self {
+        Self { client, caches }
     }
 
     fn api(&self, target: &RouteTarget, namespace: &str) -> Api<DynamicObject> {
@@ -289,7 +298,7 @@ impl KubeRouter {
         namespace: &str,
         versions: &[VersionSpec],
     ) -> Result<RouteSplit, RouterError> {
-        let object = self.get(target, namespace).await?;
+        let object = self.read(target, namespace).await?;
         read_weights(target, namespace, &object.data["spec"], versions)
     }
 
@@ -310,6 +319,8 @@ impl KubeRouter {
         loop {
             match self.apply_once(target, namespace, versions, weights).await {
                 Err(RouterError::Kube(e)) if is_conflict(&e) => {
+                    // The copy read (cached, or fresh and since changed) is out of date: the
+                    // next attempt reads the API server's.
                     tracing::debug!(route = %target.name, %e, "route write conflicted");
                     if !backoff.wait().await {
                         return Err(RouterError::Conflict(e));
@@ -327,24 +338,51 @@ impl KubeRouter {
         versions: &[VersionSpec],
         weights: &[u32],
     ) -> Result<(), RouterError> {
-        let object = self.get(target, namespace).await?;
+        let object = self.read(target, namespace).await?;
         let list = with_weights(target, namespace, &object.data["spec"], versions, weights)?;
         if object.data["spec"].get(target.kind.list()) == Some(&list) {
             // Already so: no write, no new resourceVersion, no watch event.
             return Ok(());
         }
+        let read_version = object.metadata.resource_version.as_deref();
         let patch = json!({
-            "metadata": {"resourceVersion": object.metadata.resource_version},
+            "metadata": {"resourceVersion": read_version},
             "spec": {target.kind.list(): list},
         });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        self.api(target, namespace)
+        let written = self
+            .api(target, namespace)
             .patch(&target.name, &params, &Patch::Merge(&patch))
-            .await?;
+            .await;
+        // Written over, or shown stale by a 409: either way that copy is never read again.
+        if written.is_ok() || written.as_ref().is_err_and(is_conflict) {
+            self.caches
+                .route_replaced(target.kind.kind(), namespace, &target.name, read_version);
+        }
+        written?;
         Ok(())
+    }
+
+    /// The route from the watch cache, or from the API server when the cache has no usable
+    /// copy ([`Caches::route`]).
+    async fn read(
+        &self,
+        target: &RouteTarget,
+        namespace: &str,
+    ) -> Result<DynamicObject, RouterError> {
+        let cached = self.caches.route(
+            target.kind.kind(),
+            &target.kind.api_resource(),
+            namespace,
+            &target.name,
+        );
+        match cached {
+            Some(route) => Ok(DynamicObject::clone(&route)),
+            None => self.get(target, namespace).await,
+        }
     }
 
     async fn get(
