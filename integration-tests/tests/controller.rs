@@ -726,7 +726,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() -> Result<()> {
                     analytics_url: format!("http://{analytics}"),
                     retry_after: Duration::from_millis(500),
                     shared_metric_namespaces: Vec::new(),
-                    gate_webhook_allowed_urls: Vec::new(),
+                    gate_webhooks: Default::default(),
                     max_concurrent_reconciles: iter8_controller::DEFAULT_CONCURRENCY,
                     metric_backends: Default::default(),
                 },

@@ -251,7 +251,10 @@ async fn main() -> anyhow::Result<()> {
                 &args.shared_metric_namespaces,
                 std::env::var("POD_NAMESPACE").ok(),
             ),
-            gate_webhook_allowed_urls: args.gate_webhook_allowed_urls.clone(),
+            gate_webhooks: Endpoints::only(
+                args.gate_webhook_allowed_urls.iter().map(String::as_str),
+            )
+            .context("--gate-webhook-allowed-urls")?,
             max_concurrent_reconciles: args.max_concurrent_reconciles,
             metric_backends: metric_backends(
                 args.prometheus_url.as_deref(),

@@ -90,7 +90,7 @@ pub struct Settings {
     pub shared_metric_namespaces: Vec<String>,
     /// URLs under which a gate's webhook may be (`--gate-webhook-allowed-urls`): the
     /// controller calls no other address on behalf of whoever can create an Experiment.
-    pub gate_webhook_allowed_urls: Vec<String>,
+    pub gate_webhooks: Endpoints,
     /// How many Experiments are reconciled at once (0: no bound). Each reconcile in flight
     /// holds its Experiment, its requests and their answers; past what the API server can
     /// serve, more in flight adds memory and queueing, not throughput.
@@ -114,32 +114,11 @@ impl Settings {
     }
 
     /// Whether a gate's webhook at `url` may be called: same scheme, host and port as an
-    /// allowed URL, and a path under its path. Compared parsed, so `http://a@b` or a host
-    /// that merely starts like an allowed one does not pass.
+    /// allowed URL, and a path under its path, whatever its query string. Compared parsed, so
+    /// `http://a@b` or a host that merely starts like an allowed one does not pass.
     pub fn may_call_gate_webhook(&self, url: &str) -> bool {
-        let Ok(url) = reqwest::Url::parse(url) else {
-            return false;
-        };
-        self.gate_webhook_allowed_urls.iter().any(|allowed| {
-            reqwest::Url::parse(allowed).is_ok_and(|a| {
-                a.scheme() == url.scheme()
-                    && a.host_str() == url.host_str()
-                    && a.port_or_known_default() == url.port_or_known_default()
-                    && url.username().is_empty()
-                    && url.password().is_none()
-                    && path_under(url.path(), a.path())
-            })
-        })
+        self.gate_webhooks.allows_request(url)
     }
-}
-
-/// Whether `path` is `under` or below it: `/confirm` allows `/confirm/x`, never
-/// `/confirm-all`.
-fn path_under(path: &str, under: &str) -> bool {
-    path == under
-        || path
-            .strip_prefix(under)
-            .is_some_and(|rest| under.ends_with('/') || rest.starts_with('/'))
 }
 
 /// Errors that make a reconcile fail (and be retried).
@@ -1091,10 +1070,11 @@ mod tests {
             analytics_url: "http://iter8-analytics:8080".into(),
             retry_after: Duration::from_secs(1),
             shared_metric_namespaces: Vec::new(),
-            gate_webhook_allowed_urls: vec![
-                "http://approver.ops:8080/hooks/".into(),
-                "http://gate.ops/confirm".into(),
-            ],
+            gate_webhooks: Endpoints::only([
+                "http://approver.ops:8080/hooks/",
+                "http://gate.ops/confirm",
+            ])
+            .expect("valid"),
             max_concurrent_reconciles: 0,
             metric_backends: Endpoints::default(),
         };
@@ -1115,6 +1095,8 @@ mod tests {
             ("http://gate.ops/confirm-everything", false),
             ("http://gate.ops/confirmed", false),
             ("not a url", false),
+            // Parameters are the webhook's own business.
+            ("http://gate.ops/confirm?experiment=a", true),
         ] {
             assert_eq!(settings.may_call_gate_webhook(url), allowed, "{url}");
         }
@@ -1126,7 +1108,7 @@ mod tests {
             analytics_url: "http://iter8-analytics:8080".into(),
             retry_after: Duration::from_secs(1),
             shared_metric_namespaces: Vec::new(),
-            gate_webhook_allowed_urls: Vec::new(),
+            gate_webhooks: Endpoints::default(),
             max_concurrent_reconciles: 0,
             metric_backends: Endpoints::only([
                 "http://prometheus.monitoring:9090",

@@ -516,7 +516,7 @@ pub fn controller_context_notifying<M: MetricsBackend>(
             analytics_url: analytics_url.to_string(),
             retry_after: Duration::from_millis(500),
             shared_metric_namespaces: Vec::new(),
-            gate_webhook_allowed_urls: Vec::new(),
+            gate_webhooks: Default::default(),
             max_concurrent_reconciles: iter8_controller::DEFAULT_CONCURRENCY,
             // Only Metrics that name no address (the backends' default) may be queried.
             metric_backends: Endpoints::default(),
@@ -906,7 +906,7 @@ impl Harness {
         Arc::get_mut(&mut ctx)
             .context("a fresh context has one owner")?
             .settings
-            .gate_webhook_allowed_urls = gate_webhooks;
+            .gate_webhooks = Endpoints::only(gate_webhooks.iter().map(String::as_str))?;
         let telemetry = ctx.telemetry.clone();
         let namespace = env.namespace.name().to_string();
         let controller = tokio::spawn(async move {
