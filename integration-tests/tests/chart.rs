@@ -282,6 +282,11 @@ fn default_values_render_a_hardened_least_privilege_install() -> Result<()> {
         env_value(c, "ITER8_LEASE_NAME").expect("lease")["value"],
         "iter8-controller"
     );
+    // The setting the 1,000-experiment memory bound was measured with.
+    assert_eq!(
+        env_value(c, "MALLOC_ARENA_MAX").expect("malloc arenas")["value"],
+        "2"
+    );
     assert_eq!(
         c["envFrom"][0]["configMapRef"]["name"], "iter8-defaults",
         "defaults come from the ConfigMap"

@@ -57,8 +57,20 @@ pub async fn run<M: MetricsBackend + 'static>(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut controller = Controller::new(experiments, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The Experiment cache holds every Experiment for the controller's life. Of their
+    // managedFields (a quarter of each object) it keeps only `iter8 approve`'s entries, whose
+    // time is the approval's: a thousand Experiments take less memory (docs/performance.md).
+    // Status writes send no managedFields, so the server's stay as they are.
+    let (store, writer) = reflector::store();
+    let watched = watcher::watcher(experiments, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|e| {
+            e.managed_fields_mut()
+                .retain(|m| m.manager.as_deref() == Some(iter8_crd::APPROVAL_FIELD_MANAGER));
+        })
+        .reflect(writer)
+        .applied_objects();
+    let mut controller = Controller::for_stream(watched, store.clone());
     // The caches' watches run as long as this controller does.
     let mut watches = Vec::new();
     let mut metric_stores = Vec::new();
@@ -74,8 +86,10 @@ pub async fn run<M: MetricsBackend + 'static>(
             .modify(|m| m.managed_fields_mut().clear())
             .reflect(writer)
             .for_each(|event| async move {
+                // Reads fall back to the API server meanwhile; a watch refused for good (a
+                // chart older than the controller, without list/watch on Metrics) shows here.
                 if let Err(e) = event {
-                    tracing::debug!(%e, "Metric watch");
+                    tracing::warn!(%e, "Metric watch failed; reading Metrics by name until it recovers");
                 }
             });
         watches.push(AbortOnDrop(tokio::spawn(stream)));

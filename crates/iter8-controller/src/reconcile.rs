@@ -921,6 +921,8 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
         loop {
             let mut updated = base.clone();
             updated.status = Some(status.clone());
+            // The cached copy keeps only some managedFields; none sent leaves the server's be.
+            updated.metadata.managed_fields = None;
             let e = match self
                 .api
                 .replace_status(&name, &PostParams::default(), &updated)
