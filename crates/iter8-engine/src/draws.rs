@@ -265,10 +265,10 @@ mod tests {
             .collect();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
         let text = serde_json::to_string_pretty(&answers).unwrap_or_default() + "\n";
-        if std::env::var_os("ITER8_UPDATE_GOLDEN").is_some() {
-            if let Err(e) = std::fs::write(&path, &text) {
-                panic!("cannot write {}: {e}", path.display());
-            }
+        if std::env::var_os("ITER8_UPDATE_GOLDEN").is_some()
+            && let Err(e) = std::fs::write(&path, &text)
+        {
+            panic!("cannot write {}: {e}", path.display());
         }
         let checked_in = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
