@@ -5,7 +5,6 @@
 //! that same draw. So a reward and a criterion on the same metric stay correlated, unlike
 //! iter8's independent masks.
 
-use ndarray::{Array2, Array3, ArrayView3, Axis, Slice, Zip};
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
@@ -29,35 +28,30 @@ pub struct DrawSummary {
     pub top_share: [Vec<f64>; 2],
 }
 
-/// Draws in a block: small enough that a block of every (version, target) column stays in
-/// cache while the criteria are evaluated over it.
+/// Draws in a block: one column per (version, target), so each sampler runs in a tight loop
+/// and the block stays in cache.
 const BLOCK: usize = 1024;
 
 /// Draws `draws` joint samples with a seeded, portable generator.
-///
-/// The joint draws are held a block at a time as versions x targets x draws, draws last: the
-/// draws of one (version, target) are contiguous, so each sampler fills its column in one
-/// tight loop and each criterion is evaluated over a column (the baseline's column beside
-/// it); only the ranking of versions reads across a draw.
 pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
     let versions = model.posteriors.len();
     let targets = model.targets.len();
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let mut tally = Tally::new(model);
-    let mut block = Array3::from_elem((versions, targets, BLOCK), f64::NAN);
+    let mut block = vec![f64::NAN; versions * targets * BLOCK];
     let mut done = 0;
     while done < draws as usize {
         let size = BLOCK.min(draws as usize - done);
-        let mut joint = block.slice_axis_mut(Axis(2), Slice::from(..size));
-        for (mut row, posteriors) in joint.outer_iter_mut().zip(&model.posteriors) {
-            for (mut column, posterior) in row.outer_iter_mut().zip(posteriors) {
-                match posterior {
+        for (v, row) in model.posteriors.iter().enumerate() {
+            for (t, post) in row.iter().enumerate() {
+                let column = &mut block[(v * targets + t) * BLOCK..][..size];
+                match post {
                     Some(p) => p.fill(&mut rng, column),
                     None => column.fill(f64::NAN),
                 }
             }
         }
-        tally.add_block(model, joint.view());
+        tally.add_block(model, &block, size);
         done += size;
     }
     tally.summary(model, draws)
@@ -65,13 +59,12 @@ pub fn summarize(model: &Model, draws: u32, seed: u64) -> DrawSummary {
 
 /// Counts of what held, over the draws so far.
 struct Tally {
-    /// Versions x draws of the block: whether the draw met every criterion.
-    feasible: Array2<bool>,
-    /// Versions x draws of the block: the draw's utility (larger is better).
-    utility: Array2<f64>,
+    /// Per version, whether each draw of the block met every criterion.
+    feasible: Vec<Vec<bool>>,
+    /// Per version, each draw's utility (larger is better).
+    utility: Vec<Vec<f64>>,
     all: Vec<u64>,
-    /// Versions x criteria.
-    per_criterion: Array2<u64>,
+    per_criterion: Vec<Vec<u64>>,
     win: Vec<u64>,
     beats: Vec<u64>,
     top: [Vec<u64>; 2],
@@ -81,29 +74,29 @@ impl Tally {
     fn new(model: &Model) -> Self {
         let versions = model.posteriors.len();
         Self {
-            feasible: Array2::from_elem((versions, BLOCK), false),
-            utility: Array2::zeros((versions, BLOCK)),
+            feasible: vec![vec![false; BLOCK]; versions],
+            utility: vec![vec![0.0; BLOCK]; versions],
             all: vec![0; versions],
-            per_criterion: Array2::zeros((versions, model.criteria.len())),
+            per_criterion: vec![vec![0; model.criteria.len()]; versions],
             win: vec![0; versions],
             beats: vec![0; versions],
             top: [vec![0; versions], vec![0; versions]],
         }
     }
 
-    /// Counts a block of joint draws (versions x targets x draws). Criteria are evaluated a
-    /// column of draws at a time, so each check runs as a tight loop; only the ranking goes
-    /// draw by draw.
-    fn add_block(&mut self, model: &Model, joint: ArrayView3<'_, f64>) {
-        let size = joint.len_of(Axis(2));
-        let baseline = joint.index_axis(Axis(0), 0);
-        let mut feasible_block = self.feasible.slice_axis_mut(Axis(1), Slice::from(..size));
-        let mut utility_block = self.utility.slice_axis_mut(Axis(1), Slice::from(..size));
-        for (v, draws) in joint.outer_iter().enumerate() {
-            let mut feasible = feasible_block.row_mut(v);
+    /// Counts the first `size` joint draws of a block, whose column for (version, target)
+    /// starts at `(version * targets + target) * BLOCK`. Criteria are evaluated a column at
+    /// a time, so each check runs as a tight loop; only the ranking goes draw by draw.
+    fn add_block(&mut self, model: &Model, block: &[f64], size: usize) {
+        let targets = model.targets.len();
+        let column = |v: usize, t: usize| &block[(v * targets + t) * BLOCK..][..size];
+        let versions = self.feasible.len();
+        for v in 0..versions {
+            let feasible = &mut self.feasible[v][..size];
             feasible.fill(true);
             for (c, criterion) in model.criteria.iter().enumerate() {
                 let t = criterion.check.target();
+                let (values, baseline) = (column(v, t), column(0, t));
                 // One loop per kind of check, so the match is not redone for every draw.
                 let held = match criterion.check {
                     Check::Absolute { lower, upper, .. } => {
@@ -112,33 +105,36 @@ impl Tally {
                             upper.unwrap_or(f64::INFINITY),
                         );
                         // NaN (no data) fails both comparisons, as `Check::holds` says.
-                        Zip::from(&mut feasible)
-                            .and(draws.row(t))
-                            .fold(0, |held, ok, &x| and_count(held, ok, x >= lo && x <= hi))
+                        count_into(feasible, values.iter().map(|&x| x >= lo && x <= hi))
                     }
-                    Check::Relative { .. } if v == 0 => size as u64,
-                    Check::Relative { .. } => Zip::from(&mut feasible)
-                        .and(draws.row(t))
-                        .and(baseline.row(t))
-                        .fold(0, |held, ok, &x, &b| {
-                            and_count(held, ok, criterion.check.holds(x, b, false))
-                        }),
+                    Check::Relative { .. } if v == 0 => {
+                        count_into(feasible, values.iter().map(|_| true))
+                    }
+                    Check::Relative { .. } => count_into(
+                        feasible,
+                        values
+                            .iter()
+                            .zip(baseline)
+                            .map(|(&x, &b)| criterion.check.holds(x, b, false)),
+                    ),
                 };
-                self.per_criterion[[v, c]] += held;
+                self.per_criterion[v][c] += held;
             }
-            self.all[v] += feasible.fold(0, |n, &ok| n + u64::from(ok));
-            let mut utility = utility_block.row_mut(v);
+            self.all[v] += feasible.iter().map(|&ok| u64::from(ok)).sum::<u64>();
+            let utility = &mut self.utility[v][..size];
             match model.reward {
                 Some((t, direction)) => {
-                    let reward = draws.row(t);
-                    Zip::from(&mut utility)
-                        .and(reward)
-                        .for_each(|u, &x| *u = oriented(x, direction));
+                    for (u, &x) in utility.iter_mut().zip(column(v, t)) {
+                        *u = oriented(x, direction);
+                    }
                     if v > 0 {
-                        self.beats[v] +=
-                            Zip::from(reward).and(baseline.row(t)).fold(0, |n, &x, &b| {
-                                n + u64::from(oriented(x, direction) > oriented(b, direction))
-                            });
+                        self.beats[v] += column(v, t)
+                            .iter()
+                            .zip(column(0, t))
+                            .map(|(&x, &b)| {
+                                u64::from(oriented(x, direction) > oriented(b, direction))
+                            })
+                            .sum::<u64>();
                     }
                 }
                 // Without a reward a candidate is preferred to the baseline (a canary), and
@@ -146,27 +142,23 @@ impl Tally {
                 None => utility.fill(v as f64),
             }
         }
-        let versions = joint.len_of(Axis(0));
-        // One lane across the versions per draw.
-        Zip::from(feasible_block.columns())
-            .and(utility_block.columns())
-            .for_each(|feasible, utility| {
-                match best_two(versions, |v| feasible[v], |v| utility[v]) {
-                    (Some(best), second) => {
-                        self.win[best] += 1;
-                        self.top[0][best] += 1;
-                        self.top[1][best] += 1;
-                        if let Some(s) = second {
-                            self.top[1][s] += 1;
-                        }
-                    }
-                    // No version is feasible: the baseline keeps the place.
-                    (None, _) => {
-                        self.top[0][0] += 1;
-                        self.top[1][0] += 1;
+        for d in 0..size {
+            match best_two(versions, |v| self.feasible[v][d], |v| self.utility[v][d]) {
+                (Some(best), second) => {
+                    self.win[best] += 1;
+                    self.top[0][best] += 1;
+                    self.top[1][best] += 1;
+                    if let Some(s) = second {
+                        self.top[1][s] += 1;
                     }
                 }
-            });
+                // No version is feasible: the baseline keeps the place.
+                (None, _) => {
+                    self.top[0][0] += 1;
+                    self.top[1][0] += 1;
+                }
+            }
+        }
     }
 
     fn summary(self, model: &Model, draws: u32) -> DrawSummary {
@@ -182,7 +174,7 @@ impl Tally {
             all_criteria: frac(&self.all),
             per_criterion: self
                 .per_criterion
-                .outer_iter()
+                .iter()
                 .map(|row| {
                     row.iter()
                         .zip(&model.criteria)
@@ -202,10 +194,14 @@ impl Tally {
     }
 }
 
-/// ANDs a draw's outcome into its `feasible` flag and adds it to the count of draws that held.
-fn and_count(held: u64, feasible: &mut bool, holds: bool) -> u64 {
-    *feasible &= holds;
-    held + u64::from(holds)
+/// ANDs each outcome into `feasible` and counts the outcomes that held.
+fn count_into(feasible: &mut [bool], outcomes: impl Iterator<Item = bool>) -> u64 {
+    let mut held = 0;
+    for (ok, holds) in feasible.iter_mut().zip(outcomes) {
+        held += u64::from(holds);
+        *ok &= holds;
+    }
+    held
 }
 
 /// A reward oriented so that larger is better; a missing value ranks last.

@@ -1,7 +1,6 @@
 //! Conjugate posteriors of one metric of one version: closed forms for estimates, intervals and
 //! tail probabilities, and a sampler for joint Monte-Carlo draws.
 
-use ndarray::ArrayViewMut1;
 use rand::Rng;
 use rand_distr::{Beta as BetaSampler, Distribution, StandardNormal, StudentT};
 use statrs::distribution::{Beta, ContinuousCDF, Normal, StudentsT};
@@ -135,28 +134,42 @@ impl Posterior {
     }
 
     /// Fills `out` with independent draws; one dispatch per call keeps the sampling loop tight.
-    pub fn fill<R: Rng + ?Sized>(&self, rng: &mut R, mut out: ArrayViewMut1<'_, f64>) {
+    pub fn fill<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         match self {
             Posterior::Rate(RatePosterior {
                 sampler: RateSampler::Normal { mean, sd },
                 ..
-            }) => out.map_inplace(|x| {
-                let z: f64 = StandardNormal.sample(rng);
-                *x = (mean + sd * z).clamp(0.0, 1.0);
-            }),
+            }) => {
+                for x in out {
+                    let z: f64 = StandardNormal.sample(rng);
+                    *x = (mean + sd * z).clamp(0.0, 1.0);
+                }
+            }
             Posterior::Rate(RatePosterior {
                 sampler: RateSampler::Gammas { a, b },
                 ..
-            }) => out.map_inplace(|x| {
-                let g = wilson_hilferty_gamma(*a, StandardNormal.sample(rng));
-                let h = wilson_hilferty_gamma(*b, StandardNormal.sample(rng));
-                *x = g / (g + h);
-            }),
-            Posterior::Mean(m) if m.exact_t.is_none() => out.map_inplace(|x| {
-                *x = m.mean + m.scale * cornish_fisher_t(StandardNormal.sample(rng), m.dof);
-            }),
-            Posterior::Quantile(q) => out.map_inplace(|x| *x = q.draw(rng)),
-            _ => out.map_inplace(|x| *x = self.draw(rng)),
+            }) => {
+                for x in out {
+                    let g = wilson_hilferty_gamma(*a, StandardNormal.sample(rng));
+                    let h = wilson_hilferty_gamma(*b, StandardNormal.sample(rng));
+                    *x = g / (g + h);
+                }
+            }
+            Posterior::Mean(m) if m.exact_t.is_none() => {
+                for x in out {
+                    *x = m.mean + m.scale * cornish_fisher_t(StandardNormal.sample(rng), m.dof);
+                }
+            }
+            Posterior::Quantile(q) => {
+                for x in out {
+                    *x = q.draw(rng);
+                }
+            }
+            _ => {
+                for x in out {
+                    *x = self.draw(rng);
+                }
+            }
         }
     }
 
