@@ -284,19 +284,38 @@ mod tests {
     /// a reward to maximise and one to minimise, none at all, a version without data, many
     /// versions, and a number of draws that leaves the last block part-full.
     fn golden_cases() -> Vec<(&'static str, Value)> {
-        let example: Value = match serde_json::from_str(include_str!(
-            "../../../docs/examples/assessment-request.json"
-        )) {
-            Ok(example) => example,
-            Err(e) => panic!("the example request does not decode: {e}"),
-        };
+        // Its own request, not docs/examples: an edit of the example must not move the bits.
+        let base = json!({
+            "kind": "abn", "iteration": 6, "minIterations": 3, "maxIterations": 20,
+            "versions": [
+                golden_version("v1", 40, [4200.0, 21.0, 420.0], 146.0, [0.07, 0.4, 0.85, 0.95, 0.99, 0.999]),
+                golden_version("v2", 30, [3100.0, 14.0, 372.0], 146.0, [0.08, 0.41, 0.86, 0.95, 0.99, 0.999]),
+                golden_version("v3", 30, [3050.0, 61.0, 400.0], 230.0, [0.04, 0.23, 0.62, 0.82, 0.93, 0.987])
+            ],
+            "ratios": [
+                {"name": "error-rate", "numerator": "errors", "denominator": "requests"},
+                {"name": "conversion-rate", "numerator": "conversions", "denominator": "requests"}
+            ],
+            "criteria": {
+                "objectives": [
+                    {"metric": "error-rate", "upperLimit": 0.01},
+                    {"metric": "latency", "quantile": 0.95, "upperLimit": 500}
+                ],
+                "relativeObjectives": [
+                    {"metric": "latency", "quantile": 0.95, "preferredDirection": "lower",
+                     "maxDegradation": 0.1}
+                ],
+                "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]
+            },
+            "strategy": {"algorithm": "progressive"}
+        });
         let with = |edit: &dyn Fn(&mut Value)| {
-            let mut request = example.clone();
+            let mut request = base.clone();
             edit(&mut request);
             request
         };
         vec![
-            ("example", example.clone()),
+            ("three versions", base.clone()),
             (
                 "lower reward, higher relative objective, lower limit, 2500 draws",
                 with(&|r| {
@@ -343,7 +362,7 @@ mod tests {
                     r["strategy"]["draws"] = json!(3000);
                     let versions: Vec<Value> = (0..9)
                         .map(|i| {
-                            let mut v = example["versions"][i % 3].clone();
+                            let mut v = base["versions"][i % 3].clone();
                             v["name"] = json!(format!("v{i}"));
                             v["weight"] = json!(if i == 0 { 12 } else { 11 });
                             v
@@ -353,6 +372,33 @@ mod tests {
                 }),
             ),
         ]
+    }
+
+    /// A version with the counters requests, errors, conversions and a latency histogram whose
+    /// cumulative shares at 50, 100, 200, 300, 500 and 1000 ms are `shares`.
+    fn golden_version(
+        name: &str,
+        weight: u32,
+        counters: [f64; 3],
+        mean: f64,
+        shares: [f64; 6],
+    ) -> Value {
+        let [requests, errors, conversions] = counters;
+        let mut buckets: Vec<Value> = [50, 100, 200, 300, 500, 1000]
+            .iter()
+            .zip(shares)
+            .map(|(le, share)| json!({"le": le, "count": (requests * share).round()}))
+            .collect();
+        buckets.push(json!({"le": "+Inf", "count": requests}));
+        json!({
+            "name": name, "weight": weight,
+            "metrics": {
+                "requests": {"counter": requests},
+                "errors": {"counter": errors},
+                "conversions": {"counter": conversions},
+                "latency": {"histogram": {"sum": requests * mean, "buckets": buckets}}
+            }
+        })
     }
 
     /// A summary as JSON (NaN, the closed-form criteria's placeholder, becomes null).
