@@ -29,7 +29,9 @@ pub struct DrawSummary {
 }
 
 /// Draws in a block: one column per (version, target), so each sampler runs in a tight loop
-/// and the block stays in cache.
+/// and the block stays in cache. The block is versions x targets x draws, draws last, in a
+/// flat `Vec`: an `ndarray::Array3` of the same layout gave the same answers 5-10 % slower
+/// (docs/performance.md, "ndarray for the joint draws").
 const BLOCK: usize = 1024;
 
 /// Draws `draws` joint samples with a seeded, portable generator.
@@ -240,7 +242,175 @@ fn best_two(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+
+    /// The draws' answers checked in: any change of layout or tally must give the very same
+    /// bits. `ITER8_UPDATE_GOLDEN=1 cargo test -p iter8-engine draws` rewrites the file, for a
+    /// change meant to alter the draws (a new sampler, another model).
+    const GOLDEN: &str = "tests/golden/draw-summaries.json";
+
+    #[test]
+    fn summaries_equal_the_checked_in_answers() {
+        let answers: serde_json::Map<String, Value> = golden_cases()
+            .into_iter()
+            .map(|(name, request)| {
+                let request: iter8_api::AssessmentRequest = serde_json::from_value(request)
+                    .unwrap_or_else(|e| panic!("case {name} does not decode: {e}"));
+                if let Err(e) = request.validate() {
+                    panic!("case {name} is refused: {e}");
+                }
+                let summary = summarize(&Model::new(&request), request.strategy.draws, 8);
+                (name.to_owned(), summary_json(&summary))
+            })
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+        let text = serde_json::to_string_pretty(&answers).unwrap_or_default() + "\n";
+        if std::env::var_os("ITER8_UPDATE_GOLDEN").is_some()
+            && let Err(e) = std::fs::write(&path, &text)
+        {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        let checked_in = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        assert!(
+            checked_in == text,
+            "the draws' answers differ from {GOLDEN}:\n{text}"
+        );
+    }
+
+    /// Requests that reach every path of the tally: both kinds of check in both directions,
+    /// a reward to maximise and one to minimise, none at all, a version without data, many
+    /// versions, and a number of draws that leaves the last block part-full.
+    fn golden_cases() -> Vec<(&'static str, Value)> {
+        // Its own request, not docs/examples: an edit of the example must not move the bits.
+        let base = json!({
+            "kind": "abn", "iteration": 6, "minIterations": 3, "maxIterations": 20,
+            "versions": [
+                golden_version("v1", 40, [4200.0, 21.0, 420.0], 146.0, [0.07, 0.4, 0.85, 0.95, 0.99, 0.999]),
+                golden_version("v2", 30, [3100.0, 14.0, 372.0], 146.0, [0.08, 0.41, 0.86, 0.95, 0.99, 0.999]),
+                golden_version("v3", 30, [3050.0, 61.0, 400.0], 230.0, [0.04, 0.23, 0.62, 0.82, 0.93, 0.987])
+            ],
+            "ratios": [
+                {"name": "error-rate", "numerator": "errors", "denominator": "requests"},
+                {"name": "conversion-rate", "numerator": "conversions", "denominator": "requests"}
+            ],
+            "criteria": {
+                "objectives": [
+                    {"metric": "error-rate", "upperLimit": 0.01},
+                    {"metric": "latency", "quantile": 0.95, "upperLimit": 500}
+                ],
+                "relativeObjectives": [
+                    {"metric": "latency", "quantile": 0.95, "preferredDirection": "lower",
+                     "maxDegradation": 0.1}
+                ],
+                "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]
+            },
+            "strategy": {"algorithm": "progressive"}
+        });
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut request = base.clone();
+            edit(&mut request);
+            request
+        };
+        vec![
+            ("three versions", base.clone()),
+            (
+                "lower reward, higher relative objective, lower limit, 2500 draws",
+                with(&|r| {
+                    r["strategy"]["draws"] = json!(2500);
+                    r["criteria"] = json!({
+                        "objectives": [
+                            {"metric": "conversion-rate", "lowerLimit": 0.1, "upperLimit": 0.2},
+                            {"metric": "latency", "quantile": 0.95, "upperLimit": 500}
+                        ],
+                        "relativeObjectives": [
+                            {"metric": "latency", "quantile": 0.95,
+                             "preferredDirection": "lower", "maxDegradation": 0.1},
+                            {"metric": "conversion-rate",
+                             "preferredDirection": "higher", "maxDegradation": 0.05}
+                        ],
+                        "rewards": [{"metric": "error-rate", "preferredDirection": "lower"}]
+                    });
+                }),
+            ),
+            (
+                "a candidate without latency",
+                with(&|r| {
+                    if let Some(m) = r["versions"][1]["metrics"].as_object_mut() {
+                        m.remove("latency");
+                    }
+                }),
+            ),
+            (
+                "no reward",
+                with(&|r| {
+                    r["kind"] = json!("canary");
+                    if let Some(versions) = r["versions"].as_array_mut() {
+                        versions.truncate(2);
+                    }
+                    r["versions"][0]["weight"] = json!(70);
+                    if let Some(c) = r["criteria"].as_object_mut() {
+                        c.remove("rewards");
+                    }
+                }),
+            ),
+            (
+                "nine versions, 3000 draws",
+                with(&|r| {
+                    r["strategy"]["draws"] = json!(3000);
+                    let versions: Vec<Value> = (0..9)
+                        .map(|i| {
+                            let mut v = base["versions"][i % 3].clone();
+                            v["name"] = json!(format!("v{i}"));
+                            v["weight"] = json!(if i == 0 { 12 } else { 11 });
+                            v
+                        })
+                        .collect();
+                    r["versions"] = json!(versions);
+                }),
+            ),
+        ]
+    }
+
+    /// A version with the counters requests, errors, conversions and a latency histogram whose
+    /// cumulative shares at 50, 100, 200, 300, 500 and 1000 ms are `shares`.
+    fn golden_version(
+        name: &str,
+        weight: u32,
+        counters: [f64; 3],
+        mean: f64,
+        shares: [f64; 6],
+    ) -> Value {
+        let [requests, errors, conversions] = counters;
+        let mut buckets: Vec<Value> = [50, 100, 200, 300, 500, 1000]
+            .iter()
+            .zip(shares)
+            .map(|(le, share)| json!({"le": le, "count": (requests * share).round()}))
+            .collect();
+        buckets.push(json!({"le": "+Inf", "count": requests}));
+        json!({
+            "name": name, "weight": weight,
+            "metrics": {
+                "requests": {"counter": requests},
+                "errors": {"counter": errors},
+                "conversions": {"counter": conversions},
+                "latency": {"histogram": {"sum": requests * mean, "buckets": buckets}}
+            }
+        })
+    }
+
+    /// A summary as JSON (NaN, the closed-form criteria's placeholder, becomes null).
+    fn summary_json(s: &DrawSummary) -> Value {
+        json!({
+            "allCriteria": s.all_criteria,
+            "perCriterion": s.per_criterion,
+            "win": s.win,
+            "beatsBaseline": s.beats_baseline,
+            "topShare": s.top_share,
+        })
+    }
 
     #[test]
     fn best_two_ranks_feasible_versions_only() {
