@@ -1,7 +1,8 @@
 //! iter8 v0's `check_and_increment`: the candidate gains a fixed step
 //! (`maxCandidateWeightIncrement`) at the first iteration and then while its observed values
 //! meet every criterion, and holds its weight otherwise. The first step needs no check: a
-//! candidate without traffic has no data to pass with.
+//! candidate without traffic has no data to pass with. A candidate shown to break a
+//! criterion (removed) gets no more traffic.
 
 use super::{Context, Strategy};
 
@@ -13,7 +14,9 @@ impl Strategy for CheckAndIncrement {
         let current = ctx.current_weights();
         let s = &ctx.request.strategy;
         let candidate = current[1];
-        let next = if ctx.request.iteration == 1 || ctx.meets_criteria_on_observed_values(1) {
+        let next = if ctx.removed(1) {
+            0
+        } else if ctx.request.iteration == 1 || ctx.meets_criteria_on_observed_values(1) {
             (candidate + s.max_candidate_weight_increment)
                 .min(s.max_candidate_weight.max(candidate))
         } else {

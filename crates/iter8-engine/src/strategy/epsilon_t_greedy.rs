@@ -1,6 +1,6 @@
 //! iter8 v0's decaying epsilon-greedy: with epsilon = 1/t at iteration t, a candidate that
 //! meets every criterion on its observed values gets (1 - epsilon/2) of the traffic, one that
-//! does not gets epsilon/2.
+//! does not gets epsilon/2, and one shown to break a criterion (removed) gets nothing.
 
 use super::{Context, Strategy};
 
@@ -10,7 +10,9 @@ pub struct EpsilonTGreedy;
 impl Strategy for EpsilonTGreedy {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
         let epsilon = 1.0 / f64::from(ctx.request.iteration.max(1));
-        let share = if ctx.meets_criteria_on_observed_values(1) {
+        let share = if ctx.removed(1) {
+            0.0
+        } else if ctx.meets_criteria_on_observed_values(1) {
             1.0 - epsilon / 2.0
         } else {
             epsilon / 2.0

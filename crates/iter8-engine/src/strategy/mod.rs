@@ -24,10 +24,10 @@ pub trait Strategy: Sync {
         true
     }
 
-    /// The decision for this iteration; by default the Bayesian rule shared by iter8's
-    /// strategies.
+    /// The decision for this iteration; by default the guarded, anytime-valid rule
+    /// ([`decision::guarded`]), which only the "not worse" judges replace.
     fn decide(&self, ctx: &Context<'_>) -> Verdict {
-        decision::bayesian(ctx)
+        decision::guarded(ctx)
     }
 }
 
