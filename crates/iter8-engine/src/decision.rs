@@ -23,7 +23,8 @@
 //!   [`crate::guards::MIN_OBSERVATIONS_TO_REJECT`] observations). Otherwise the experiment
 //!   continues, and ends inconclusive on the baseline at `maxIterations`.
 //! * **Winner**: the version most likely best feasible, reported when that probability
-//!   reaches `winnerProbability`. It is a posterior summary, not a decision.
+//!   reaches `winnerProbability` and every version has data. It is a posterior summary, not
+//!   a decision.
 
 use iter8_api::{Action, Decision, Winner};
 
@@ -68,7 +69,10 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
 
     let best = argmax(&ctx.draws.win);
     let p_best = ctx.draws.win[best];
-    let winner = (p_best >= threshold).then(|| Winner {
+    // A version without data "loses" every draw by default: the others' win probability
+    // then says nothing about them, so no winner is named until every version has data.
+    let measured = (0..n).all(|v| ctx.model.has_data(v));
+    let winner = (p_best >= threshold && measured).then(|| Winner {
         version: names[best].to_string(),
         probability: p_best,
     });

@@ -64,6 +64,12 @@ fn a_candidate_without_data_at_iteration_1_gets_traffic_and_no_verdict_in_any_st
                 response.decision.reason
             );
             assert!(
+                response.winner.is_none(),
+                "{} {kind}: a winner named before the candidate has data: {:?}",
+                algorithm.name(),
+                response.winner
+            );
+            assert!(
                 split(&response)[1] > 0,
                 "{} {kind}: the candidate gets no traffic: {:?}",
                 algorithm.name(),
