@@ -18,7 +18,7 @@ impl Strategy for CheckAndIncrement {
             0
         } else if ctx.request.iteration == 1 || ctx.meets_criteria_on_observed_values(1) {
             (candidate + s.max_candidate_weight_increment)
-                .min(s.max_candidate_weight.max(candidate))
+                .min(s.candidate_weight_limit().max(candidate))
         } else {
             candidate
         };

@@ -49,7 +49,7 @@ impl Strategy for Safe {
         let req = ctx.request;
         let guards = Guards::new(req, ctx.model, req.strategy.alpha);
         let n = req.versions.len();
-        let max_candidate = f64::from(req.strategy.max_candidate_weight) / 100.0;
+        let max_candidate = f64::from(req.strategy.candidate_weight_limit()) / 100.0;
         let mut lower = vec![0.0; n];
         let mut upper = vec![0.0; n];
         let mut shares = ctx.draws.top_share[1].clone();
