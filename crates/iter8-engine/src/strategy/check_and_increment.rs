@@ -2,9 +2,11 @@
 //! (`maxCandidateWeightIncrement`) at the first iteration and then while its observed values
 //! meet every criterion, and holds its weight otherwise. The first step needs no check: a
 //! candidate without traffic has no data to pass with. A candidate shown to break a
-//! criterion (removed) gets no more traffic.
+//! criterion (removed) gets no more traffic, and the baseline keeps
+//! [`BASELINE_FLOOR_PERCENT`] until the decision: the guarded rule compares the candidate with
+//! it.
 
-use super::{Context, Strategy};
+use super::{BASELINE_FLOOR_PERCENT, Context, Strategy};
 
 /// The fixed-step canary ramp.
 pub struct CheckAndIncrement;
@@ -22,6 +24,7 @@ impl Strategy for CheckAndIncrement {
         } else {
             candidate
         };
+        let next = next.min(100 - BASELINE_FLOOR_PERCENT);
         vec![100 - next, next]
     }
 }

@@ -40,7 +40,7 @@ pub const ENOUGH_SAMPLES: f64 = 1_000.0;
 /// P(meets all criteria) a candidate needs to leave the cap.
 pub const ENOUGH_FEASIBLE: f64 = 0.8;
 /// The baseline's least share while the experiment runs.
-pub const BASELINE_FLOOR: f64 = 0.10;
+pub const BASELINE_FLOOR: f64 = super::BASELINE_FLOOR_PERCENT as f64 / 100.0;
 /// Every live version's least share.
 pub const EXPLORATION_FLOOR: f64 = 0.02;
 
