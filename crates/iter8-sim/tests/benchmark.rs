@@ -1,5 +1,5 @@
-//! The short form of the benchmark that CI runs on the default strategy, `safe`, with a fresh
-//! seed every run. The seed is printed (to stderr, outside the test harness's capture) and is
+//! The short form of the benchmark that CI runs on the default strategy, `safe`, and on
+//! iter8's classic algorithms (which decide with `safe`'s rule), with a fresh seed every run. The seed is printed (to stderr, outside the test harness's capture) and is
 //! in every failure message; `ITER8_SIM_SEED=<seed> cargo test -p iter8-sim --test benchmark`
 //! reproduces a run.
 //!
@@ -45,13 +45,22 @@ fn seed() -> u64 {
 }
 
 fn run(ids: &[&str], replicates: usize) -> Vec<Summary> {
+    run_with(&[Algorithm::Safe], ids, replicates)
+}
+
+/// Runs every scenario of `ids` with every algorithm that fits it.
+fn run_with(algorithms: &[Algorithm], ids: &[&str], replicates: usize) -> Vec<Summary> {
     let scenarios: Vec<_> = scenario::all()
         .into_iter()
         .enumerate()
         .filter(|(_, s)| ids.contains(&s.id))
         .collect();
     assert_eq!(scenarios.len(), ids.len(), "unknown scenario in {ids:?}");
-    let policies = [(0, Policy::for_algorithm(Algorithm::Safe, DRAWS))];
+    let policies: Vec<_> = algorithms
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (i, Policy::for_algorithm(a, DRAWS)))
+        .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
     let summaries = run_all(&scenarios, &policies, replicates, seed(), threads);
     for s in &summaries {
@@ -107,9 +116,10 @@ fn assert_finds_the_winner(s: &Summary) {
 fn assert_not_shown_to_miss(s: &Summary, what: &str, count: usize, target: f64, p: f64) {
     assert!(
         p >= LEVEL,
-        "{} (seed {}): {count} {what} in {} runs miss the target {target} \
+        "{} {} (seed {}): {count} {what} in {} runs miss the target {target} \
          (one-sided binomial p = {p:.5})",
         s.scenario,
+        s.strategy,
         seed(),
         s.runs
     );
@@ -162,6 +172,40 @@ fn safe_never_rolls_back_a_better_candidate_on_too_little_data() {
 #[test]
 fn safe_rarely_promotes_a_delayed_p95_regression() {
     for s in run(&["S11"], 300) {
+        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
+        assert_not_shown_to_miss(
+            &s,
+            "unsafe promotions",
+            s.unsafe_promotions,
+            UNSAFE_TARGET,
+            p,
+        );
+    }
+}
+
+/// iter8's classic algorithms: their own allocations, `safe`'s decision rule.
+const CLASSIC: [Algorithm; 4] = [
+    Algorithm::Progressive,
+    Algorithm::Top2,
+    Algorithm::Uniform,
+    Algorithm::CheckAndIncrement,
+];
+
+#[test]
+fn the_classic_algorithms_promote_in_null_scenarios_at_most_alpha() {
+    // A/A, A/A/A (not for check_and_increment: two versions only) and A/A on revenue.
+    for s in run_with(&CLASSIC, &["S4", "S14", "S16"], 100) {
+        assert_eq!(s.family, Family::Null);
+        let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
+        assert_not_shown_to_miss(&s, "false promotions", s.false_promotions, ALPHA, p);
+    }
+}
+
+#[test]
+fn the_classic_algorithms_rarely_ship_a_delayed_regression() {
+    // Error regressions from iteration 6 and 10, a p95 regression from iteration 10.
+    for s in run_with(&CLASSIC, &["S5", "S10", "S11"], 100) {
+        assert_eq!(s.family, Family::Unsafe);
         let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
         assert_not_shown_to_miss(
             &s,
