@@ -79,8 +79,7 @@ fn safe_promotes_in_null_scenarios_at_most_alpha() {
     // Pareto), and a candidate exactly at its mean-latency limit.
     for s in run(&["S4", "S14", "S15", "S16", "S18", "S20"], 300) {
         assert_eq!(s.family, Family::Null);
-        let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
-        assert_not_shown_to_miss(&s, "false promotions", s.false_promotions, ALPHA, p);
+        assert_false_promotions_at_most_alpha(&s);
     }
 }
 
@@ -89,15 +88,26 @@ fn safe_rarely_promotes_a_version_that_breaks_an_objective() {
     // A broken SLO, delayed error regressions and a p95 break by a heavy tail.
     for s in run(&["S2", "S5", "S6", "S10"], 100) {
         assert_eq!(s.family, Family::Unsafe);
-        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
-        assert_not_shown_to_miss(
-            &s,
-            "unsafe promotions",
-            s.unsafe_promotions,
-            UNSAFE_TARGET,
-            p,
-        );
+        assert_rarely_unsafe(&s);
     }
+}
+
+/// Fails if the share of false promotions is shown to be above alpha.
+fn assert_false_promotions_at_most_alpha(s: &Summary) {
+    let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
+    assert_not_shown_to_miss(s, "false promotions", s.false_promotions, ALPHA, p);
+}
+
+/// Fails if the share of unsafe promotions is shown to be above its target.
+fn assert_rarely_unsafe(s: &Summary) {
+    let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
+    assert_not_shown_to_miss(
+        s,
+        "unsafe promotions",
+        s.unsafe_promotions,
+        UNSAFE_TARGET,
+        p,
+    );
 }
 
 /// Fails if the share of correct decisions is shown to be below the target.
@@ -172,14 +182,7 @@ fn safe_never_rolls_back_a_better_candidate_on_too_little_data() {
 #[test]
 fn safe_rarely_promotes_a_delayed_p95_regression() {
     for s in run(&["S11"], 300) {
-        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
-        assert_not_shown_to_miss(
-            &s,
-            "unsafe promotions",
-            s.unsafe_promotions,
-            UNSAFE_TARGET,
-            p,
-        );
+        assert_rarely_unsafe(&s);
     }
 }
 
@@ -196,8 +199,7 @@ fn the_classic_algorithms_promote_in_null_scenarios_at_most_alpha() {
     // A/A, A/A/A (not for check_and_increment: two versions only) and A/A on revenue.
     for s in run_with(&CLASSIC, &["S4", "S14", "S16"], 100) {
         assert_eq!(s.family, Family::Null);
-        let p = binomial_at_least(s.false_promotions, s.runs, ALPHA);
-        assert_not_shown_to_miss(&s, "false promotions", s.false_promotions, ALPHA, p);
+        assert_false_promotions_at_most_alpha(&s);
     }
 }
 
@@ -206,13 +208,6 @@ fn the_classic_algorithms_rarely_ship_a_delayed_regression() {
     // Error regressions from iteration 6 and 10, a p95 regression from iteration 10.
     for s in run_with(&CLASSIC, &["S5", "S10", "S11"], 100) {
         assert_eq!(s.family, Family::Unsafe);
-        let p = binomial_at_least(s.unsafe_promotions, s.runs, UNSAFE_TARGET);
-        assert_not_shown_to_miss(
-            &s,
-            "unsafe promotions",
-            s.unsafe_promotions,
-            UNSAFE_TARGET,
-            p,
-        );
+        assert_rarely_unsafe(&s);
     }
 }
