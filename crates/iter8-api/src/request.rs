@@ -195,12 +195,13 @@ pub struct Strategy {
     /// The traffic algorithm.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// The most traffic (percent) any candidate may get. With `fixed_thresholds`, the weight
-    /// at which its ramp stops and a passing check promotes; at 100 (the default, or set so)
-    /// that is 50, so the baseline keeps half the traffic until promotion.
-    #[serde(default = "default_max_candidate_weight")]
+    /// The most traffic (percent) any candidate may get; with `fixed_thresholds`, the weight
+    /// at which its ramp stops and a passing check promotes. Absent, each algorithm's default:
+    /// 50 for `fixed_thresholds` (the baseline keeps half the traffic until promotion), 100
+    /// (no cap) for the others. An explicit value, 100 included, is honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub max_candidate_weight: u32,
+    pub max_candidate_weight: Option<u32>,
     /// The most a candidate's weight may grow in one iteration (percentage points); also the
     /// step of `check_and_increment`.
     #[serde(default = "default_max_candidate_weight_increment")]
@@ -237,9 +238,6 @@ pub struct Strategy {
     pub max_failed_checks: u32,
 }
 
-fn default_max_candidate_weight() -> u32 {
-    100
-}
 fn default_max_candidate_weight_increment() -> u32 {
     10
 }
@@ -259,11 +257,20 @@ fn default_max_failed_checks() -> u32 {
     5
 }
 
+impl Strategy {
+    /// `maxCandidateWeight` as it applies: the value given, or the algorithm's default
+    /// ([`Algorithm::default_max_candidate_weight`]).
+    pub fn candidate_weight_limit(&self) -> u32 {
+        self.max_candidate_weight
+            .unwrap_or_else(|| self.algorithm.default_max_candidate_weight())
+    }
+}
+
 impl Default for Strategy {
     fn default() -> Self {
         Self {
             algorithm: Algorithm::default(),
-            max_candidate_weight: default_max_candidate_weight(),
+            max_candidate_weight: None,
             max_candidate_weight_increment: default_max_candidate_weight_increment(),
             exploration_weight: default_exploration_weight(),
             winner_probability: default_winner_probability(),
@@ -298,7 +305,7 @@ pub enum Algorithm {
     /// The split given in `strategy.split`, unchanged.
     FixedSplit,
     /// Flagger/Argo Rollouts: per-interval threshold checks on point values, a step ramp,
-    /// promotion at the maximum weight (`maxCandidateWeight`, 50 when left at 100), rollback
+    /// promotion at the maximum weight (`maxCandidateWeight`, 50 when absent), rollback
     /// after `maxFailedChecks` failed checks.
     FixedThresholds,
     /// Kayenta: Mann-Whitney tests with Hodges-Lehmann intervals on per-interval values,
@@ -321,6 +328,16 @@ impl Algorithm {
         Algorithm::FixedThresholds,
         Algorithm::MannWhitney,
     ];
+
+    /// `maxCandidateWeight` when the request leaves it out: 50 for `fixed_thresholds`
+    /// (Flagger's usual `maxWeight`: a candidate that breaks a criterion never gets most of
+    /// the traffic before its checks promote it), 100 (no cap) for every other algorithm.
+    pub fn default_max_candidate_weight(self) -> u32 {
+        match self {
+            Algorithm::FixedThresholds => 50,
+            _ => 100,
+        }
+    }
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {

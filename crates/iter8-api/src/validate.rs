@@ -399,10 +399,10 @@ impl AssessmentRequest {
 
     fn check_strategy(&self) -> Check {
         let s = &self.strategy;
-        if s.max_candidate_weight > 100 {
+        if let Some(weight) = s.max_candidate_weight.filter(|&w| w > 100) {
             return Err(InvalidRequest::new(
                 "strategy.maxCandidateWeight",
-                format!("must be between 0 and 100, got {}", s.max_candidate_weight),
+                format!("must be between 0 and 100, got {weight}"),
             ));
         }
         if !(1..=100).contains(&s.max_candidate_weight_increment) {

@@ -338,3 +338,34 @@ fn evidence_in_range_passes() {
     let request: AssessmentRequest = serde_json::from_value(body).expect("decodes");
     request.validate().expect("old evidence is valid");
 }
+
+#[test]
+fn max_candidate_weight_is_optional_and_an_explicit_100_is_kept() {
+    use iter8_api::Algorithm;
+    let decode = |strategy: Value| {
+        let mut body = valid();
+        body["strategy"] = strategy;
+        serde_json::from_value::<AssessmentRequest>(body).expect("decodes")
+    };
+    let absent = decode(json!({"algorithm": "fixed_thresholds"}));
+    assert_eq!(absent.strategy.max_candidate_weight, None);
+    assert_eq!(absent.strategy.candidate_weight_limit(), 50);
+    assert_eq!(decode(json!({})).strategy.candidate_weight_limit(), 100);
+    let explicit = decode(json!({"algorithm": "fixed_thresholds", "maxCandidateWeight": 100}));
+    assert_eq!(explicit.strategy.candidate_weight_limit(), 100);
+    assert_eq!(explicit.validate(), Ok(()));
+    let wire = serde_json::to_value(&explicit.strategy).expect("encodes");
+    assert_eq!(wire["maxCandidateWeight"], json!(100));
+    assert_eq!(Algorithm::Safe.default_max_candidate_weight(), 100);
+}
+
+#[test]
+fn a_max_candidate_weight_over_100_is_refused_naming_the_field() {
+    let e = refusal(|b| b["strategy"] = json!({"maxCandidateWeight": 101}));
+    assert_eq!(e.field, "strategy.maxCandidateWeight");
+    assert!(
+        e.reason.contains("between 0 and 100, got 101"),
+        "{}",
+        e.reason
+    );
+}

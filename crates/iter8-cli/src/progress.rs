@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 
+use iter8_api::{AssessmentResponse, Winner};
+
 use crate::record::IterationRecord;
 
 /// How progress is shown.
@@ -90,10 +92,7 @@ pub fn plain_line(names: &[&str], r: &IterationRecord) -> String {
     let weights = iter8_crd_summary(names, &r.weights);
     let requests: u64 = r.load.iter().map(|l| l.requests).sum();
     let errors: u64 = r.load.iter().map(|l| l.errors).sum();
-    let winner = r
-        .response
-        .winner
-        .as_ref()
+    let winner = backed_winner(&r.response)
         .map(|w| format!(" winner={}({:.3})", w.version, w.probability))
         .unwrap_or_default();
     format!(
@@ -102,6 +101,17 @@ pub fn plain_line(names: &[&str], r: &IterationRecord) -> String {
         r.elapsed_ms as f64 / 1000.0,
         r.response.decision
     )
+}
+
+/// The response's winner, if it names one and every version has observations behind it: a
+/// version without data loses every draw by default, so a "winner" over it (as an older
+/// analytics service reports at iteration 1) says nothing.
+fn backed_winner(response: &AssessmentResponse) -> Option<&Winner> {
+    let measured = response
+        .versions
+        .iter()
+        .all(|v| v.metrics.iter().any(|m| m.sample_size > 0.0));
+    response.winner.as_ref().filter(|_| measured)
 }
 
 fn iter8_crd_summary(names: &[&str], weights: &[u32]) -> String {
@@ -153,4 +163,61 @@ pub fn table(names: &[&str], r: &IterationRecord, max: u32) -> String {
     }
     out.pop();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use iter8_api::{AssessmentRequest, Winner};
+    use serde_json::json;
+
+    use super::*;
+
+    /// The record of an iteration the in-process engine assessed, with the candidate's
+    /// metrics as given (none at iteration 1, as the demo starts).
+    fn record(iteration: u32, candidate: serde_json::Value) -> IterationRecord {
+        let counters = json!({"requests": {"counter": 4000.0}, "conversions": {"counter": 240.0}});
+        let request: AssessmentRequest = serde_json::from_value(json!({
+            "kind": "ab", "iteration": iteration, "maxIterations": 12,
+            "versions": [
+                {"name": "v1", "weight": 100, "metrics": counters},
+                {"name": "v2", "weight": 0, "metrics": candidate}
+            ],
+            "ratios": [{"name": "conversion-rate", "numerator": "conversions",
+                        "denominator": "requests"}],
+            "criteria": {"rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
+        }))
+        .expect("request decodes");
+        let response = iter8_engine::assess(&request).expect("request is valid");
+        IterationRecord {
+            iteration,
+            weights: vec![100, 0],
+            load: Vec::new(),
+            elapsed_ms: 1000,
+            assess_ms: 1,
+            request,
+            response,
+        }
+    }
+
+    #[test]
+    fn no_winner_is_printed_while_a_version_has_no_data() {
+        let mut first = record(1, json!({}));
+        let line = plain_line(&["v1", "v2"], &first);
+        assert!(!line.contains("winner="), "{line}");
+        // Even when the response names one (an older analytics service did, at 1.000).
+        first.response.winner = Some(Winner {
+            version: "v1".into(),
+            probability: 1.0,
+        });
+        let line = plain_line(&["v1", "v2"], &first);
+        assert!(!line.contains("winner="), "{line}");
+    }
+
+    #[test]
+    fn the_winner_is_printed_once_every_version_has_data() {
+        let data = json!({"requests": {"counter": 4000.0}, "conversions": {"counter": 400.0}});
+        let later = record(6, data);
+        let line = plain_line(&["v1", "v2"], &later);
+        assert!(line.contains(" winner=v2("), "{line}");
+    }
 }

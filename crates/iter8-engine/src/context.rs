@@ -22,6 +22,16 @@ impl Context<'_> {
         self.request.versions.iter().map(|v| v.weight).collect()
     }
 
+    /// Whether a version is shown by an anytime-valid test to break a criterion, at this
+    /// iteration or an earlier one (the evidence remembers it): it gets no more traffic.
+    pub fn removed(&self, version: usize) -> bool {
+        self.model
+            .evidence
+            .versions
+            .get(version)
+            .is_some_and(|e| e.removed.is_some())
+    }
+
     /// Whether a version meets every criterion on its observed values alone (iter8 v0's
     /// check); a criterion without data is not met.
     pub fn meets_criteria_on_observed_values(&self, version: usize) -> bool {

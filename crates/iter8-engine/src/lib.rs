@@ -138,7 +138,7 @@ fn next_weights(
                 split::apply_limits(
                     &proposed,
                     &ctx.current_weights(),
-                    s.max_candidate_weight,
+                    s.candidate_weight_limit(),
                     s.max_candidate_weight_increment,
                 )
             } else {

@@ -88,14 +88,19 @@ fn abn_promotes_the_best_feasible_version_not_the_best_reward() {
     let response = assess(json!({
         "kind": "abn", "iteration": 4, "strategy": {"algorithm": "progressive"},
         "versions": [version("v1", 40, 5.0, 100.0, 10.0),
-                     version("v2", 20, 5.0, 150.0, 10.0),
+                     version("v2", 20, 5.0, 200.0, 10.0),
                      version("v3", 20, 5.0, 120.0, 10.0),
-                     version("fast", 20, 5.0, 200.0, 80.0)],
+                     version("fast", 20, 5.0, 250.0, 80.0)],
         "ratios": ratios(),
         "criteria": {"objectives": slo(),
                      "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
     }));
-    assert_eq!(response.decision.action, Action::Promote);
+    assert_eq!(
+        response.decision.action,
+        Action::Promote,
+        "{}",
+        response.decision.reason
+    );
     assert_eq!(response.decision.version.as_deref(), Some("v2"));
     let fast = &response.versions[3];
     assert!(fast.probability_all_criteria < 0.01);
@@ -135,7 +140,11 @@ fn performance_test_passes_or_fails_on_its_slo() {
     assert_eq!(split(&pass), vec![100]);
     let fail = run(80.0);
     assert_eq!(fail.decision.action, Action::Rollback);
-    assert!(fail.decision.reason.starts_with("svc fails its criteria"));
+    assert!(
+        fail.decision.reason.starts_with("svc breaks error-rate"),
+        "{}",
+        fail.decision.reason
+    );
 }
 
 #[test]

@@ -189,7 +189,7 @@ fn fixed_thresholds_steps_while_interval_checks_pass_and_promotes_at_the_maximum
 
 #[test]
 fn fixed_thresholds_with_default_parameters_ramps_to_half_and_promotes_there() {
-    // maxCandidateWeight left at 100: the ramp stops at 50 %, where a passing check promotes.
+    // maxCandidateWeight left out: the ramp stops at 50 %, where a passing check promotes.
     let strategy = json!({"algorithm": "fixed_thresholds"});
     let step = assess(ab(
         5,
@@ -207,6 +207,37 @@ fn fixed_thresholds_with_default_parameters_ramps_to_half_and_promotes_there() {
     ));
     assert_eq!(promote.decision.action, Action::Promote);
     assert!(promote.decision.reason.contains("maximum weight 50"));
+}
+
+#[test]
+fn fixed_thresholds_ramps_to_an_explicit_100_and_promotes_there() {
+    let strategy = json!({"algorithm": "fixed_thresholds", "maxCandidateWeight": 100,
+                          "maxCandidateWeightIncrement": 50});
+    let step = assess(ab(
+        5,
+        version("a", 50, 5, (2500.0, 12.0, 125.0)),
+        version("b", 50, 5, (2500.0, 12.0, 125.0)),
+        strategy.clone(),
+    ));
+    assert_eq!(
+        step.decision.action,
+        Action::Continue,
+        "{}",
+        step.decision.reason
+    );
+    assert_eq!(split(&step), vec![0, 100]);
+    let promote = assess(ab(
+        6,
+        version("a", 0, 6, (2500.0, 12.0, 125.0)),
+        version("b", 100, 6, (2500.0, 12.0, 125.0)),
+        strategy,
+    ));
+    assert_eq!(promote.decision.action, Action::Promote);
+    assert!(
+        promote.decision.reason.contains("maximum weight 100"),
+        "{}",
+        promote.decision.reason
+    );
 }
 
 #[test]

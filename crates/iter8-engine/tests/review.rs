@@ -64,6 +64,12 @@ fn a_candidate_without_data_at_iteration_1_gets_traffic_and_no_verdict_in_any_st
                 response.decision.reason
             );
             assert!(
+                response.winner.is_none(),
+                "{} {kind}: a winner named before the candidate has data: {:?}",
+                algorithm.name(),
+                response.winner
+            );
+            assert!(
                 split(&response)[1] > 0,
                 "{} {kind}: the candidate gets no traffic: {:?}",
                 algorithm.name(),
@@ -212,6 +218,115 @@ fn a_criterion_no_version_has_data_for_yet_is_no_data_not_a_refusal() {
             Action::Continue,
             "{}",
             response.decision.reason
+        );
+    }
+}
+
+/// iter8's classic allocations, which keep their own split but decide with `safe`'s rule.
+const CLASSIC_ALLOCATIONS: [Algorithm; 5] = [
+    Algorithm::Progressive,
+    Algorithm::Top2,
+    Algorithm::Uniform,
+    Algorithm::CheckAndIncrement,
+    Algorithm::EpsilonTGreedy,
+];
+
+#[test]
+fn the_classic_algorithms_promote_only_on_anytime_valid_evidence_like_safe() {
+    // 6 % against 5 % conversions on 4,000 requests each: the posterior is sure enough
+    // (P(better) about 0.98), the mSPRT at alpha is not yet, so no strategy promotes.
+    let body = |algorithm: Algorithm| {
+        json!({
+            "kind": "ab", "iteration": 20, "maxIterations": 40,
+            "strategy": {"algorithm": algorithm.name()},
+            "versions": [
+                {"name": "stable", "weight": 50, "metrics": counters(4000.0, 20.0, 200.0)},
+                {"name": "next", "weight": 50, "metrics": counters(4000.0, 20.0, 240.0)}
+            ],
+            "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}],
+                         "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
+        })
+    };
+    let safe = assess(body(Algorithm::Safe));
+    assert_eq!(safe.decision.action, Action::Continue);
+    for algorithm in CLASSIC_ALLOCATIONS {
+        let response = assess(body(algorithm));
+        assert!(
+            response.versions[1].probability_beats_baseline > Some(0.95),
+            "{}: the posterior alone would promote",
+            algorithm.name()
+        );
+        assert_eq!(
+            response.decision,
+            safe.decision,
+            "{}: decides as safe does",
+            algorithm.name()
+        );
+        assert!(
+            response
+                .decision
+                .reason
+                .contains("not yet shown better than the baseline"),
+            "{}: {}",
+            algorithm.name(),
+            response.decision.reason
+        );
+    }
+}
+
+#[test]
+fn the_classic_algorithms_roll_back_only_on_a_shown_breach_like_safe() {
+    // 150 requests with 6 errors (4 % against a 1 % limit): too few observations to end
+    // the candidate, however bad its posterior looks.
+    for algorithm in CLASSIC_ALLOCATIONS {
+        let response = assess(json!({
+            "kind": "canary", "iteration": 3, "maxIterations": 40,
+            "strategy": {"algorithm": algorithm.name()},
+            "versions": [
+                {"name": "stable", "weight": 90, "metrics": counters(4000.0, 20.0, 200.0)},
+                {"name": "next", "weight": 10, "metrics": counters(150.0, 6.0, 8.0)}
+            ],
+            "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]}
+        }));
+        assert_eq!(
+            response.decision.action,
+            Action::Continue,
+            "{}: {}",
+            algorithm.name(),
+            response.decision.reason
+        );
+    }
+}
+
+#[test]
+fn a_candidate_shown_to_break_a_criterion_gets_no_traffic_in_the_classic_allocations() {
+    for algorithm in [Algorithm::Progressive, Algorithm::Top2, Algorithm::Uniform] {
+        let response = assess(json!({
+            "kind": "abn", "iteration": 5, "maxIterations": 40,
+            "strategy": {"algorithm": algorithm.name()},
+            "versions": [
+                {"name": "stable", "weight": 40, "metrics": counters(4000.0, 20.0, 200.0)},
+                {"name": "broken", "weight": 30, "metrics": counters(4000.0, 200.0, 240.0)},
+                {"name": "next", "weight": 30, "metrics": counters(4000.0, 20.0, 210.0)}
+            ],
+            "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}],
+                         "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
+        }));
+        assert_eq!(response.decision.action, Action::Continue);
+        assert!(
+            response.evidence.versions[1].removed.is_some(),
+            "{}: the breach is remembered",
+            algorithm.name()
+        );
+        assert_eq!(
+            split(&response)[1],
+            0,
+            "{}: {:?}",
+            algorithm.name(),
+            split(&response)
         );
     }
 }

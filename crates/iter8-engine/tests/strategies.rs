@@ -131,6 +131,25 @@ fn check_and_increment_steps_while_observed_values_pass_and_holds_otherwise() {
 }
 
 #[test]
+fn check_and_increment_and_epsilon_t_greedy_leave_the_baseline_its_floor() {
+    // A passing candidate at 90 % would step to 100 % (check_and_increment) or get 98 %
+    // (epsilon_t_greedy at iteration 40): the baseline keeps 10 % for the comparison the
+    // decision needs.
+    for (algorithm, iteration) in [("check_and_increment", 20), ("epsilon_t_greedy", 40)] {
+        let request = json!({
+            "kind": "canary", "iteration": iteration, "maxIterations": 200,
+            "versions": [version("a", 10, 1000.0, 1.0, 0.0), version("b", 90, 1000.0, 1.0, 0.0)],
+            "ratios": ratios(),
+            "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}]},
+            "strategy": {"algorithm": algorithm, "maxCandidateWeightIncrement": 100}
+        });
+        let response = assess(request);
+        assert_eq!(response.decision.action, Action::Continue, "{algorithm}");
+        assert_eq!(split(&response), vec![10, 90], "{algorithm}");
+    }
+}
+
+#[test]
 fn check_and_increment_takes_its_first_step_without_data() {
     let request = json!({
         "kind": "canary", "iteration": 1, "minIterations": 5,

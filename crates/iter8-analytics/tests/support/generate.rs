@@ -305,7 +305,19 @@ fn strategy(u: &mut Unstructured, versions: usize) -> Result<Strategy> {
     };
     Ok(Strategy {
         algorithm,
-        max_candidate_weight: pick(u, &[0, 1, 20, 50, 99, 100], &[101, u32::MAX])?,
+        max_candidate_weight: pick(
+            u,
+            &[
+                None,
+                Some(0),
+                Some(1),
+                Some(20),
+                Some(50),
+                Some(99),
+                Some(100),
+            ],
+            &[Some(101), Some(u32::MAX)],
+        )?,
         max_candidate_weight_increment: pick(u, &[1, 5, 10, 50, 100], &[0, 101])?,
         exploration_weight: pick(u, &[0, 1, 10, 49, 50], &[51])?,
         winner_probability: pick(u, &[0.51, 0.9, 0.95, 0.999_999], &[0.5, 1.0, f64::NAN])?,

@@ -1,9 +1,12 @@
 //! iter8 v0's `check_and_increment`: the candidate gains a fixed step
 //! (`maxCandidateWeightIncrement`) at the first iteration and then while its observed values
 //! meet every criterion, and holds its weight otherwise. The first step needs no check: a
-//! candidate without traffic has no data to pass with.
+//! candidate without traffic has no data to pass with. A candidate shown to break a
+//! criterion (removed) gets no more traffic, and the baseline keeps
+//! [`BASELINE_FLOOR_PERCENT`] until the decision: the guarded rule compares the candidate with
+//! it.
 
-use super::{Context, Strategy};
+use super::{BASELINE_FLOOR_PERCENT, Context, Strategy};
 
 /// The fixed-step canary ramp.
 pub struct CheckAndIncrement;
@@ -13,12 +16,15 @@ impl Strategy for CheckAndIncrement {
         let current = ctx.current_weights();
         let s = &ctx.request.strategy;
         let candidate = current[1];
-        let next = if ctx.request.iteration == 1 || ctx.meets_criteria_on_observed_values(1) {
+        let next = if ctx.removed(1) {
+            0
+        } else if ctx.request.iteration == 1 || ctx.meets_criteria_on_observed_values(1) {
             (candidate + s.max_candidate_weight_increment)
-                .min(s.max_candidate_weight.max(candidate))
+                .min(s.candidate_weight_limit().max(candidate))
         } else {
             candidate
         };
+        let next = next.min(100 - BASELINE_FLOOR_PERCENT);
         vec![100 - next, next]
     }
 }

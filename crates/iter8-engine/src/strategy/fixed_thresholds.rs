@@ -8,12 +8,12 @@
 //! total, it is rolled back. An interval in which the candidate had traffic but no data counts
 //! as a failed check, as in Flagger. There is no error control: every interval is a test.
 //!
-//! The maximum weight is `maxCandidateWeight`, except at 100, its default (which for the
-//! other algorithms means "no cap"): then it is [`DEFAULT_MAX_WEIGHT`], Flagger's usual
-//! `maxWeight`. A ramp to 100 % would hand the candidate all the traffic before it is
-//! promoted, with no baseline left to compare a relative criterion with; at 50 % the
-//! baseline serves at least half the requests until promotion, so a candidate that breaks
-//! a criterion never gets most of the traffic.
+//! The maximum weight is `maxCandidateWeight`; absent, it is 50, Flagger's usual `maxWeight`
+//! (for the other algorithms an absent value means 100, "no cap"). A ramp to 100 % hands
+//! the candidate all the traffic before it is promoted, with no baseline left to compare a
+//! relative criterion with; at 50 % the baseline serves at least half the requests until
+//! promotion, so a candidate that breaks a criterion never gets most of the traffic. A user
+//! who wants the full ramp asks for it with an explicit 100.
 
 use iter8_api::{Action, Decision};
 
@@ -23,16 +23,10 @@ use crate::decision::Verdict;
 /// Per-interval threshold checks with a step ramp.
 pub struct FixedThresholds;
 
-/// The maximum weight when `maxCandidateWeight` is left at 100.
-pub const DEFAULT_MAX_WEIGHT: u32 = 50;
-
-/// The weight at which the ramp stops and a passing check promotes.
+/// The weight at which the ramp stops and a passing check promotes: `maxCandidateWeight`,
+/// [`Algorithm::default_max_candidate_weight`](iter8_api::Algorithm) (50) when absent.
 fn max_weight(s: &iter8_api::Strategy) -> u32 {
-    if s.max_candidate_weight >= 100 {
-        DEFAULT_MAX_WEIGHT
-    } else {
-        s.max_candidate_weight
-    }
+    s.candidate_weight_limit()
 }
 
 impl Strategy for FixedThresholds {

@@ -45,7 +45,9 @@ impl Strategy for MannWhitney {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
         let s = &ctx.request.strategy;
         let n = ctx.request.versions.len();
-        let step = s.max_candidate_weight_increment.min(s.max_candidate_weight);
+        let step = s
+            .max_candidate_weight_increment
+            .min(s.candidate_weight_limit());
         let status = judge(ctx);
         let mut out = vec![0; n];
         let mut candidates = 0;

@@ -14,6 +14,12 @@ use iter8_api::Algorithm;
 pub use crate::context::Context;
 use crate::decision::{self, Verdict};
 
+/// The least share (percent) the baseline keeps while an experiment runs under a strategy
+/// that would otherwise ramp it to nothing (`safe`, `check_and_increment`,
+/// `epsilon_t_greedy`): promotion needs the reward shown better than the baseline's, and a
+/// baseline without traffic stops adding the evidence that would show it.
+pub const BASELINE_FLOOR_PERCENT: u32 = 10;
+
 /// A way of moving traffic between versions.
 pub trait Strategy: Sync {
     /// The split this strategy wants for the next iteration, before the weight limits.
@@ -24,10 +30,10 @@ pub trait Strategy: Sync {
         true
     }
 
-    /// The decision for this iteration; by default the Bayesian rule shared by iter8's
-    /// strategies.
+    /// The decision for this iteration; by default the guarded, anytime-valid rule
+    /// ([`decision::guarded`]), which only the "not worse" judges replace.
     fn decide(&self, ctx: &Context<'_>) -> Verdict {
-        decision::bayesian(ctx)
+        decision::guarded(ctx)
     }
 }
 
