@@ -416,6 +416,46 @@ async fn a_metric_backend_nobody_allowed_gets_no_request_and_no_credentials() ->
         "no request (and no token) reached the address nobody allowed"
     );
     assert_eq!(reviews_split(&env.client, &ns).await?, [100, 0]);
+
+    // The address is checked before the Secret is read: a Metric naming a Secret that does
+    // not exist is refused for its address, not for the missing Secret (were the Secret read
+    // first, the refusal would name it, and the controller would read Secrets on behalf of a
+    // Metric it must refuse).
+    metrics
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iter8.tools/v3alpha1", "kind": "Metric",
+                "metadata": {"name": "exfiltrate-unread"},
+                "spec": {"type": "counter",
+                         "http": {"url": format!("http://{target}/collect"), "jsonPath": "$.v"},
+                         "auth": {"type": "bearer", "secretName": "no-such-secret"}}
+            }))?,
+        )
+        .await?;
+    create_http_route(&env.client, &ns, "reviews-2").await?;
+    let mut second = canary("sender-2", "reviews-2", 10)?;
+    second.spec.metrics[0].metric.name = "exfiltrate-unread".into();
+    api.create(&PostParams::default(), &second).await?;
+    let refused = wait_for(
+        "the second experiment's refusal",
+        Duration::from_secs(30),
+        async || {
+            let exp = api.get("sender-2").await?;
+            let attempted = exp
+                .status
+                .as_ref()
+                .is_some_and(|s| s.consecutive_failures >= 1);
+            Ok(attempted
+                .then(|| condition_reason(&exp, "MetricsAvailable"))
+                .flatten()
+                .map(|r| (r, exp)))
+        },
+    )
+    .await?;
+    let message = refused.1.status.and_then(|s| s.message).unwrap_or_default();
+    assert_eq!(refused.0, "MetricBackendNotAllowed", "{message}");
+    assert!(!message.contains("no-such-secret"), "{message}");
     controller.abort();
     accepting.abort();
     env.cleanup().await
