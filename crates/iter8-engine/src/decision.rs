@@ -22,9 +22,10 @@
 //!   (both by anytime-valid tests, on at least
 //!   [`crate::guards::MIN_OBSERVATIONS_TO_REJECT`] observations). Otherwise the experiment
 //!   continues, and ends inconclusive on the baseline at `maxIterations`.
-//! * **Winner**: the version most likely best feasible, reported when that probability
-//!   reaches `winnerProbability` and every version has data. It is a posterior summary, not
-//!   a decision.
+//! * **Winner**: the version most likely best feasible among those still in the race,
+//!   reported when that probability reaches `winnerProbability` and every version has data.
+//!   It is a posterior summary, not a decision. A version that is out (removed for good, or
+//!   shown worse) is never promoted nor named the winner, whatever its later data says.
 
 use iter8_api::{Action, Decision, Winner};
 
@@ -67,12 +68,34 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
         .clone()
         .or_else(|| quality::problem(req, &ctx.model.evidence));
 
-    let best = argmax(&ctx.draws.win);
+    // Feasibility first: a baseline shown to break a criterion is no yardstick for reward.
+    let baseline_broken = n > 1 && guards.broken(0);
+    // A version shown to break a criterion, or (candidates) shown worse than a feasible
+    // baseline.
+    let out: Vec<Option<String>> = (0..n)
+        .map(|v| {
+            if guards.broken(v) {
+                Some(breaks(ctx, &guards, v))
+            } else if guards.reward[v] == Side::Below && !baseline_broken {
+                Some(format!(
+                    "{} is worse than the baseline {} (mSPRT at alpha {alpha})",
+                    names[v], names[0]
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+
+    // The leader among the versions still in the race: a version that is out (removed for
+    // good, or shown worse) is neither promoted nor named the winner, whatever its draws say
+    // (the draws know nothing of removals, and a removed version's data may change later).
+    let best = argmax_among(&ctx.draws.win, |v| out[v].is_none()).unwrap_or(0);
     let p_best = ctx.draws.win[best];
     // A version without data "loses" every draw by default: the others' win probability
     // then says nothing about them, so no winner is named until every version has data.
     let measured = (0..n).all(|v| ctx.model.has_data(v));
-    let winner = (p_best >= threshold && measured).then(|| Winner {
+    let winner = (p_best >= threshold && measured && out[best].is_none()).then(|| Winner {
         version: names[best].to_string(),
         probability: p_best,
     });
@@ -85,28 +108,6 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
         winner: winner.clone(),
     };
 
-    // Feasibility first: a baseline shown to break a criterion is no yardstick for reward.
-    let baseline_broken = n > 1 && guards.broken(0);
-    // A version shown to break a criterion, or (candidates) shown worse than a feasible
-    // baseline.
-    let out: Vec<Option<String>> = (0..n)
-        .map(|v| {
-            if guards.broken(v) {
-                Some(format!(
-                    "{} breaks {} (anytime-valid test at alpha {alpha})",
-                    names[v],
-                    broken_list(ctx, &guards, v)
-                ))
-            } else if guards.reward[v] == Side::Below && !baseline_broken {
-                Some(format!(
-                    "{} is worse than the baseline {} (mSPRT at alpha {alpha})",
-                    names[v], names[0]
-                ))
-            } else {
-                None
-            }
-        })
-        .collect();
     let candidates = usize::from(n > 1)..n;
     if candidates.clone().all(|v| out[v].is_some()) {
         let details: Vec<&str> = candidates.filter_map(|v| out[v].as_deref()).collect();
@@ -129,8 +130,8 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
     let mut missing = Vec::new();
     if n > 1 && pick == 0 {
         missing.push(format!(
-            "the baseline {} leads (P(best) {p_best:.3}), and no candidate is shown worse \
-             or broken yet",
+            "the baseline {} leads (P(best) {p_best:.3}), and not every candidate is shown \
+             worse or broken yet",
             names[0]
         ));
     }
@@ -195,10 +196,9 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
     if missing.is_empty() {
         let claim = match ctx.model.reward {
             _ if baseline_broken => format!(
-                "the baseline {} breaks {}; {} meets all criteria with probability \
-                 {p_feasible:.3} and every criterion is shown met (feasibility first)",
-                names[0],
-                broken_list(ctx, &guards, 0),
+                "the baseline {}; {} meets all criteria with probability {p_feasible:.3} and \
+                 every criterion is shown met (feasibility first)",
+                breaks(ctx, &guards, 0),
                 names[pick]
             ),
             Some((t, _)) if n > 1 => format!(
@@ -281,6 +281,25 @@ fn broken_list(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
     list(ctx, guards, v, Status::Broken)
 }
 
+/// Why version `v`, which the guards show broken, is out: the criteria shown broken now, or,
+/// when its current data no longer shows any (it was removed for good at an earlier
+/// iteration), the removal the evidence remembers.
+fn breaks(ctx: &Context<'_>, guards: &Guards, v: usize) -> String {
+    let name = &ctx.request.versions[v].name;
+    let alpha = ctx.request.strategy.alpha;
+    let now = broken_list(ctx, guards, v);
+    match ctx
+        .model
+        .evidence
+        .versions
+        .get(v)
+        .and_then(|e| e.removed.as_deref())
+    {
+        Some(removal) if now.is_empty() => format!("{name} was {removal}"),
+        _ => format!("{name} breaks {now} (anytime-valid test at alpha {alpha})"),
+    }
+}
+
 /// Whether the regression guard holds version `v`: its latest interval shows a limit broken.
 pub fn regressed(ctx: &Context<'_>, guards: &Guards, v: usize) -> bool {
     !latest_list(ctx, guards, v).is_empty()
@@ -313,12 +332,12 @@ fn list(ctx: &Context<'_>, guards: &Guards, v: usize, status: Status) -> String 
         .join(", ")
 }
 
-/// The index of the largest value; the earliest on ties.
-fn argmax(xs: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
+/// The index of the largest value among those `keep` admits; the earliest on ties.
+fn argmax_among(xs: &[f64], keep: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, &x) in xs.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        if best.is_none_or(|b| x > xs[b]) {
+            best = Some(i);
         }
     }
     best

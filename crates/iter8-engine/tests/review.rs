@@ -330,3 +330,85 @@ fn a_candidate_shown_to_break_a_criterion_gets_no_traffic_in_the_classic_allocat
         );
     }
 }
+
+#[test]
+fn a_version_removed_for_good_is_never_promoted_nor_named_the_winner() {
+    // c1 is shown to break the error limit at iteration 5 (5 % errors on 4,000 requests) and
+    // removed for good. Its later data looks excellent (under fixed_split it keeps its
+    // traffic; under the others a removed version's data can still change): it must stay out.
+    for algorithm in [
+        Algorithm::FixedSplit,
+        Algorithm::Progressive,
+        Algorithm::Safe,
+    ] {
+        let body = |iteration: u32, versions: [Value; 3], evidence: Option<Value>| {
+            let mut body = json!({
+                "kind": "abn", "iteration": iteration, "maxIterations": 48,
+                "strategy": {"algorithm": algorithm.name()},
+                "versions": [
+                    {"name": "base", "weight": 34, "metrics": versions[0]},
+                    {"name": "c1", "weight": 33, "metrics": versions[1]},
+                    {"name": "c2", "weight": 33, "metrics": versions[2]}
+                ],
+                "ratios": ratios(),
+                "criteria": {"objectives": [{"metric": "error-rate", "upperLimit": 0.01}],
+                             "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]}
+            });
+            if algorithm == Algorithm::FixedSplit {
+                body["strategy"]["split"] = json!([34, 33, 33]);
+            }
+            if let Some(evidence) = evidence {
+                body["evidence"] = evidence;
+            }
+            body
+        };
+        let first = assess(body(
+            5,
+            [
+                counters(4000.0, 20.0, 200.0),
+                counters(4000.0, 200.0, 200.0),
+                counters(4000.0, 20.0, 200.0),
+            ],
+            None,
+        ));
+        assert!(
+            first.evidence.versions[1].removed.is_some(),
+            "{}: {}",
+            algorithm.name(),
+            first.decision.reason
+        );
+        let evidence = serde_json::to_value(&first.evidence).expect("evidence encodes");
+        // 400,000 more requests each, following the split; c1 now 0.35 % errors, 8 % conversion.
+        let later = assess(body(
+            13,
+            [
+                counters(412_000.0, 2060.0, 20_600.0),
+                counters(400_000.0, 1400.0, 32_000.0),
+                counters(400_000.0, 2000.0, 20_000.0),
+            ],
+            Some(evidence),
+        ));
+        assert_ne!(
+            later.decision.version.as_deref(),
+            Some("c1"),
+            "{}: {}",
+            algorithm.name(),
+            later.decision.reason
+        );
+        assert!(
+            later.winner.as_ref().is_none_or(|w| w.version != "c1"),
+            "{}: {:?}",
+            algorithm.name(),
+            later.winner
+        );
+        assert!(
+            later
+                .decision
+                .reason
+                .contains("c1 was shown to break a criterion at iteration 5"),
+            "{}: {}",
+            algorithm.name(),
+            later.decision.reason
+        );
+    }
+}

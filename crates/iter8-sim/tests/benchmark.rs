@@ -1,6 +1,7 @@
 //! The short form of the benchmark that CI runs on the default strategy, `safe`, and on
-//! iter8's classic algorithms (which decide with `safe`'s rule), with a fresh seed every run. The seed is printed (to stderr, outside the test harness's capture) and is
-//! in every failure message; `ITER8_SIM_SEED=<seed> cargo test -p iter8-sim --test benchmark`
+//! iter8's classic algorithms (which decide with `safe`'s rule), with a fresh seed every run.
+//! The seed is printed (to stderr, outside the test harness's capture) and is in every
+//! failure message; `ITER8_SIM_SEED=<seed> cargo test -p iter8-sim --test benchmark`
 //! reproduces a run.
 //!
 //! Margins come from the number of runs, not from a fixed seed: a check fails only when the
