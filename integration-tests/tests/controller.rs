@@ -108,6 +108,27 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
 }
 
 #[tokio::test]
+async fn an_iterations_metric_queries_run_concurrently() -> Result<()> {
+    // Each query takes 12.5-50 ms, as over a network: one at a time, an iteration's queries
+    // (every metric of every version) would add up; run together, they overlap.
+    let h = Harness::new("concurrent-queries").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    h.metrics.set_latency(Duration::from_millis(25));
+    let exp = canary("overlap", "reviews", 10)?;
+    let queries = exp.spec.versions.len() * exp.spec.metrics.len();
+    h.experiments().create(&PostParams::default(), &exp).await?;
+    wait_for_phase(&h.experiments(), "overlap", Phase::Completed).await?;
+    assert_eq!(
+        h.metrics.most_in_flight(),
+        queries,
+        "every query of an iteration is in flight at once"
+    );
+    h.finish().await
+}
+
+#[tokio::test]
 async fn canary_breaking_its_slo_ends_with_traffic_back_on_the_baseline() -> Result<()> {
     let h = Harness::new("canary-rollback").await?;
     create_http_route(&h.env.client, h.ns(), "reviews").await?;
