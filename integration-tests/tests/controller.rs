@@ -108,6 +108,81 @@ async fn canary_meeting_its_slo_ends_with_all_traffic_on_the_candidate() -> Resu
 }
 
 #[tokio::test]
+async fn an_iterations_metric_queries_run_concurrently() -> Result<()> {
+    // Each query takes 12.5-50 ms, as over a network: one at a time, an iteration's queries
+    // (every metric of every version) would add up; run together, they overlap.
+    let h = Harness::new("concurrent-queries").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    h.metrics.set_latency(Duration::from_millis(25));
+    let exp = canary("overlap", "reviews", 10)?;
+    let queries = exp.spec.versions.len() * exp.spec.metrics.len();
+    h.experiments().create(&PostParams::default(), &exp).await?;
+    wait_for_phase(&h.experiments(), "overlap", Phase::Completed).await?;
+    assert_eq!(
+        h.metrics.most_in_flight(),
+        queries,
+        "every query of an iteration is in flight at once"
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn status_writes_keep_every_field_managers_entry() -> Result<()> {
+    // The controller caches Experiments with only `iter8 approve`'s managedFields entries;
+    // its status writes must not hand that partial list to the API server as the whole.
+    let h = Harness::new("managed-fields").await?;
+    create_http_route(&h.env.client, h.ns(), "reviews").await?;
+    h.metrics.set("v1", 5000.0, 5.0, 0.0);
+    h.metrics.set("v2", 5000.0, 4.0, 0.0);
+    let mut exp = canary("kept", "reviews", 10)?;
+    exp.spec.duration.min_iterations = 4;
+    let creator = PostParams {
+        field_manager: Some("gitops-sync".into()),
+        ..PostParams::default()
+    };
+    h.experiments().create(&creator, &exp).await?;
+    let iterations = async |n: u32| {
+        wait_for(
+            &format!("{n} iterations"),
+            Duration::from_secs(60),
+            async || {
+                let e = h.experiments().get("kept").await?;
+                let done = e.status.as_ref().map_or(0, |s| s.completed_iterations);
+                Ok((done >= n).then_some(()))
+            },
+        )
+        .await
+    };
+    iterations(1).await?;
+    let approver = PatchParams {
+        field_manager: Some(iter8_crd::APPROVAL_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let note = json!({"metadata": {"annotations": {"example.com/reviewed": "yes"}}});
+    h.experiments()
+        .patch("kept", &approver, &Patch::Merge(&note))
+        .await?;
+    // Two more iterations: status writes made on a cached copy holding the approver's entry.
+    let approved_at = h.experiments().get("kept").await?;
+    let after = approved_at.status.map_or(0, |s| s.completed_iterations) + 2;
+    iterations(after).await?;
+    let e = h.experiments().get("kept").await?;
+    let managers: Vec<&str> = e
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    for manager in ["gitops-sync", iter8_crd::APPROVAL_FIELD_MANAGER] {
+        assert!(managers.contains(&manager), "{manager} lost: {managers:?}");
+    }
+    h.finish().await
+}
+
+#[tokio::test]
 async fn canary_breaking_its_slo_ends_with_traffic_back_on_the_baseline() -> Result<()> {
     let h = Harness::new("canary-rollback").await?;
     create_http_route(&h.env.client, h.ns(), "reviews").await?;

@@ -10,12 +10,15 @@
 //!   is judged on the next iteration, as if the edit had come a moment later;
 //! * a route is written with the resourceVersion of the copy read as a precondition, so a
 //!   stale copy costs a 409 and a fresh read, never a lost edit; a copy our own write
-//!   replaced is never read again ([`Superseded`]), so a route the controller just set is not
+//!   replaced is never read again ([`Superseded`]), nor any other copy until the cache shows
+//!   the version our write produced (one read fresh may be newer than copies the cache has
+//!   still to deliver, which nobody recorded), so a route the controller just set is not
 //!   mistaken for drift;
 //! * until a cache has listed its objects, and when no controller runs (a lost Lease), every
 //!   read goes to the API server.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use iter8_crd::Metric;
 use kube::api::DynamicObject;
@@ -29,6 +32,9 @@ pub struct Caches {
     stores: Arc<RwLock<Stores>>,
     /// Route versions our writes replaced, keyed by `kind/namespace/name`.
     replaced_routes: Arc<Superseded>,
+    /// The version our last write of a route produced, until the cache shows it; keyed as
+    /// `replaced_routes`.
+    written_routes: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[derive(Default)]
@@ -66,17 +72,54 @@ impl Caches {
             .iter()
             .find(|(k, _)| *k == kind)
             .and_then(|(_, store)| store.get(&key))?;
-        let stale = self.replaced_routes.is_stale(
-            &route_key(kind, namespace, name),
-            route.metadata.resource_version.as_deref(),
-        );
+        let key = route_key(kind, namespace, name);
+        let version = route.metadata.resource_version.as_deref();
+        if !self.shows_our_write(&key, version) {
+            return None;
+        }
+        let stale = self.replaced_routes.is_stale(&key, version);
         (!stale).then_some(route)
     }
 
-    /// Records that a write (or a 409) showed the route's copy at `version` out of date.
+    /// Records that a 409 showed the route's copy at `version` out of date.
     pub fn route_replaced(&self, kind: &str, namespace: &str, name: &str, version: Option<&str>) {
         self.replaced_routes
             .replaced(&route_key(kind, namespace, name), version);
+    }
+
+    /// Records our write of the route's copy at `replaced`, which produced version `written`.
+    pub fn route_written(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        replaced: Option<&str>,
+        written: Option<&str>,
+    ) {
+        let key = route_key(kind, namespace, name);
+        self.replaced_routes.replaced(&key, replaced);
+        if let (Some(written), Ok(mut map)) = (written, self.written_routes.lock()) {
+            map.insert(key, written.to_string());
+        }
+    }
+
+    /// Whether the cache has caught up with our last write of route `key`: it shows the
+    /// version that write produced (or a later one), or we have not written it. The copy we
+    /// wrote over may have been read fresh, past copies the watch has still to deliver; only
+    /// the written version tells the cache is past them (a watch delivers every version in
+    /// order; a re-list that skips ours costs GETs until our next write, never a stale read).
+    fn shows_our_write(&self, key: &str, version: Option<&str>) -> bool {
+        let Ok(mut map) = self.written_routes.lock() else {
+            return false;
+        };
+        match map.get(key) {
+            None => true,
+            Some(written) if Some(written.as_str()) == version => {
+                map.remove(key);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Serves reads from these stores (a controller started).
@@ -92,8 +135,13 @@ impl Caches {
 
     /// Sends every read to the API server again (the controller stopped, its watches with it:
     /// its stores would only grow staler).
+    /// The versions our writes produced are forgotten too: a controller started later lists
+    /// afresh, after every write this one made.
     pub(crate) fn clear(&self) {
         self.set(Vec::new(), Vec::new());
+        if let Ok(mut written) = self.written_routes.lock() {
+            written.clear();
+        }
     }
 }
 
@@ -148,12 +196,47 @@ mod tests {
         };
         assert_eq!(read(&caches), Some("5".into()));
         // We wrote over version 5: the cache still shows it, so it is not served.
-        caches.route_replaced("HTTPRoute", "ns", "r", Some("5"));
+        caches.route_written("HTTPRoute", "ns", "r", Some("5"), Some("6"));
         assert_eq!(read(&caches), None);
         // The watch delivers our write: served again.
         writer.apply_watcher_event(&Event::Apply(route("6")));
         assert_eq!(read(&caches), Some("6".into()));
         assert_eq!(caches.route("HTTPRoute", &http_route(), "other", "r"), None);
+        // A later edit by someone else is served as it arrives.
+        writer.apply_watcher_event(&Event::Apply(route("7")));
+        assert_eq!(read(&caches), Some("7".into()));
+    }
+
+    #[test]
+    fn a_copy_older_than_a_write_made_on_a_fresh_read_is_not_served() {
+        // The route was not cached yet, so the write was made on a fresh read of version 4;
+        // the watch then delivers the route's creation at version 3, which nobody recorded.
+        // Served, it would show the weights from before our write: drift that is not there.
+        let caches = Caches::default();
+        let mut writer = Writer::new(http_route());
+        caches.set(Vec::new(), vec![("HTTPRoute", writer.as_reader())]);
+        let read = |c: &Caches| {
+            c.route("HTTPRoute", &http_route(), "ns", "r")
+                .and_then(|r| r.metadata.resource_version.clone())
+        };
+        caches.route_written("HTTPRoute", "ns", "r", Some("4"), Some("5"));
+        for older in ["3", "4"] {
+            writer.apply_watcher_event(&Event::Apply(route(older)));
+            assert_eq!(read(&caches), None, "version {older} predates our write");
+        }
+        writer.apply_watcher_event(&Event::Apply(route("5")));
+        assert_eq!(read(&caches), Some("5".into()));
+        writer.apply_watcher_event(&Event::Apply(route("6")));
+        assert_eq!(read(&caches), Some("6".into()));
+
+        // A write whose version a re-list skipped is not awaited by the next controller,
+        // whose watch lists afresh.
+        caches.route_written("HTTPRoute", "ns", "r", Some("6"), Some("7"));
+        caches.clear();
+        let mut relisted = Writer::new(http_route());
+        relisted.apply_watcher_event(&Event::Apply(route("8")));
+        caches.set(Vec::new(), vec![("HTTPRoute", relisted.as_reader())]);
+        assert_eq!(read(&caches), Some("8".into()));
     }
 
     #[test]

@@ -210,9 +210,7 @@ pub fn started(
 ) -> Transition {
     status.phase = Phase::Running;
     status.start_time = Some(at.now.clone());
-    let interval =
-        crate::plan::parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30));
-    status.first_iteration_due = after(&at.now, interval + offset);
+    status.first_iteration_due = after(&at.now, crate::plan::interval_of(spec) + offset);
     record_weights(spec, &mut status, weights);
     let summary = weights_summary(&spec.versions, weights);
     set(

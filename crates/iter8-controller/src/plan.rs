@@ -149,7 +149,9 @@ pub fn start_offset(spec: &ExperimentSpec, key: &str) -> Duration {
     Duration::from_millis(fnv1a(key.as_bytes()) % spread)
 }
 
-fn interval_of(spec: &ExperimentSpec) -> Duration {
+/// The spec's interval, or the default 30 s if it does not parse: one rule for the
+/// schedule, the first iteration's due time and the requeue.
+pub fn interval_of(spec: &ExperimentSpec) -> Duration {
     parse_interval(&spec.duration.interval).unwrap_or(Duration::from_secs(30))
 }
 

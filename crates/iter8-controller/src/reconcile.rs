@@ -37,7 +37,7 @@ use crate::lifecycle::{
 };
 use crate::notifier::Notifier;
 use crate::notify;
-use crate::plan::{self, Step, parse_interval, system_time};
+use crate::plan::{self, Step, system_time};
 use crate::readiness::{self, Check, Lookup, NotReady, Seen};
 use crate::router::{RouteTarget, RouterError, Routes};
 use crate::superseded::Superseded;
@@ -974,7 +974,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
     }
 
     fn interval(&self) -> Duration {
-        parse_interval(&self.exp.spec.duration.interval).unwrap_or(Duration::from_secs(30))
+        plan::interval_of(&self.exp.spec)
     }
 
     async fn publish(&self, note: &Note) {

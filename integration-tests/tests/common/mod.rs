@@ -50,6 +50,9 @@ pub struct ScriptedMetrics {
     answered: Arc<std::sync::atomic::AtomicU64>,
     /// Counters grow with the experiment's age rather than per query (`grow_per_second`).
     per_second: Arc<std::sync::atomic::AtomicBool>,
+    /// Queries being answered now, and the most ever answered at once.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    most_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ScriptedMetrics {
@@ -118,10 +121,39 @@ impl ScriptedMetrics {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// The most queries this backend was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Counts a query in flight while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a ScriptedMetrics) -> Self {
+        let now = metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        metrics
+            .most_in_flight
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        Self(&metrics.in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl MetricsBackend for ScriptedMetrics {
     async fn observe(&self, query: &Query<'_>) -> Result<Observation, MetricsError> {
+        let _in_flight = InFlight::enter(self);
         if let Some(latency) = self.next_latency() {
             tokio::time::sleep(latency).await;
         }

@@ -369,3 +369,34 @@ fn criteria(out: &mut String, status: &iter8_crd::ExperimentStatus) {
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     out.push_str(&table::render(&headers, &rows, 2));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(yaml: &str) -> Experiment {
+        serde_yaml::from_str(yaml).expect("experiment")
+    }
+
+    #[test]
+    fn the_first_iterations_due_time_is_shown_until_it_has_run() {
+        let waiting = |completed: u32, phase: &str| {
+            experiment(&format!(
+                "apiVersion: iter8.tools/v3alpha1\nkind: Experiment\n\
+                 metadata: {{name: reviews, namespace: shop}}\n\
+                 spec:\n  kind: canary\n  versions: [{{name: v1}}, {{name: v2}}]\n\
+                 status:\n  phase: {phase}\n  completedIterations: {completed}\n\
+                 \x20 startTime: '1970-01-12T13:46:40Z'\n\
+                 \x20 firstIterationDue: '1970-01-12T13:47:17Z'\n"
+            ))
+        };
+        let line = "First iteration: due at 1970-01-12T13:47:17Z\n";
+        assert!(
+            render(&waiting(0, "Running"), None, 1_000_010).contains(line),
+            "{}",
+            render(&waiting(0, "Running"), None, 1_000_010)
+        );
+        assert!(!render(&waiting(1, "Running"), None, 1_000_040).contains("First iteration"));
+        assert!(!render(&waiting(0, "Completed"), None, 1_000_040).contains("First iteration"));
+    }
+}

@@ -357,10 +357,22 @@ impl KubeRouter {
             .api(target, namespace)
             .patch(&target.name, &params, &Patch::Merge(&patch))
             .await;
-        // Written over, or shown stale by a 409: either way that copy is never read again.
-        if written.is_ok() || written.as_ref().is_err_and(is_conflict) {
-            self.caches
-                .route_replaced(target.kind.kind(), namespace, &target.name, read_version);
+        // Written over, or shown stale by a 409: either way that copy is never read again,
+        // nor any copy older than what we wrote.
+        let (kind, name) = (target.kind.kind(), &target.name);
+        match &written {
+            Ok(route) => self.caches.route_written(
+                kind,
+                namespace,
+                name,
+                read_version,
+                route.metadata.resource_version.as_deref(),
+            ),
+            Err(e) if is_conflict(e) => {
+                self.caches
+                    .route_replaced(kind, namespace, name, read_version)
+            }
+            Err(_) => {}
         }
         written?;
         Ok(())
