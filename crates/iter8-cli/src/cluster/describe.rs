@@ -105,7 +105,11 @@ pub fn render(e: &Experiment, events: Option<&[Event]>, now: i64) -> String {
     if let (0, Some(due)) = (status.completed_iterations, &status.first_iteration_due)
         && !status.phase.is_terminal()
     {
-        field(&mut out, "First iteration", &format!("due at {}", due.0));
+        field(
+            &mut out,
+            "First due",
+            &format!("{} (the first iteration)", due.0),
+        );
     }
     field(&mut out, "Weights", &get::weights(e));
     field(
@@ -390,13 +394,13 @@ mod tests {
                  \x20 firstIterationDue: '1970-01-12T13:47:17Z'\n"
             ))
         };
-        let line = "First iteration: due at 1970-01-12T13:47:17Z\n";
+        let line = "First due:    1970-01-12T13:47:17Z (the first iteration)\n";
         assert!(
             render(&waiting(0, "Running"), None, 1_000_010).contains(line),
             "{}",
             render(&waiting(0, "Running"), None, 1_000_010)
         );
-        assert!(!render(&waiting(1, "Running"), None, 1_000_040).contains("First iteration"));
-        assert!(!render(&waiting(0, "Completed"), None, 1_000_040).contains("First iteration"));
+        assert!(!render(&waiting(1, "Running"), None, 1_000_040).contains("First due"));
+        assert!(!render(&waiting(0, "Completed"), None, 1_000_040).contains("First due"));
     }
 }
