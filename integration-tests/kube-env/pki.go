@@ -20,8 +20,11 @@ import (
 )
 
 // serviceCIDR is the Service cluster IP range; its first address is the
-// "kubernetes" Service's ClusterIP, which the serving certificate covers.
-const serviceCIDR = "10.0.0.0/24"
+// "kubernetes" Service's ClusterIP, which the serving certificate covers. One
+// control plane serves every test of a run, and nothing here deletes a
+// namespace's Services (no controller manager), so a /24 ran out at ~250
+// Services ("range is full"); a /16 leaves room for thousands of tests.
+const serviceCIDR = "10.0.0.0/16"
 
 const (
 	adminUser  = "iter8-admin"
