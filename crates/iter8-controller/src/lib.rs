@@ -62,14 +62,11 @@ pub async fn run<M: MetricsBackend + 'static>(
     // time is the approval's: a thousand Experiments take less memory (docs/performance.md).
     // Status writes send no managedFields, so the server's stay as they are.
     let (store, writer) = reflector::store();
-    let watched = watcher::watcher(experiments, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|e| {
-            e.managed_fields_mut()
-                .retain(|m| m.manager.as_deref() == Some(iter8_crd::APPROVAL_FIELD_MANAGER));
-        })
-        .reflect(writer)
-        .applied_objects();
+    let watched = cached_watch(experiments, writer, |e: &mut Experiment| {
+        e.managed_fields_mut()
+            .retain(|m| m.manager.as_deref() == Some(iter8_crd::APPROVAL_FIELD_MANAGER));
+    })
+    .applied_objects();
     let mut controller = Controller::for_stream(watched, store.clone());
     // The caches' watches run as long as this controller does.
     let mut watches = Vec::new();
@@ -81,10 +78,7 @@ pub async fn run<M: MetricsBackend + 'static>(
         };
         let writer = reflector::store::Writer::default();
         metric_stores.push((scope, writer.as_reader()));
-        let stream = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|m| m.managed_fields_mut().clear())
-            .reflect(writer)
+        let stream = cached_watch(api, writer, |m: &mut Metric| m.managed_fields_mut().clear())
             .for_each(|event| async move {
                 // Reads fall back to the API server meanwhile; a watch refused for good (a
                 // chart older than the controller, without list/watch on Metrics) shows here.
@@ -114,11 +108,10 @@ pub async fn run<M: MetricsBackend + 'static>(
         // triggered reads that edit from the cache.
         let writer = reflector::store::Writer::new(resource.clone());
         route_stores.push((kind.kind(), writer.as_reader()));
-        let reflected = watcher::watcher(routes, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|r| r.managed_fields_mut().clear())
-            .reflect(writer)
-            .touched_objects();
+        let reflected = cached_watch(routes, writer, |r: &mut DynamicObject| {
+            r.managed_fields_mut().clear();
+        })
+        .touched_objects();
         let store = store.clone();
         controller = controller.watches_stream_with(
             reflected,
@@ -147,6 +140,23 @@ pub async fn run<M: MetricsBackend + 'static>(
         .await;
     caches.clear();
     drop(watches);
+}
+
+/// A watch of `api` that fills `writer`'s store, each object first cut down by `trim` to what
+/// the cache needs, retried with backoff; its events go on to whoever polls it.
+fn cached_watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
 }
 
 /// The namespaces whose Metrics are watched: all when the controller watches all, else its

@@ -259,8 +259,7 @@ impl<'a, M: MetricsBackend> Reconciler<'a, M> {
                 if let Err(e) = self.set_router(&weights).await {
                     return self.router_failed(status, e).await;
                 }
-                let key = format!("{}/{}", self.ns, self.exp.name_any());
-                let offset = plan::start_offset(&self.exp.spec, &key);
+                let offset = plan::start_offset(&self.exp.spec, &crate::key(&self.exp));
                 let t = lifecycle::started(&self.exp.spec, status, &weights, offset, &self.stamp());
                 self.commit(t).await
             }
