@@ -790,6 +790,43 @@ mod tests {
     }
 
     #[test]
+    fn a_mean_with_two_unequal_batches_is_data_with_an_assumed_spread() {
+        // 4,000 then 3,922 observations: fewer than two effective batches, which used to
+        // leave the version with no posterior at all ("no data yet" on 7,922 requests).
+        let criteria = Criteria {
+            objectives: vec![Objective {
+                metric: "m".into(),
+                quantile: None,
+                lower_limit: None,
+                upper_limit: Some(500.0),
+            }],
+            ..Criteria::default()
+        };
+        let first = mean_request(
+            ExperimentKind::Canary,
+            1,
+            20,
+            &[(800_000.0, 4_000.0), (20_000.0, 100.0)],
+            &[50, 50],
+            &criteria,
+            None,
+        );
+        let model = Model::new(&first);
+        let second = mean_request(
+            ExperimentKind::Canary,
+            2,
+            20,
+            &[(1_590_000.0, 7_922.0), (1_000_000.0, 5_000.0)],
+            &[50, 50],
+            &criteria,
+            Some(model.evidence),
+        );
+        let model = Model::new(&second);
+        assert!(model.has_data(0) && model.has_data(1));
+        assert!(!model.spread_estimated(0, 0) && !model.spread_estimated(1, 0));
+    }
+
+    #[test]
     fn a_removed_version_stays_removed_whatever_its_data_says_later() {
         let criteria = Criteria {
             objectives: vec![Objective {

@@ -272,6 +272,11 @@ impl Model {
             .batches
             .get(&target.metric)
             .and_then(batch_means_error)
+            // Batches of very unequal sizes (a low-traffic start, the first two intervals of
+            // a candidate) can hold less than two effective batches: too little to estimate
+            // a spread from, and a Student-t needs a degree of freedom. The version still has
+            // data; its spread is then assumed, as with no history.
+            .filter(|&(_, dof)| dof >= 1.0)
         {
             batch
         } else {
