@@ -4,9 +4,13 @@
 //!   the best feasible version plus half the probability of being the runner-up, from the
 //!   joint draws (top-two Thompson sampling with beta = 1/2, which keeps sampling the
 //!   challenger that plain Thompson sampling starves). Then limits: a candidate is capped at
-//!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations and P(meets all
-//!   criteria) >= [`ENOUGH_FEASIBLE`], and below that probability the cap shrinks in
-//!   proportion (down to the exploration floor); no candidate exceeds `maxCandidateWeight`; the
+//!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations, and below
+//!   P(meets all criteria) [`ENOUGH_FEASIBLE`] that cap shrinks in proportion (down to the
+//!   exploration floor). With enough observations the cap is the risk-bounded ramp: the
+//!   share the candidate would serve while breaking a criterion, share x P(breaks one), is
+//!   kept within [`NEW_CANDIDATE_CAP`], so a candidate that is probably safe earns traffic
+//!   and a version close to a limit gets the data that can show it feasible; from
+//!   P(meets all criteria) [`ENOUGH_FEASIBLE`] on, only `maxCandidateWeight` caps it. The
 //!   baseline keeps [`BASELINE_FLOOR`] and every live version [`EXPLORATION_FLOOR`].
 //!   `maxCandidateWeightIncrement` does not apply: the evidence-based cap replaces it.
 //! * **Removal.** A version shown by an anytime-valid test to break a criterion gets no
@@ -15,7 +19,7 @@
 //! * **Suspension.** A candidate that fails its criteria with posterior probability at least
 //!   `winnerProbability` (on at least [`crate::decision::MIN_SAMPLES_TO_SUSPEND`]
 //!   observations), or whose latest interval alone shows an absolute limit broken (the
-//!   regression guard), drops to the exploration floor; the decision rule does not promote
+//!   regression guard), drops to [`SUSPENDED_SHARE`]; the decision rule does not promote
 //!   it while this lasts. It is not removed: only an anytime-valid test ends a candidate, so
 //!   posterior doubt, which the next intervals may clear, bounds the risk (its traffic)
 //!   without ending the experiment (a risk-bounded ramp).
@@ -43,6 +47,12 @@ pub const ENOUGH_FEASIBLE: f64 = 0.8;
 pub const BASELINE_FLOOR: f64 = super::BASELINE_FLOOR_PERCENT as f64 / 100.0;
 /// Every live version's least share.
 pub const EXPLORATION_FLOOR: f64 = 0.02;
+/// The share of a suspended candidate (posterior doubt, or the regression guard). A good
+/// candidate can look bad by chance for a while (a few early errors against a 1 % limit);
+/// at 2 % of the traffic its doubt took most of the experiment to clear, at 5 % it clears
+/// in a few intervals, while a candidate that really breaks a criterion serves little and
+/// is removed by its anytime-valid test.
+pub const SUSPENDED_SHARE: f64 = 0.05;
 
 impl Strategy for Safe {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
@@ -60,8 +70,9 @@ impl Strategy for Safe {
             } else if guards.broken(v) {
                 shares[v] = 0.0;
             } else if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
-                // Doubt bounds the risk, not the experiment: keep measuring at the floor.
-                let floor = EXPLORATION_FLOOR.min(max_candidate);
+                // Doubt bounds the risk, not the experiment: keep measuring, at a share
+                // that lets chance doubt clear within the experiment.
+                let floor = SUSPENDED_SHARE.min(max_candidate);
                 lower[v] = floor;
                 upper[v] = floor;
             } else {
@@ -73,7 +84,11 @@ impl Strategy for Safe {
                 } else if seasoned {
                     // Enough data and still in doubt: the doubt is the data's spread, and
                     // only more data settles it, so starving the candidate would not help.
-                    NEW_CANDIDATE_CAP.clamp(lower[v], max_candidate)
+                    // The risk-bounded ramp: the share the candidate would serve while
+                    // breaking a criterion, share x P(breaks), stays within the new
+                    // candidate's cap, so a probably safe candidate earns traffic.
+                    (NEW_CANDIDATE_CAP / (1.0 - feasible).max(f64::EPSILON))
+                        .clamp(lower[v], max_candidate)
                 } else {
                     // A new candidate in doubt gets less than a promising one.
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
