@@ -67,9 +67,10 @@ fn progressive_routes_to_the_certain_winner_plus_exploration() {
         "strategy": {"algorithm": "progressive", "explorationWeight": 10,
                      "maxCandidateWeightIncrement": 100}
     });
-    // b wins every draw: 10 % exploration split evenly, 90 % to b -> 5/95.
+    // b wins every draw: 10 % exploration split evenly, 90 % to b -> 5/95; b is shown
+    // better already, so the baseline keeps only its 10 % floor -> 10/90.
     let response = assess(request);
-    assert_eq!(split(&response), vec![5, 95]);
+    assert_eq!(split(&response), vec![10, 90]);
     assert_eq!(
         response.decision.action,
         Action::Continue,
@@ -104,9 +105,9 @@ fn top_2_shares_between_the_two_best() {
         "strategy": {"algorithm": "top_2", "explorationWeight": 10,
                      "maxCandidateWeightIncrement": 20}
     });
-    // b and c take the top two places in every draw: 10/3 + 90/2 = 48.33 each, a gets 3.33;
-    // the remainders tie, so the earliest version gets the spare point.
-    assert_eq!(split(&assess(request)), vec![4, 48, 48]);
+    // b and c take the top two places in every draw: 10/3 + 90/2 = 48.33 each, a gets 3.33
+    // and is raised to its 10 % floor (both are shown better already), b and c 45 each.
+    assert_eq!(split(&assess(request)), vec![10, 45, 45]);
 }
 
 #[test]
@@ -227,4 +228,44 @@ fn every_split_sums_to_100() {
             algorithm.name()
         );
     }
+}
+
+#[test]
+fn ranking_strategies_keep_half_the_traffic_on_the_baseline_while_the_reward_is_open() {
+    // b leads on conversions (110 against 100 of 2,000) but is not yet shown better: the
+    // comparison with the baseline needs the baseline's data as much as b's.
+    let versions = json!([
+        version("a", 10, 2000.0, 0.0, 100.0),
+        version("b", 90, 2000.0, 0.0, 110.0)
+    ]);
+    for algorithm in [
+        "progressive",
+        "top_2",
+        "check_and_increment",
+        "epsilon_t_greedy",
+    ] {
+        let request = json!({
+            "kind": "ab", "iteration": 3, "maxIterations": 48,
+            "versions": versions, "ratios": ratios(), "criteria": reward(),
+            "strategy": {"algorithm": algorithm, "maxCandidateWeightIncrement": 100}
+        });
+        let response = assess(request);
+        assert_eq!(response.decision.action, Action::Continue, "{algorithm}");
+        assert!(
+            split(&response)[0] >= 50,
+            "{algorithm}: {:?}",
+            split(&response)
+        );
+    }
+    // With three candidates in the race the baseline keeps 1 / (1 + sqrt 3), 37 %.
+    let request = json!({
+        "kind": "abn", "iteration": 3, "maxIterations": 48,
+        "versions": [version("a", 4, 2000.0, 0.0, 100.0),
+                     version("b", 32, 2000.0, 0.0, 104.0),
+                     version("c", 32, 2000.0, 0.0, 108.0),
+                     version("d", 32, 2000.0, 0.0, 112.0)],
+        "ratios": ratios(), "criteria": reward(),
+        "strategy": {"algorithm": "progressive", "maxCandidateWeightIncrement": 100}
+    });
+    assert_eq!(split(&assess(request))[0], 37);
 }

@@ -3,10 +3,10 @@
 //! meet every criterion, and holds its weight otherwise. The first step needs no check: a
 //! candidate without traffic has no data to pass with. A candidate shown to break a
 //! criterion (removed) gets no more traffic, and the baseline keeps
-//! [`BASELINE_FLOOR_PERCENT`] until the decision: the guarded rule compares the candidate with
+//! [`baseline_floor_percent`] until the decision: the guarded rule compares the candidate with
 //! it.
 
-use super::{BASELINE_FLOOR_PERCENT, Context, Strategy};
+use super::{Context, Strategy, baseline_floor_percent};
 
 /// The fixed-step canary ramp.
 pub struct CheckAndIncrement;
@@ -24,7 +24,7 @@ impl Strategy for CheckAndIncrement {
         } else {
             candidate
         };
-        let next = next.min(100 - BASELINE_FLOOR_PERCENT);
+        let next = next.min(100 - baseline_floor_percent(ctx));
         vec![100 - next, next]
     }
 }

@@ -1,10 +1,10 @@
 //! iter8 v0's decaying epsilon-greedy: with epsilon = 1/t at iteration t, a candidate that
 //! meets every criterion on its observed values gets (1 - epsilon/2) of the traffic, one that
 //! does not gets epsilon/2, and one shown to break a criterion (removed) gets nothing. The
-//! baseline keeps at least [`BASELINE_FLOOR_PERCENT`] until the decision: the guarded rule
+//! baseline keeps at least [`baseline_floor_percent`] until the decision: the guarded rule
 //! compares the candidate with it.
 
-use super::{BASELINE_FLOOR_PERCENT, Context, Strategy};
+use super::{Context, Strategy, baseline_floor_percent};
 
 /// Decaying epsilon-greedy between a baseline and one candidate.
 pub struct EpsilonTGreedy;
@@ -20,7 +20,7 @@ impl Strategy for EpsilonTGreedy {
             epsilon / 2.0
         };
         // `share` is in [0, 1], so the percentage fits.
-        let candidate = ((share * 100.0).floor() as u32).min(100 - BASELINE_FLOOR_PERCENT);
+        let candidate = ((share * 100.0).floor() as u32).min(100 - baseline_floor_percent(ctx));
         vec![100 - candidate, candidate]
     }
 }

@@ -13,12 +13,44 @@ use iter8_api::Algorithm;
 
 pub use crate::context::Context;
 use crate::decision::{self, Verdict};
+use crate::guards::Guards;
+use crate::sequential::Side;
 
 /// The least share (percent) the baseline keeps while an experiment runs under a strategy
 /// that would otherwise ramp it to nothing (`safe`, `check_and_increment`,
 /// `epsilon_t_greedy`): promotion needs the reward shown better than the baseline's, and a
 /// baseline without traffic stops adding the evidence that would show it.
 pub const BASELINE_FLOOR_PERCENT: u32 = 10;
+
+/// The least share (percent) the baseline keeps under the strategies that rank or ramp
+/// candidates (`progressive`, `top_2`, `check_and_increment`, `epsilon_t_greedy`):
+/// [`BASELINE_FLOOR_PERCENT`], and, while the reward comparison with the baseline is open,
+/// `1 / (1 + sqrt(K))` for the `K` candidates still in the race (half the traffic for one).
+/// Promotion needs the leader's reward shown better than the baseline's, and the variance
+/// of that difference is the sum of both versions' variances: a baseline kept at 10 %
+/// while the leader takes 90 % needs almost three times the traffic a balanced split needs
+/// to show the same lift, and runs out of iterations. The square-root rule is the
+/// allocation that makes many-to-one comparisons with a shared control most precise. The
+/// comparison is open while the experiment has a reward, the baseline is not shown to break
+/// a criterion (feasibility first needs no reward), and no candidate is shown better yet.
+pub fn baseline_floor_percent(ctx: &Context<'_>) -> u32 {
+    let req = ctx.request;
+    let n = req.versions.len();
+    if n < 2 || ctx.model.reward.is_none() {
+        return BASELINE_FLOOR_PERCENT;
+    }
+    let guards = Guards::new(req, ctx.model, req.strategy.alpha);
+    let racing = (1..n)
+        .filter(|&v| !guards.broken(v) && guards.reward[v] != Side::Below)
+        .count();
+    let decided = (1..n).any(|v| guards.reward[v] == Side::Above);
+    if guards.broken(0) || racing == 0 || decided {
+        return BASELINE_FLOOR_PERCENT;
+    }
+    // At most 50, so the cast cannot truncate anything but the fraction.
+    let open = (100.0 / (1.0 + (racing as f64).sqrt())).ceil() as u32;
+    open.max(BASELINE_FLOOR_PERCENT)
+}
 
 /// A way of moving traffic between versions.
 pub trait Strategy: Sync {

@@ -2,9 +2,10 @@
 //!
 //! Each version gets the share of draws in which it is among the k best feasible versions,
 //! mixed with an even exploration share. A version shown to break a criterion (removed) gets
-//! neither.
+//! neither. Under `progressive` and `top_2` the baseline keeps [`baseline_floor_percent`]
+//! (`uniform` already splits evenly).
 
-use super::{Context, Strategy};
+use super::{Context, Strategy, baseline_floor_percent};
 use crate::split::to_percentages;
 
 /// Routing to the k best versions of each draw; `None` routes evenly.
@@ -39,6 +40,45 @@ impl Strategy for PosteriorRouting {
                 }
             })
             .collect();
-        to_percentages(&shares)
+        match self.top {
+            // Ranking routes the leader most of the traffic; the baseline keeps the share
+            // its comparison with the leader needs.
+            Some(_) => {
+                let floor = f64::from(baseline_floor_percent(ctx)) / 100.0;
+                to_percentages(&with_baseline_floor(&shares, floor))
+            }
+            None => to_percentages(&shares),
+        }
+    }
+}
+
+/// `shares` with the baseline raised to at least `floor` of the total, the others scaled down
+/// in proportion.
+fn with_baseline_floor(shares: &[f64], floor: f64) -> Vec<f64> {
+    let total: f64 = shares.iter().sum();
+    let others = total - shares[0];
+    if total <= 0.0 || others <= 0.0 || shares[0] >= floor * total {
+        return shares.to_vec();
+    }
+    let scale = (1.0 - floor) * total / others;
+    shares
+        .iter()
+        .enumerate()
+        .map(|(v, &s)| if v == 0 { floor * total } else { s * scale })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_baseline_floor_scales_the_others_down_in_proportion() {
+        let out = with_baseline_floor(&[0.1, 0.6, 0.3], 0.5);
+        assert!((out[0] - 0.5).abs() < 1e-12);
+        assert!((out[1] - 0.5 * 2.0 / 3.0).abs() < 1e-12);
+        assert!((out[2] - 0.5 / 3.0).abs() < 1e-12);
+        // Already above the floor: unchanged.
+        assert_eq!(with_baseline_floor(&[0.6, 0.4], 0.5), vec![0.6, 0.4]);
     }
 }
