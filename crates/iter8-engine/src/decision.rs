@@ -93,12 +93,17 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
     let best = argmax_among(&ctx.draws.win, |v| out[v].is_none()).unwrap_or(0);
     let p_best = ctx.draws.win[best];
     // A version without data "loses" every draw by default: the others' win probability
-    // then says nothing about them, so no winner is named until every version has data.
-    let measured = (0..n).all(|v| ctx.model.has_data(v));
-    let winner = (p_best >= threshold && measured && out[best].is_none()).then(|| Winner {
-        version: names[best].to_string(),
-        probability: p_best,
-    });
+    // then says nothing about them, so neither a winner nor a promotion until every version
+    // still in the race (and the baseline, the yardstick) has data.
+    let unmeasured: Vec<&str> = (0..n)
+        .filter(|&v| (v == 0 || out[v].is_none()) && !ctx.model.has_data(v))
+        .map(|v| names[v])
+        .collect();
+    let winner =
+        (p_best >= threshold && unmeasured.is_empty() && out[best].is_none()).then(|| Winner {
+            version: names[best].to_string(),
+            probability: p_best,
+        });
     let verdict = |action, version: Option<String>, reason: String| Verdict {
         decision: Decision {
             action,
@@ -178,12 +183,6 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
     if let Some(why) = &data_problem {
         missing.push(why.clone());
     }
-    // Every version still in the race must have data: a winner among versions some of
-    // which were never measured is not a winner.
-    let unmeasured: Vec<&str> = (0..n)
-        .filter(|&v| (v == 0 || out[v].is_none()) && !ctx.model.has_data(v))
-        .map(|v| names[v])
-        .collect();
     if !unmeasured.is_empty() {
         missing.push(format!("no data yet for {}", unmeasured.join(", ")));
     }

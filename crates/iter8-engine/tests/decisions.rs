@@ -265,3 +265,35 @@ fn the_same_request_gives_the_same_bytes() {
     assert_eq!(third.seed, 42);
     assert_ne!(serde_json::to_vec(&third).expect("serializes"), first);
 }
+
+#[test]
+fn a_promotion_names_its_version_the_winner_even_when_a_removed_version_has_no_data() {
+    // "gone" was removed for good at an earlier iteration (the evidence remembers it) and
+    // its metrics are no longer reported: it is out of the race, so its missing data
+    // neither blocks the promotion of v2 nor leaves that promotion without a winner.
+    let request = json!({
+        "kind": "abn", "iteration": 4, "strategy": {"algorithm": "progressive"},
+        "versions": [version("v1", 50, 5.0, 100.0, 10.0),
+                     version("v2", 50, 5.0, 200.0, 10.0),
+                     {"name": "gone", "weight": 0}],
+        "ratios": ratios(),
+        "criteria": {"objectives": slo(),
+                     "rewards": [{"metric": "conversion-rate", "preferredDirection": "higher"}]},
+        "evidence": {"iteration": 3, "versions": [
+            {"name": "v1"}, {"name": "v2"},
+            {"name": "gone", "removed": "shown to break error-rate <= 0.02 at iteration 2"}
+        ]}
+    });
+    let response = assess(request);
+    assert_eq!(
+        response.decision.action,
+        Action::Promote,
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(response.decision.version.as_deref(), Some("v2"));
+    assert_eq!(
+        response.winner.as_ref().map(|w| w.version.as_str()),
+        Some("v2")
+    );
+}
