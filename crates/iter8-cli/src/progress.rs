@@ -190,10 +190,19 @@ mod tests {
     }
 
     #[test]
-    fn no_winner_is_printed_while_a_version_has_no_data() {
-        let first = record(1, json!({}));
+    fn the_line_shows_the_winner_the_response_names_and_no_other() {
+        // The engine names none while a version has no data, and the line adds none.
+        let mut first = record(1, json!({}));
         let line = plain_line(&["v1", "v2"], &first);
         assert!(!line.contains("winner="), "{line}");
+        // Whatever the analytics service answers is shown as it is (the same as the
+        // report): the CLI keeps no second copy of the engine's rules.
+        first.response.winner = Some(iter8_api::Winner {
+            version: "v1".into(),
+            probability: 0.97,
+        });
+        let line = plain_line(&["v1", "v2"], &first);
+        assert!(line.contains(" winner=v1(0.970)"), "{line}");
     }
 
     #[test]

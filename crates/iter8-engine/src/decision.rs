@@ -23,7 +23,8 @@
 //!   [`crate::guards::MIN_OBSERVATIONS_TO_REJECT`] observations). Otherwise the experiment
 //!   continues, and ends inconclusive on the baseline at `maxIterations`.
 //! * **Winner**: the version most likely best feasible among those still in the race,
-//!   reported when that probability reaches `winnerProbability` and every version has data.
+//!   reported when that probability reaches `winnerProbability` and the baseline and every
+//!   version still in the race have data (the same rule promotion uses).
 //!   It is a posterior summary, not a decision. A version that is out (removed for good, or
 //!   shown worse) is never promoted nor named the winner, whatever its later data says.
 
@@ -240,8 +241,8 @@ fn earliest_promotion(req: &iter8_api::AssessmentRequest) -> u32 {
 }
 
 /// Whether a candidate with data fails its criteria with posterior probability at least
-/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: it drops to the
-/// exploration floor and cannot be promoted while this holds, but it is not removed (only
+/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: `safe` holds
+/// it at its suspended share and no strategy's decision promotes it while this holds, but it is not removed (only
 /// an anytime-valid test removes a version). Even that needs evidence: a mean whose spread had to be assumed
 /// (no sum of squares, no history yet) says more about the assumption than about the
 /// version, and one heavy-tailed outlier would otherwise end a good candidate's experiment.

@@ -824,6 +824,14 @@ mod tests {
         let model = Model::new(&second);
         assert!(model.has_data(0) && model.has_data(1));
         assert!(!model.spread_estimated(0, 0) && !model.spread_estimated(1, 0));
+        assert!(
+            model
+                .warnings
+                .iter()
+                .any(|w| w.message.contains("too uneven in size")),
+            "{:?}",
+            model.warnings
+        );
     }
 
     #[test]

@@ -281,11 +281,21 @@ impl Model {
             batch
         } else {
             self.assumed_spread.push((vi, ti));
+            let uneven = self.evidence.versions[vi]
+                .batches
+                .get(&target.metric)
+                .is_some_and(|b| b.batches >= 2);
+            let why = if uneven {
+                "no sum of squares, and its intervals are too uneven in size to estimate a \
+                 spread from (fewer than two effective batches)"
+            } else {
+                "no sum of squares or history"
+            };
             self.warn(
                 &field,
                 format!(
-                    "no sum of squares or history for mean metric {target} of version {:?}; \
-                     its spread is assumed equal to its mean",
+                    "{why} for mean metric {target} of version {:?}; its spread is assumed \
+                     equal to its mean",
                     version.name
                 ),
             );

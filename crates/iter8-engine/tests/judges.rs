@@ -492,3 +492,25 @@ fn safe_ramps_a_seasoned_candidate_in_doubt_by_its_risk() {
         1.0 - feasible
     );
 }
+
+#[test]
+fn safe_never_gives_a_candidate_more_traffic_for_stronger_evidence_of_failure() {
+    // 600 requests against a 1 % error limit, 3 to 15 errors: past the point where the
+    // candidate is suspended (P(fails) >= 0.95), its share must not rise.
+    let mut previous = u32::MAX;
+    for errors in 1..=5 {
+        let response = assess(ab(
+            3,
+            version("a", 90, 3, (3600.0, 18.0, 180.0)),
+            version("b", 10, 3, (200.0, f64::from(errors), 10.0)),
+            json!({}),
+        ));
+        let share = split(&response)[1];
+        assert!(
+            share <= previous,
+            "{} errors in 600: {share} % after {previous} %",
+            3 * errors
+        );
+        previous = share;
+    }
+}

@@ -269,3 +269,27 @@ fn ranking_strategies_keep_half_the_traffic_on_the_baseline_while_the_reward_is_
     });
     assert_eq!(split(&assess(request))[0], 37);
 }
+
+#[test]
+fn the_baseline_keeps_its_comparison_share_until_the_leader_is_shown_better() {
+    // b is shown better than the baseline on 8,000 requests, but c leads on fewer and is not
+    // shown better yet: the rule would promote c, so the comparison with the baseline is
+    // still open.
+    let request = json!({
+        "kind": "abn", "iteration": 3, "maxIterations": 48,
+        "versions": [version("a", 40, 8000.0, 0.0, 400.0),
+                     version("b", 40, 8000.0, 0.0, 560.0),
+                     version("c", 10, 1000.0, 0.0, 75.0),
+                     version("d", 10, 1000.0, 0.0, 50.0)],
+        "ratios": ratios(), "criteria": reward(),
+        "strategy": {"algorithm": "progressive", "maxCandidateWeightIncrement": 100}
+    });
+    let response = assess(request);
+    assert!(
+        response.decision.reason.starts_with("c leads")
+            && response.decision.reason.contains("not yet shown better"),
+        "{}",
+        response.decision.reason
+    );
+    assert_eq!(split(&response)[0], 37, "{:?}", split(&response));
+}

@@ -213,9 +213,10 @@ fn the_classic_algorithms_rarely_ship_a_delayed_regression() {
 
 #[test]
 fn the_classic_algorithms_find_the_winner_wherever_an_oracle_could() {
-    // An ordinary winner, a candidate near its error limit, heavy-tailed revenue and a
-    // low-traffic start: the runs the classic allocations used to end undecided.
-    for s in run_with(&CLASSIC, &["S1", "S12", "S17", "S19"], 100) {
+    // An ordinary winner, A/B/n (the cell closest to its target), a candidate near its
+    // error limit, heavy-tailed revenue and a low-traffic start: the runs the classic
+    // allocations used to end undecided.
+    for s in run_with(&CLASSIC, &["S1", "S3", "S12", "S17", "S19"], 100) {
         assert_eq!(s.family, Family::Winner);
         assert_finds_the_winner(&s);
     }

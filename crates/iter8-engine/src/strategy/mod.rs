@@ -32,7 +32,8 @@ pub const BASELINE_FLOOR_PERCENT: u32 = 10;
 /// to show the same lift, and runs out of iterations. The square-root rule is the
 /// allocation that makes many-to-one comparisons with a shared control most precise. The
 /// comparison is open while the experiment has a reward, the baseline is not shown to break
-/// a criterion (feasibility first needs no reward), and no candidate is shown better yet.
+/// a criterion (feasibility first needs no reward), and the leader among the candidates in
+/// the race (the one the decision rule would promote) is not shown better yet.
 pub fn baseline_floor_percent(ctx: &Context<'_>) -> u32 {
     let req = ctx.request;
     let n = req.versions.len();
@@ -40,15 +41,22 @@ pub fn baseline_floor_percent(ctx: &Context<'_>) -> u32 {
         return BASELINE_FLOOR_PERCENT;
     }
     let guards = Guards::new(req, ctx.model, req.strategy.alpha);
-    let racing = (1..n)
+    let racing: Vec<usize> = (1..n)
         .filter(|&v| !guards.broken(v) && guards.reward[v] != Side::Below)
-        .count();
-    let decided = (1..n).any(|v| guards.reward[v] == Side::Above);
-    if guards.broken(0) || racing == 0 || decided {
+        .collect();
+    // The candidate the decision rule would promote is the leader among those in the race;
+    // another candidate shown better does not settle the leader's comparison.
+    let leader = racing
+        .iter()
+        .rev() // the earliest on ties, as the decision rule picks
+        .copied()
+        .max_by(|&a, &b| ctx.draws.win[a].total_cmp(&ctx.draws.win[b]));
+    let decided = leader.is_some_and(|v| guards.reward[v] == Side::Above);
+    if guards.broken(0) || racing.is_empty() || decided {
         return BASELINE_FLOOR_PERCENT;
     }
     // At most 50, so the cast cannot truncate anything but the fraction.
-    let open = (100.0 / (1.0 + (racing as f64).sqrt())).ceil() as u32;
+    let open = (100.0 / (1.0 + (racing.len() as f64).sqrt())).ceil() as u32;
     open.max(BASELINE_FLOOR_PERCENT)
 }
 

@@ -69,31 +69,43 @@ impl Strategy for Safe {
                 upper[v] = 1.0;
             } else if guards.broken(v) {
                 shares[v] = 0.0;
-            } else if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
-                // Doubt bounds the risk, not the experiment: keep measuring, at a share
-                // that lets chance doubt clear within the experiment.
-                let floor = SUSPENDED_SHARE.min(max_candidate);
-                lower[v] = floor;
-                upper[v] = floor;
             } else {
-                let feasible = ctx.draws.all_criteria[v];
+                // No probability (it cannot come from the draws, but a NaN must not open
+                // the ramp) counts as no evidence of feasibility.
+                let feasible = Some(ctx.draws.all_criteria[v])
+                    .filter(|p| p.is_finite())
+                    .unwrap_or(0.0);
                 let seasoned = samples(ctx, v) >= ENOUGH_SAMPLES;
-                lower[v] = EXPLORATION_FLOOR.min(max_candidate);
-                upper[v] = if seasoned && feasible >= ENOUGH_FEASIBLE {
+                let floor = EXPLORATION_FLOOR.min(max_candidate);
+                let cap = if seasoned && feasible >= ENOUGH_FEASIBLE {
                     max_candidate
                 } else if seasoned {
                     // Enough data and still in doubt: the doubt is the data's spread, and
                     // only more data settles it, so starving the candidate would not help.
                     // The risk-bounded ramp: the share the candidate would serve while
                     // breaking a criterion, share x P(breaks), stays within the new
-                    // candidate's cap, so a probably safe candidate earns traffic.
+                    // candidate's cap, so a probably safe candidate earns traffic. The
+                    // bound is per candidate: K candidates in doubt may together serve up
+                    // to K times it.
                     (NEW_CANDIDATE_CAP / (1.0 - feasible).max(f64::EPSILON))
-                        .clamp(lower[v], max_candidate)
+                        .clamp(floor, max_candidate)
                 } else {
                     // A new candidate in doubt gets less than a promising one.
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
-                    (NEW_CANDIDATE_CAP * doubt).clamp(lower[v], max_candidate)
+                    (NEW_CANDIDATE_CAP * doubt).clamp(floor, max_candidate)
                 };
+                if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
+                    // Doubt bounds the risk, not the experiment: keep measuring, at a share
+                    // that lets chance doubt clear within the experiment, and never more
+                    // than the candidate would get unsuspended (stronger evidence of
+                    // failure never earns more traffic).
+                    let held = SUSPENDED_SHARE.min(cap).max(floor);
+                    lower[v] = held;
+                    upper[v] = held;
+                } else {
+                    lower[v] = floor;
+                    upper[v] = cap;
+                }
             }
         }
         to_percentages(&water_fill(&shares, &lower, &upper))
