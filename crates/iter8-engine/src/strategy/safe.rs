@@ -5,8 +5,8 @@
 //!   joint draws (top-two Thompson sampling with beta = 1/2, which keeps sampling the
 //!   challenger that plain Thompson sampling starves). Then limits: a candidate is capped at
 //!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations, and below
-//!   P(meets all criteria) [`ENOUGH_FEASIBLE`] that cap shrinks in proportion (down to the
-//!   exploration floor). With enough observations the cap is the risk-bounded ramp: the
+//!   P(meets all criteria) [`ENOUGH_FEASIBLE`] that cap shrinks in proportion (down to
+//!   [`SUSPENDED_SHARE`]). With enough observations the cap is the risk-bounded ramp: the
 //!   share the candidate would serve while breaking a criterion, share x P(breaks one), is
 //!   kept within [`NEW_CANDIDATE_CAP`], so a candidate that is probably safe earns traffic
 //!   and a version close to a limit gets the data that can show it feasible; from
@@ -90,9 +90,11 @@ impl Strategy for Safe {
                     (NEW_CANDIDATE_CAP / (1.0 - feasible).max(f64::EPSILON))
                         .clamp(floor, max_candidate)
                 } else {
-                    // A new candidate in doubt gets less than a promising one.
+                    // A new candidate in doubt gets less than a promising one, but never
+                    // less than a suspended one: measuring it is how the doubt clears.
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
-                    (NEW_CANDIDATE_CAP * doubt).clamp(floor, max_candidate)
+                    (NEW_CANDIDATE_CAP * doubt)
+                        .clamp(SUSPENDED_SHARE.min(max_candidate), max_candidate)
                 };
                 if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
                     // Doubt bounds the risk, not the experiment: keep measuring, at a share
