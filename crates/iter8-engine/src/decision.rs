@@ -141,10 +141,12 @@ pub fn guarded(ctx: &Context<'_>) -> Verdict {
             names[0]
         ));
     }
-    if n > 1 && p_best < threshold {
+    // A probability that is not a number meets no threshold.
+    let below = |p: f64| p.is_nan() || p < threshold;
+    if n > 1 && below(p_best) {
         missing.push(format!("P(best) {p_best:.3} < {threshold}"));
     }
-    if p_feasible < threshold {
+    if below(p_feasible) {
         missing.push(format!(
             "P(meets all criteria) {p_feasible:.3} < {threshold}"
         ));
@@ -241,11 +243,12 @@ fn earliest_promotion(req: &iter8_api::AssessmentRequest) -> u32 {
 }
 
 /// Whether a candidate with data fails its criteria with posterior probability at least
-/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: `safe` holds
-/// it at its suspended share and no strategy's decision promotes it while this holds, but it is not removed (only
-/// an anytime-valid test removes a version). Even that needs evidence: a mean whose spread had to be assumed
-/// (no sum of squares, no history yet) says more about the assumption than about the
-/// version, and one heavy-tailed outlier would otherwise end a good candidate's experiment.
+/// `winnerProbability`, on at least [`MIN_SAMPLES_TO_SUSPEND`] observations: `safe` holds it
+/// at its exploration floor and the guarded rule does not promote it while this holds, but
+/// it is not removed (only an anytime-valid test removes a version). Even that needs
+/// evidence: a mean whose spread had to be assumed (no sum of squares, no history yet) says
+/// more about the assumption than about the version, and one heavy-tailed outlier would
+/// otherwise end a good candidate's experiment.
 pub fn likely_failing(ctx: &Context<'_>, v: usize) -> bool {
     let fails = |p: f64| p <= 1.0 - ctx.request.strategy.winner_probability;
     let model = ctx.model;

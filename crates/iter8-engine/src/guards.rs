@@ -828,7 +828,7 @@ mod tests {
             model
                 .warnings
                 .iter()
-                .any(|w| w.message.contains("too uneven in size")),
+                .any(|w| w.message.contains("too few or too unequal intervals")),
             "{:?}",
             model.warnings
         );

@@ -272,22 +272,22 @@ impl Model {
             .batches
             .get(&target.metric)
             .and_then(batch_means_error)
-            // Batches of very unequal sizes (a low-traffic start, the first two intervals of
-            // a candidate) can hold less than two effective batches: too little to estimate
-            // a spread from, and a Student-t needs a degree of freedom. The version still has
-            // data; its spread is then assumed, as with no history.
+            // Too few or too unequal batches (any two of different sizes, a low-traffic
+            // start) hold fewer than two effective batches: too little to estimate a spread
+            // from, and a Student-t needs a degree of freedom. The version still has data;
+            // its spread is then assumed, as with no history.
             .filter(|&(_, dof)| dof >= 1.0)
         {
             batch
         } else {
             self.assumed_spread.push((vi, ti));
-            let uneven = self.evidence.versions[vi]
+            let batched = self.evidence.versions[vi]
                 .batches
                 .get(&target.metric)
                 .is_some_and(|b| b.batches >= 2);
-            let why = if uneven {
-                "no sum of squares, and its intervals are too uneven in size to estimate a \
-                 spread from (fewer than two effective batches)"
+            let why = if batched {
+                "no sum of squares, and too few or too unequal intervals to estimate a spread \
+                 from (fewer than two effective batches)"
             } else {
                 "no sum of squares or history"
             };

@@ -514,3 +514,34 @@ fn safe_never_gives_a_candidate_more_traffic_for_stronger_evidence_of_failure() 
         previous = share;
     }
 }
+
+#[test]
+fn safe_never_gives_a_weak_candidate_more_traffic_as_it_crosses_into_suspension() {
+    // A/B/n: c converts worst, so its top-two share is small; its errors rise across the
+    // suspension threshold (P(fails) >= 0.95), and across the 200 observations suspension
+    // needs. Its share must never rise.
+    for requests in [60.0, 100.0, 200.0] {
+        let mut previous = u32::MAX;
+        for errors in 0..=8 {
+            let c = version(
+                "c",
+                5,
+                3,
+                (requests, f64::from(errors) * requests / 200.0, 5.0),
+            );
+            let response = assess(json!({
+                "kind": "abn", "iteration": 3, "maxIterations": 48,
+                "versions": [version("a", 50, 3, (3600.0, 18.0, 180.0)),
+                             version("b", 45, 3, (400.0, 2.0, 30.0)), c],
+                "ratios": ratios(), "criteria": criteria(), "strategy": {}
+            }));
+            let share = split(&response)[2];
+            assert!(
+                share <= previous,
+                "{requests} requests per interval, {errors} errors per 200: {share} % after \
+                 {previous} %"
+            );
+            previous = share;
+        }
+    }
+}

@@ -33,7 +33,8 @@ pub const BASELINE_FLOOR_PERCENT: u32 = 10;
 /// allocation that makes many-to-one comparisons with a shared control most precise. The
 /// comparison is open while the experiment has a reward, the baseline is not shown to break
 /// a criterion (feasibility first needs no reward), and the leader among the candidates in
-/// the race (the one the decision rule would promote) is not shown better yet.
+/// the race (the candidate with the highest P(best feasible), the one the decision rule
+/// would promote unless the baseline leads) is not shown better yet.
 pub fn baseline_floor_percent(ctx: &Context<'_>) -> u32 {
     let req = ctx.request;
     let n = req.versions.len();

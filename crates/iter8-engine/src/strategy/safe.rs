@@ -6,12 +6,12 @@
 //!   challenger that plain Thompson sampling starves). Then limits: a candidate is capped at
 //!   [`NEW_CANDIDATE_CAP`] until it has [`ENOUGH_SAMPLES`] observations, and below
 //!   P(meets all criteria) [`ENOUGH_FEASIBLE`] that cap shrinks in proportion (down to
-//!   [`SUSPENDED_SHARE`]). With enough observations the cap is the risk-bounded ramp: the
+//!   [`EXPLORATION_FLOOR`]). With enough observations the cap is the risk-bounded ramp: the
 //!   share the candidate would serve while breaking a criterion, share x P(breaks one), is
 //!   kept within [`NEW_CANDIDATE_CAP`], so a candidate that is probably safe earns traffic
 //!   and a version close to a limit gets the data that can show it feasible; from
 //!   P(meets all criteria) [`ENOUGH_FEASIBLE`] on, only `maxCandidateWeight` caps it. The
-//!   baseline keeps [`BASELINE_FLOOR`] and every live version [`EXPLORATION_FLOOR`].
+//!   baseline keeps [`BASELINE_FLOOR`] and every live candidate [`EXPLORATION_FLOOR`].
 //!   `maxCandidateWeightIncrement` does not apply: the evidence-based cap replaces it.
 //! * **Removal.** A version shown by an anytime-valid test to break a criterion gets no
 //!   more traffic. Its cumulative data then stops changing, so the test keeps rejecting on
@@ -19,7 +19,7 @@
 //! * **Suspension.** A candidate that fails its criteria with posterior probability at least
 //!   `winnerProbability` (on at least [`crate::decision::MIN_SAMPLES_TO_SUSPEND`]
 //!   observations), or whose latest interval alone shows an absolute limit broken (the
-//!   regression guard), drops to [`SUSPENDED_SHARE`]; the decision rule does not promote
+//!   regression guard), is held at [`EXPLORATION_FLOOR`]; the decision rule does not promote
 //!   it while this lasts. It is not removed: only an anytime-valid test ends a candidate, so
 //!   posterior doubt, which the next intervals may clear, bounds the risk (its traffic)
 //!   without ending the experiment (a risk-bounded ramp).
@@ -45,14 +45,14 @@ pub const ENOUGH_SAMPLES: f64 = 1_000.0;
 pub const ENOUGH_FEASIBLE: f64 = 0.8;
 /// The baseline's least share while the experiment runs.
 pub const BASELINE_FLOOR: f64 = super::BASELINE_FLOOR_PERCENT as f64 / 100.0;
-/// Every live version's least share.
-pub const EXPLORATION_FLOOR: f64 = 0.02;
-/// The share of a suspended candidate (posterior doubt, or the regression guard). A good
-/// candidate can look bad by chance for a while (a few early errors against a 1 % limit);
-/// at 2 % of the traffic its doubt took most of the experiment to clear, at 5 % it clears
-/// in a few intervals, while a candidate that really breaks a criterion serves little and
-/// is removed by its anytime-valid test.
-pub const SUSPENDED_SHARE: f64 = 0.05;
+/// Every live candidate's least share, and the share a suspended one (posterior doubt, or
+/// the regression guard) is held at. A good candidate can look bad by chance for a while (a
+/// few early errors against a 1 % limit): at 2 % of the traffic its doubt took most of the
+/// experiment to clear, at 5 % it clears in a few intervals, while a candidate that really
+/// breaks a criterion serves little and is removed by its anytime-valid test. Being every
+/// live candidate's least share, it is never more than a candidate gets unsuspended:
+/// stronger evidence of failure never earns more traffic.
+pub const EXPLORATION_FLOOR: f64 = 0.05;
 
 impl Strategy for Safe {
     fn propose(&self, ctx: &Context<'_>) -> Vec<u32> {
@@ -90,20 +90,15 @@ impl Strategy for Safe {
                     (NEW_CANDIDATE_CAP / (1.0 - feasible).max(f64::EPSILON))
                         .clamp(floor, max_candidate)
                 } else {
-                    // A new candidate in doubt gets less than a promising one, but never
-                    // less than a suspended one: measuring it is how the doubt clears.
+                    // A new candidate in doubt gets less than a promising one.
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
-                    (NEW_CANDIDATE_CAP * doubt)
-                        .clamp(SUSPENDED_SHARE.min(max_candidate), max_candidate)
+                    (NEW_CANDIDATE_CAP * doubt).clamp(floor, max_candidate)
                 };
                 if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
-                    // Doubt bounds the risk, not the experiment: keep measuring, at a share
-                    // that lets chance doubt clear within the experiment, and never more
-                    // than the candidate would get unsuspended (stronger evidence of
-                    // failure never earns more traffic).
-                    let held = SUSPENDED_SHARE.min(cap).max(floor);
-                    lower[v] = held;
-                    upper[v] = held;
+                    // Doubt bounds the risk, not the experiment: keep measuring at the
+                    // floor, a share that lets chance doubt clear within the experiment.
+                    lower[v] = floor;
+                    upper[v] = floor;
                 } else {
                     lower[v] = floor;
                     upper[v] = cap;
