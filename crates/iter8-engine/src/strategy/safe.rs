@@ -11,7 +11,8 @@
 //!   kept within [`NEW_CANDIDATE_CAP`], so a candidate that is probably safe earns traffic
 //!   and a version close to a limit gets the data that can show it feasible; from
 //!   P(meets all criteria) [`ENOUGH_FEASIBLE`] on, only `maxCandidateWeight` caps it. The
-//!   baseline keeps [`BASELINE_FLOOR`] and every live candidate [`EXPLORATION_FLOOR`].
+//!   baseline keeps [`BASELINE_FLOOR`] and every live candidate [`EXPLORATION_FLOOR`] (or
+//!   `maxCandidateWeight` if lower).
 //!   `maxCandidateWeightIncrement` does not apply: the evidence-based cap replaces it.
 //! * **Removal.** A version shown by an anytime-valid test to break a criterion gets no
 //!   more traffic. Its cumulative data then stops changing, so the test keeps rejecting on
