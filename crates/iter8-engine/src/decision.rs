@@ -336,7 +336,7 @@ fn list(ctx: &Context<'_>, guards: &Guards, v: usize, status: Status) -> String 
 }
 
 /// The index of the largest value among those `keep` admits; the earliest on ties.
-fn argmax_among(xs: &[f64], keep: impl Fn(usize) -> bool) -> Option<usize> {
+pub(crate) fn argmax_among(xs: &[f64], keep: impl Fn(usize) -> bool) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, &x) in xs.iter().enumerate().filter(|(i, _)| keep(*i)) {
         if best.is_none_or(|b| x > xs[b]) {

@@ -265,12 +265,11 @@ impl Model {
         }
         let mean = m.sum / n;
         let field = format!("versions[{vi}].metrics.{}", target.metric);
+        let batches = self.evidence.versions[vi].batches.get(&target.metric);
         let (std_error, dof) = if let Some(ss) = m.sum_of_squares {
             let var = ((ss - n * mean * mean) / (n - 1.0)).max(0.0);
             ((var / n).sqrt(), n - 1.0)
-        } else if let Some(batch) = self.evidence.versions[vi]
-            .batches
-            .get(&target.metric)
+        } else if let Some(batch) = batches
             .and_then(batch_means_error)
             // Too few or too unequal batches (any two of different sizes, a low-traffic
             // start) hold fewer than two effective batches: too little to estimate a spread
@@ -281,11 +280,7 @@ impl Model {
             batch
         } else {
             self.assumed_spread.push((vi, ti));
-            let batched = self.evidence.versions[vi]
-                .batches
-                .get(&target.metric)
-                .is_some_and(|b| b.batches >= 2);
-            let why = if batched {
+            let why = if batches.is_some_and(|b| b.batches >= 2) {
                 "no sum of squares, and too few or too unequal intervals to estimate a spread \
                  from (fewer than two effective batches)"
             } else {

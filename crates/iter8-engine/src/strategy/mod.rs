@@ -45,13 +45,10 @@ pub fn baseline_floor_percent(ctx: &Context<'_>) -> u32 {
     let racing: Vec<usize> = (1..n)
         .filter(|&v| !guards.broken(v) && guards.reward[v] != Side::Below)
         .collect();
-    // The candidate the decision rule would promote is the leader among those in the race;
-    // another candidate shown better does not settle the leader's comparison.
-    let leader = racing
-        .iter()
-        .rev() // the earliest on ties, as the decision rule picks
-        .copied()
-        .max_by(|&a, &b| ctx.draws.win[a].total_cmp(&ctx.draws.win[b]));
+    // The candidate the decision rule would promote is the leader among those in the race
+    // (picked as the rule picks); another candidate shown better does not settle the
+    // leader's comparison.
+    let leader = decision::argmax_among(&ctx.draws.win, |v| racing.contains(&v));
     let decided = leader.is_some_and(|v| guards.reward[v] == Side::Above);
     if guards.broken(0) || racing.is_empty() || decided {
         return BASELINE_FLOOR_PERCENT;

@@ -95,15 +95,11 @@ impl Strategy for Safe {
                     let doubt = (feasible / ENOUGH_FEASIBLE).min(1.0);
                     (NEW_CANDIDATE_CAP * doubt).clamp(floor, max_candidate)
                 };
-                if likely_failing(ctx, v) || regressed(ctx, &guards, v) {
-                    // Doubt bounds the risk, not the experiment: keep measuring at the
-                    // floor, a share that lets chance doubt clear within the experiment.
-                    lower[v] = floor;
-                    upper[v] = floor;
-                } else {
-                    lower[v] = floor;
-                    upper[v] = cap;
-                }
+                lower[v] = floor;
+                // Doubt bounds the risk, not the experiment: a suspended candidate keeps
+                // measuring at the floor, a share that lets chance doubt clear in time.
+                let suspended = likely_failing(ctx, v) || regressed(ctx, &guards, v);
+                upper[v] = if suspended { floor } else { cap };
             }
         }
         to_percentages(&water_fill(&shares, &lower, &upper))
